@@ -1,0 +1,12 @@
+"""``partsim book ...`` commands (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``book`` group."""
+    parser = subparsers.add_parser("book", help="book commands")
+    parser.set_defaults(group_parser=parser)
+    parser.add_subparsers(title="commands", metavar="COMMAND")

@@ -1,0 +1,94 @@
+"""One table of presets (``smoke``, ``default``, ``paper``) for every chapter.
+
+``paper`` holds the thesis's settings (44.1 kHz, window 2048, hop 512, 128 mel bins, 3-s segments; thesis 3.3.1).
+``smoke`` proves every code path in minutes on 2 CPU cores (what CI builds); ``default`` is the smallest setting
+whose results mean something on 2 CPU cores. Later chapters add their own sections to :class:`Preset`.
+
+Used by: ``partsim data synth``, ``partsim book build`` and every chapter notebook (``notebooks/*.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from partsim_core.errors import PartsimError
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """Log-mel front end settings (thesis 3.3.1)."""
+
+    sample_rate: int = 44100
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    top_db: float = 80.0
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size of the generated mini-Slakh dataset (``partsim data synth``)."""
+
+    n_train: int
+    n_validation: int
+    n_test: int
+    min_seconds: float
+    max_seconds: float
+    #: Sample rate of the written flac files. Real Slakh2100 is 44.1 kHz; smaller presets write less to disk.
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every size and setting a chapter needs, under one name."""
+
+    name: str
+    description: str
+    synth: SynthConfig
+    frontend: FrontendConfig
+    #: Segment length for training and the chapter-3 test set (seconds).
+    segment_seconds: float = 3.0
+    #: Mean power below which a segment counts as silent (thesis ch. 3).
+    silence_threshold: float = 1e-4
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form, for configs saved beside results."""
+        return asdict(self)
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        description="Proves every code path in minutes: 24 short generated tracks, small front end.",
+        synth=SynthConfig(n_train=16, n_validation=4, n_test=4, min_seconds=12.0, max_seconds=16.0,
+                          sample_rate=22050),
+        frontend=FrontendConfig(sample_rate=16000, n_fft=1024, hop_length=512, n_mels=64),
+    ),
+    "default": Preset(
+        name="default",
+        description="Smallest setting with meaningful results on 2 CPU cores: ~200 generated tracks of 30-40 s.",
+        synth=SynthConfig(n_train=140, n_validation=30, n_test=30, min_seconds=30.0, max_seconds=40.0,
+                          sample_rate=22050),
+        frontend=FrontendConfig(sample_rate=22050, n_fft=1024, hop_length=512, n_mels=96),
+    ),
+    "paper": Preset(
+        name="paper",
+        description="The thesis's settings (44.1 kHz, window 2048, hop 512, 128 mels); meant for real Slakh2100.",
+        synth=SynthConfig(n_train=1289, n_validation=270, n_test=151, min_seconds=120.0, max_seconds=240.0,
+                          sample_rate=44100),
+        frontend=FrontendConfig(sample_rate=44100, n_fft=2048, hop_length=512, n_mels=128),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Return the preset called ``name``.
+
+    Raises:
+        PartsimError: when ``name`` is not one of :data:`PRESETS`.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise PartsimError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
