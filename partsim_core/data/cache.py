@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from partsim_core.errors import PartsimError
+
+if TYPE_CHECKING:
+    from partsim_core.data.slakh import SlakhDataset, Track
 
 #: Environment variable that overrides the cache root.
 CACHE_ENV = "PARTSIM_CACHE"
@@ -91,3 +100,138 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoded-stem cache (used by segments, sampling, training and evaluation in every chapter)
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Bump when the layout or content of cached stem arrays changes; part of every stem cache key.
+STEM_CACHE_FORMAT_VERSION = 1
+
+#: Parts the stem cache serves besides the five groups.
+MIX_PART = "mix"
+
+
+def file_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """Identity of a source file for cache keys: resolved path, size and modification time (ns)."""
+    path = Path(path)
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+class StemCache:
+    """Decoded, resampled mono float32 audio per (track, part), stored once as ``.npy`` and memory-mapped.
+
+    A part is one of the five groups (the sum of that group's stems, in the waveform domain) or ``"mix"`` (the
+    track's mix file; the sum of all stems when a track has no mix file). A group the track lacks is zeros of the
+    track's length. Arrays live under ``<root>/<key>/<track_id>_<part>.npy`` where the key hashes the identity
+    (path, size, mtime) of every audio file of the track, the sample rate, the part and
+    :data:`STEM_CACHE_FORMAT_VERSION`, so any change of inputs or parameters yields a new entry.
+
+    Used by :mod:`partsim_core.data.segments` (test-set filter), the sampling of triplets and pseudo pieces, and
+    the evaluation chapters.
+    """
+
+    def __init__(self, dataset: SlakhDataset, sample_rate: int, root: Path | None = None) -> None:
+        """Create a cache view.
+
+        Args:
+            dataset: The :class:`~partsim_core.data.slakh.SlakhDataset` the tracks come from.
+            sample_rate: Rate every returned array has (Hz).
+            root: Folder of cached arrays; default ``cache_root() / "stems"``.
+
+        Raises:
+            PartsimError: ``sample_rate`` is not a positive integer.
+        """
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
+            raise PartsimError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+        self.dataset = dataset
+        self.sample_rate = int(sample_rate)
+        self.root = Path(root) if root is not None else cache_root() / "stems"
+
+    def key(self, track: Track, part: str) -> str:
+        """Cache key of one (track, part) at this cache's sample rate."""
+        return stable_hash(
+            {
+                "format": STEM_CACHE_FORMAT_VERSION,
+                "sample_rate": self.sample_rate,
+                "track": track.track_id,
+                "part": part,
+                "files": [file_identity(path) for path in track.audio_files()],
+            }
+        )
+
+    def path(self, track: Track, part: str) -> Path:
+        """Where the array of one (track, part) is (or will be) stored."""
+        return self.root / self.key(track, part) / f"{track.track_id}_{part}.npy"
+
+    def get(self, track: Track, part: str) -> np.ndarray:
+        """Mono float32 audio of one part of a track at :attr:`sample_rate`, read-only and memory-mapped.
+
+        Decodes and resamples only on the first request; later calls (and later processes) map the cached file.
+
+        Raises:
+            PartsimError: unknown part, corrupt/NaN audio, or stems whose sample rate differs from the mix.
+        """
+        from partsim_core.data import slakh
+
+        if part not in (*slakh.GROUPS, MIX_PART):
+            raise PartsimError(f"unknown part {part!r}; expected one of {', '.join((*slakh.GROUPS, MIX_PART))}")
+        groups = track.stems_by_group()
+        if part != MIX_PART and part not in groups:
+            zeros = np.zeros(self.track_length(track), dtype=np.float32)
+            zeros.flags.writeable = False
+            return zeros
+        target = self.path(track, part)
+        if not target.is_file():
+            audio = self._decode(track, part, groups)
+            buffer = io.BytesIO()
+            np.save(buffer, audio, allow_pickle=False)
+            atomic_write_bytes(target, buffer.getvalue())
+        return np.load(target, mmap_mode="r", allow_pickle=False)
+
+    def get_all(self, track: Track) -> dict[str, np.ndarray]:
+        """The five groups (in :data:`~partsim_core.INSTRUMENTS` order) and ``"mix"`` of one track."""
+        from partsim_core.data import slakh
+
+        return {part: self.get(track, part) for part in (*slakh.GROUPS, MIX_PART)}
+
+    def track_length(self, track: Track) -> int:
+        """Length of the track in samples at :attr:`sample_rate`, from file headers (no decoding).
+
+        The native length is the mix's (else the longest stem's); resampling by ``up/down`` gives
+        ``ceil(n * up / down)`` samples, as ``scipy.signal.resample_poly`` does.
+        """
+        from partsim_core.data import slakh
+
+        native_rate = slakh.track_sample_rate(track)
+        divisor = math.gcd(native_rate, self.sample_rate)
+        up, down = self.sample_rate // divisor, native_rate // divisor
+        return -(-self._native_length(track) * up // down)
+
+    def _decode(self, track: Track, part: str, groups: dict) -> np.ndarray:
+        from partsim_core.data import slakh
+
+        native_rate = slakh.track_sample_rate(track)
+        if part == MIX_PART and track.mix_path is not None:
+            return slakh.load_audio(track.mix_path, self.sample_rate)
+        stems = [stem for members in groups.values() for stem in members] if part == MIX_PART else groups[part]
+        if not stems:
+            raise PartsimError(f"{track.folder}: track has neither a mix nor stem audio")
+        # Resampling is linear: sum the stems at their native rate, resample once.
+        decoded = [slakh.load_audio(stem.audio_path, native_rate) for stem in stems]
+        length = self._native_length(track)
+        total = np.zeros(length, dtype=np.float32)
+        for audio in decoded:
+            n = min(length, len(audio))
+            total[:n] += audio[:n]
+        return slakh.resample(total, native_rate, self.sample_rate)
+
+    @staticmethod
+    def _native_length(track: Track) -> int:
+        from partsim_core.data import slakh
+
+        if track.mix_path is not None:
+            return int(slakh.audio_info(track.mix_path).frames)
+        return max(slakh.audio_info(stem.audio_path).frames for stem in track.stems if stem.audio_path is not None)
