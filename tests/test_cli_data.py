@@ -98,8 +98,8 @@ def test_check_unusable_root_exits_2(capsys, tmp_path):
 def test_synth_calls_the_generator(capsys, tmp_path, monkeypatch):
     calls = []
 
-    def fake_synthesize(out, preset="smoke", seed=0, jobs=None, force=False, progress=True):
-        calls.append((Path(out), preset, seed, jobs, force))
+    def fake_synthesize(out, preset="smoke", seed=0, jobs=None, force=False, progress=True, *, soundfont=None):
+        calls.append((Path(out), preset, seed, jobs, force, soundfont))
         shutil.copytree(need(REDUX_SAMPLE), out, dirs_exist_ok=True)
         return Path(out)
 
@@ -108,19 +108,20 @@ def test_synth_calls_the_generator(capsys, tmp_path, monkeypatch):
     fake.default_dataset_root = lambda preset: tmp_path / f"default-{preset}"
     monkeypatch.setitem(sys.modules, "partsim_core.data.synth", fake)
 
-    assert main(["data", "synth", "--out", str(tmp_path / "mini"), "--seed", "3", "--jobs", "2", "--force"]) == 0
-    assert calls[-1] == (tmp_path / "mini", "smoke", 3, 2, True)
+    assert main(["data", "synth", "--out", str(tmp_path / "mini"), "--seed", "3", "--jobs", "2", "--force",
+                 "--soundfont", "kit.sf2"]) == 0
+    assert calls[-1] == (tmp_path / "mini", "smoke", 3, 2, True, "kit.sf2")
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "1 train" in out[0] and "seed 3" in out[0]
 
     assert main(["data", "synth", "--preset", "default"]) == 0
-    assert calls[-1] == (tmp_path / "default-default", "default", 0, None, False)
+    assert calls[-1] == (tmp_path / "default-default", "default", 0, None, False, None)
 
 
 @pytest.mark.parametrize(
     "command, options",
     [("check", ["ROOT", "--redux-json", "--json-out"]),
-     ("synth", ["--preset", "--out", "--seed", "--jobs", "--force"])],
+     ("synth", ["--preset", "--out", "--seed", "--jobs", "--force", "--soundfont"])],
 )
 def test_help_explains_every_option(capsys, command, options):
     with pytest.raises(SystemExit) as exited:

@@ -2,7 +2,7 @@
 
 * ``partsim data check ROOT [--redux-json FILE] [--json-out FILE]`` prints one JSON summary line on stdout (a
   human summary on stderr); exit 0 when no problem is found, 1 when some are, 2 for unusable input.
-* ``partsim data synth [--preset smoke] [--out DIR] [--seed 0] [--jobs N] [--force]`` writes the mini-Slakh
+* ``partsim data synth [--preset smoke] [--out DIR] [--seed 0] [--jobs N] [--force] [--soundfont SF2]`` writes the mini-Slakh
   dataset the book's chapters run on (Data chapter, ``notebooks/data.py``).
 """
 
@@ -41,7 +41,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from partsim_core.data.synth import default_dataset_root, synthesize_dataset
 
     out = Path(args.out) if args.out is not None else default_dataset_root(args.preset)
-    root = synthesize_dataset(out, args.preset, args.seed, args.jobs, args.force)
+    root = synthesize_dataset(out, args.preset, args.seed, args.jobs, args.force, soundfont=args.soundfont)
     counts = open_slakh(root).split_counts()
     splits = ", ".join(f"{count} {split}" for split, count in counts.items() if count)
     print(f"partsim data synth: mini-Slakh preset {args.preset}, seed {args.seed} at {root} ({splits})")
@@ -108,4 +108,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
                        help="parallel rendering processes (default: the generator picks one from the CPU count)")
     synth.add_argument("--force", action="store_true",
                        help="regenerate even when a complete dataset of the same preset and seed is present")
+    synth.add_argument("--soundfont", metavar="SF2", default=None,
+                       help="General-MIDI SoundFont to render with (default: $PARTSIM_SOUNDFONT, else the TimGM6mb.sf2 "
+                            "shipped inside pretty_midi); e.g. FluidR3_GM.sf2 for fuller sounds")
     synth.set_defaults(func=run_synth)
