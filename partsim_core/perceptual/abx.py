@@ -1,0 +1,374 @@
+"""Loader for the Inst-Sim ABX listening-test dataset in its own published format (thesis chapter 5).
+
+The dataset (public repository ``zume06/Inst-Sim-ABX-Dataset``) holds:
+
+* ``csvs/inst_sim_abx_answers.csv`` - every response, catch trials included, with a leftover pandas index column
+  (header empty or ``Unnamed: 0``) and the columns ``ex_name, subject_id, reference, sample_a, sample_b,
+  answer_timbre, answer_rhythm, answer_melody, answer_total, choice_time``; its splits ``..._XAB.csv`` and
+  ``..._XYC.csv`` (same columns, catch trials left out);
+* ``sample_configs/dict_triplet_*.json`` - evaluation set -> sample set -> ``test1``/``test2`` -> category -> role
+  -> ``{ID, seg, filename, sr, index_s, index_e}`` (the Slakh2100 test-set excerpt of every stimulus).
+
+Answers are ``A+ A- B+ B-`` (strong / weak preference) or N/A (written ``NA`` or left empty). A stimulus path reads
+``set{evaluation set}/{sample set no}/{category}/{ROLE}_{track}-{segment}.wav``; the category ``residuals`` is the
+thesis's "others", ``mix`` the whole track. Roles ``X, A, B`` make a chi-alpha-beta ("xab") sample set (three
+different tracks), roles ``X, Y, C`` a chi-chi'-gamma ("xyc") one (Y is another segment of X's track; the A/B order
+of Y and C is shuffled). Catch trials (A or B identical to X; paths ``samples/dummy*.wav``) are excluded from every
+analysis: the published file then leaves 26,898 valid responses (thesis 5.2.4).
+
+Note: the dataset's Readme calls test 1 "XAB" but its JSON files hold the X/Y/C roles under ``test1``; this loader
+decides the sample-set type from the roles, never from the ``test1``/``test2`` key.
+
+Used by chapter 5 (``notebooks/ch5_perceptual_analysis.py``), ``partsim perceptual tables`` and the chapter-4
+listener-agreement evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from partsim_core.errors import PartsimError
+
+#: The four perspectives of a response; "overall" is the CSV's ``answer_total``.
+PERSPECTIVES: tuple[str, ...] = ("overall", "timbre", "rhythm", "melody")
+#: Perspectives where N/A may be chosen (at most two per response).
+NA_PERSPECTIVES: tuple[str, ...] = ("timbre", "rhythm", "melody")
+#: Stimulus categories in thesis order (five parts, then the whole track).
+CATEGORIES: tuple[str, ...] = ("drums", "bass", "piano", "guitar", "others", "mix")
+#: The five instrumental parts.
+PART_CATEGORIES: tuple[str, ...] = CATEGORIES[:5]
+#: Sample-set types: chi-alpha-beta (three tracks) and chi-chi'-gamma (X's own track vs another).
+SET_TYPES: tuple[str, ...] = ("xab", "xyc")
+
+#: CSV column of each perspective.
+ANSWER_COLUMNS: dict[str, str] = {
+    "overall": "answer_total",
+    "timbre": "answer_timbre",
+    "rhythm": "answer_rhythm",
+    "melody": "answer_melody",
+}
+#: Columns every answers CSV must have (the leftover index column is optional).
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "ex_name", "subject_id", "reference", "sample_a", "sample_b",
+    "answer_timbre", "answer_rhythm", "answer_melody", "answer_total", "choice_time",
+)
+#: Answer codes; "NA" and the empty string mean N/A.
+VALID_ANSWERS: frozenset[str] = frozenset({"A+", "A-", "B+", "B-"})
+NA_ANSWERS: frozenset[str] = frozenset({"NA", ""})
+#: Value used for N/A in the derived ``choice_*``/``chosen_*``/``strength_*`` columns.
+NA = "N/A"
+
+#: Category folder names of the dataset -> thesis names.
+CATEGORY_FROM_FOLDER: dict[str, str] = {
+    "drums": "drums", "bass": "bass", "piano": "piano", "guitar": "guitar", "residuals": "others", "mix": "mix",
+}
+#: Thesis names -> dataset folder names (the inverse of :data:`CATEGORY_FROM_FOLDER`).
+FOLDER_FROM_CATEGORY: dict[str, str] = {value: key for key, value in CATEGORY_FROM_FOLDER.items()}
+
+#: Published counts (thesis 5.2.4) used as checks.
+PUBLISHED_VALID_RESPONSES = 26898
+PUBLISHED_ROWS = 28095
+COMBINED_CSV = "inst_sim_abx_answers.csv"
+SPLIT_CSVS: dict[str, str] = {"xab": "inst_sim_abx_answers_XAB.csv", "xyc": "inst_sim_abx_answers_XYC.csv"}
+
+_PATH_PATTERN = re.compile(
+    r"^set(?P<evaluation_set>\d+)/(?P<sample_set>\d+)/(?P<folder>[a-z]+)/"
+    r"(?P<role>[XABYC])_(?P<track>\d+)-(?P<segment>\d+)\.wav$"
+)
+
+
+@dataclass(frozen=True)
+class ABXData:
+    """One loaded ABX dataset.
+
+    Attributes:
+        root: the dataset folder (holding ``csvs/`` and ``sample_configs/``).
+        responses: valid responses, one row per response (catch trials excluded), see :func:`read_answers_csv`.
+        catch_trials: the catch-trial rows (A or B identical to X), kept for reporting only.
+        configs: stimulus table from the ``sample_configs`` JSON files (:func:`read_sample_configs`); empty when
+            the folder has none.
+    """
+
+    root: Path
+    responses: pd.DataFrame
+    catch_trials: pd.DataFrame
+    configs: pd.DataFrame
+
+
+def _parse_stimulus_path(path: str) -> dict | None:
+    match = _PATH_PATTERN.match(path)
+    if match is None:
+        return None
+    return match.groupdict()
+
+
+def read_answers_csv(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read one answers CSV of the dataset (combined or a split file) and derive the analysis columns.
+
+    Returns ``(responses, catch_trials)``. ``responses`` has one row per valid response with the columns
+    ``row`` (line number in the file, header = 1), ``ex_name``, ``subject_id``, ``session`` (subject and evaluation
+    set: one participant in the thesis's count), ``evaluation_set``, ``sample_set``, ``triplet`` (evaluation set and
+    sample set: the music triplet), ``category`` (thesis names), ``set_type`` (``xab``/``xyc``), ``reference``,
+    ``sample_a``, ``sample_b``, ``role_a``/``role_b``, ``track_x``/``track_a``/``track_b`` (Slakh track numbers),
+    ``set_key`` (the three files, A/B order removed: one unique sample set), ``choice_time``, ``complete`` (the
+    session answered mix sample sets: a complete evaluation set), and for each perspective P in
+    :data:`PERSPECTIVES`: ``answer_P`` (``A+``... or ``N/A``), ``choice_P`` (``A``/``B``/``N/A``), ``strength_P``
+    (``strong``/``weak``/``N/A``), ``chosen_P`` (the chosen file or ``N/A``), ``chosen_track_P`` (its track
+    number, -1 for N/A) and ``chosen_role_P`` (its role ``A``/``B``/``Y``/``C`` or ``N/A``; within one music
+    triplet a role names the same track in every category).
+
+    Raises:
+        PartsimError: missing file or column, unknown answer code, or a stimulus path that does not follow the
+            dataset's naming (message names the file and line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PartsimError(f"ABX answers file not found: {path}")
+    try:
+        raw = pd.read_csv(path, keep_default_na=False, dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise PartsimError(f"cannot parse ABX answers file {path}: {error}") from None
+    missing = [column for column in REQUIRED_COLUMNS if column not in raw.columns]
+    if missing:
+        raise PartsimError(f"ABX answers file {path} lacks column(s): {', '.join(missing)}")
+    raw = raw[list(REQUIRED_COLUMNS)].copy()
+    # Line number in the file (header is line 1) so errors can point at the row.
+    raw.insert(0, "row", np.arange(2, len(raw) + 2))
+
+    for perspective, column in ANSWER_COLUMNS.items():
+        values = raw[column].str.strip()
+        bad = ~(values.isin(VALID_ANSWERS) | values.isin(NA_ANSWERS))
+        if bad.any():
+            first = raw.index[bad][0]
+            raise PartsimError(
+                f"{path}, line {raw.at[first, 'row']}: unknown answer code {raw.at[first, column]!r} in {column} "
+                f"(expected A+, A-, B+, B-, NA or empty)"
+            )
+        raw[column] = values.where(~values.isin(NA_ANSWERS), NA)
+
+    times = pd.to_numeric(raw["choice_time"], errors="coerce")
+    if times.isna().any():
+        first = raw.index[times.isna()][0]
+        raise PartsimError(f"{path}, line {raw.at[first, 'row']}: choice_time {raw.at[first, 'choice_time']!r} "
+                           f"is not a number")
+    raw["choice_time"] = times.astype(np.int64)
+
+    is_catch = (raw["reference"] == raw["sample_a"]) | (raw["reference"] == raw["sample_b"])
+    catch = raw[is_catch].reset_index(drop=True)
+    valid = raw[~is_catch].reset_index(drop=True)
+    return _derive_columns(valid, path), catch
+
+
+def _derive_columns(valid: pd.DataFrame, path: Path) -> pd.DataFrame:
+    parsed = {}
+    for column, role_key in (("reference", "x"), ("sample_a", "a"), ("sample_b", "b")):
+        parts = valid[column].str.extract(_PATH_PATTERN)
+        bad = parts["role"].isna()
+        if bad.any():
+            first = valid.index[bad][0]
+            raise PartsimError(
+                f"{path}, line {valid.at[first, 'row']}: {column} {valid.at[first, column]!r} does not follow "
+                f"set<N>/<sample set>/<category>/<ROLE>_<track>-<segment>.wav"
+            )
+        parsed[role_key] = parts
+    ref = parsed["x"]
+    unknown = ~ref["folder"].isin(list(CATEGORY_FROM_FOLDER))
+    if unknown.any():
+        first = valid.index[unknown][0]
+        raise PartsimError(f"{path}, line {valid.at[first, 'row']}: unknown category folder "
+                           f"{ref.at[first, 'folder']!r}")
+    for role_key in ("a", "b"):
+        same_place = (parsed[role_key][["evaluation_set", "sample_set", "folder"]] ==
+                      ref[["evaluation_set", "sample_set", "folder"]]).all(axis=1)
+        if not same_place.all():
+            first = valid.index[~same_place][0]
+            raise PartsimError(f"{path}, line {valid.at[first, 'row']}: sample_{role_key} lies in another set or "
+                               f"category than the reference")
+    roles = parsed["a"]["role"] + parsed["b"]["role"]
+    bad_roles = ~(roles.isin(["AB", "BA", "YC", "CY"]) & (ref["role"] == "X"))
+    if bad_roles.any():
+        first = valid.index[bad_roles][0]
+        raise PartsimError(f"{path}, line {valid.at[first, 'row']}: roles X/{roles[first][0]}/{roles[first][1]} "
+                           f"are neither X/A/B nor X/Y/C")
+
+    out = pd.DataFrame({
+        "row": valid["row"].to_numpy(),
+        "ex_name": valid["ex_name"].to_numpy(),
+        "subject_id": valid["subject_id"].to_numpy(),
+    })
+    out["evaluation_set"] = ref["evaluation_set"].astype(int).to_numpy()
+    out["sample_set"] = ref["sample_set"].astype(int).to_numpy()
+    out["session"] = out["subject_id"] + "@set" + out["evaluation_set"].astype(str)
+    out["triplet"] = out["evaluation_set"].astype(str) + "/" + out["sample_set"].astype(str)
+    out["category"] = ref["folder"].map(CATEGORY_FROM_FOLDER).to_numpy()
+    out["set_type"] = np.where(roles.isin(["AB", "BA"]), "xab", "xyc")
+    for column in ("reference", "sample_a", "sample_b"):
+        out[column] = valid[column].to_numpy()
+    out["role_a"] = parsed["a"]["role"].to_numpy()
+    out["role_b"] = parsed["b"]["role"].to_numpy()
+    out["track_x"] = ref["track"].astype(int).to_numpy()
+    out["track_a"] = parsed["a"]["track"].astype(int).to_numpy()
+    out["track_b"] = parsed["b"]["track"].astype(int).to_numpy()
+    low = np.minimum(out["sample_a"], out["sample_b"])
+    high = np.maximum(out["sample_a"], out["sample_b"])
+    out["set_key"] = out["reference"] + "|" + low + "|" + high
+    out["choice_time"] = valid["choice_time"].to_numpy()
+    sessions_with_mix = set(out.loc[out["category"] == "mix", "session"])
+    out["complete"] = out["session"].isin(sessions_with_mix)
+
+    for perspective, column in ANSWER_COLUMNS.items():
+        answer = valid[column].to_numpy()
+        letter = np.array([NA if value == NA else value[:1] for value in answer], dtype=object)
+        out[f"answer_{perspective}"] = answer
+        out[f"choice_{perspective}"] = letter
+        out[f"strength_{perspective}"] = np.where(
+            answer == NA, NA, np.where(np.char.endswith(answer.astype(str), "+"), "strong", "weak"))
+        out[f"chosen_{perspective}"] = np.where(letter == "A", out["sample_a"],
+                                                np.where(letter == "B", out["sample_b"], NA))
+        out[f"chosen_track_{perspective}"] = np.where(letter == "A", out["track_a"],
+                                                      np.where(letter == "B", out["track_b"], -1))
+        out[f"chosen_role_{perspective}"] = np.where(letter == "A", out["role_a"],
+                                                     np.where(letter == "B", out["role_b"], NA))
+    return out
+
+
+def read_sample_configs(folder: str | Path) -> pd.DataFrame:
+    """Read every ``sample_configs/*.json`` of the dataset into one stimulus table.
+
+    One row per stimulus of a sample set (X appears once under each type): ``evaluation_set``, ``sample_set``,
+    ``test`` (the JSON's ``test1``/``test2`` key),
+    ``set_type`` (from the roles), ``category`` (thesis names), ``role``, ``track`` (Slakh number), ``segment``,
+    ``filename``, ``sr``, ``index_s``, ``index_e`` and ``path`` (as written in the answers CSV). Files are merged in
+    name order; the same stimulus in two files must agree (the published 202407 file extends 202404 by ``mix``).
+
+    Raises:
+        PartsimError: a malformed JSON file or two files that disagree about one stimulus.
+    """
+    folder = Path(folder)
+    rows: dict[tuple[str, str], dict] = {}
+    for json_path in sorted(folder.glob("*.json")):
+        try:
+            tree = json.loads(json_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise PartsimError(f"cannot read sample config {json_path}: {error}") from None
+        try:
+            for set_no, sample_sets in tree.items():
+                for sample_no, tests in sample_sets.items():
+                    for test, categories in tests.items():
+                        roles_here = {role for entries in categories.values() for role in entries}
+                        set_type = "xab" if {"A", "B"} <= roles_here else "xyc"
+                        for folder_name, entries in categories.items():
+                            if folder_name not in CATEGORY_FROM_FOLDER:
+                                raise PartsimError(f"{json_path}: set {set_no}/{sample_no}/{test}: unknown category "
+                                                   f"{folder_name!r}")
+                            for role, entry in entries.items():
+                                stim_path = f"set{set_no}/{sample_no}/{folder_name}/{entry['filename']}"
+                                row = {
+                                    "evaluation_set": int(set_no), "sample_set": int(sample_no), "test": test,
+                                    "set_type": set_type, "category": CATEGORY_FROM_FOLDER[folder_name],
+                                    "role": role, "track": int(entry["ID"]), "segment": int(entry["seg"]),
+                                    "filename": entry["filename"], "sr": int(entry["sr"]),
+                                    "index_s": int(entry["index_s"]), "index_e": int(entry["index_e"]),
+                                    "path": stim_path,
+                                }
+                                # X is shared by the xab and xyc sample sets, hence the (path, test) key.
+                                previous = rows.get((stim_path, test))
+                                if previous is not None and previous != row:
+                                    raise PartsimError(f"{json_path}: stimulus {stim_path} disagrees with an "
+                                                       f"earlier sample-config file")
+                                rows[(stim_path, test)] = row
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise PartsimError(f"malformed sample config {json_path}: {error!r}") from None
+    columns = ["evaluation_set", "sample_set", "test", "set_type", "category", "role", "track", "segment",
+               "filename", "sr", "index_s", "index_e", "path"]
+    table = pd.DataFrame(list(rows.values()), columns=columns)
+    return table.sort_values(["evaluation_set", "sample_set", "set_type", "category", "role"],
+                             ignore_index=True)
+
+
+def load_abx(root: str | Path, split: str | None = None) -> ABXData:
+    """Load an ABX dataset folder (the published one or a simulated one from :mod:`partsim_core.perceptual.simulate`).
+
+    Args:
+        root: folder holding ``csvs/`` (and ``sample_configs/``).
+        split: ``None`` reads the combined CSV; ``"xab"``/``"xyc"`` reads that split file instead.
+
+    Raises:
+        PartsimError: a missing folder or file, or a malformed CSV/JSON (see :func:`read_answers_csv`).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise PartsimError(f"ABX dataset folder not found: {root}")
+    if split is None:
+        csv_path = root / "csvs" / COMBINED_CSV
+    elif split in SPLIT_CSVS:
+        csv_path = root / "csvs" / SPLIT_CSVS[split]
+    else:
+        raise PartsimError(f"unknown ABX split {split!r}; choose xab or xyc (or none for the combined file)")
+    responses, catch = read_answers_csv(csv_path)
+    config_folder = root / "sample_configs"
+    configs = read_sample_configs(config_folder)  # an absent folder gives an empty table
+    return ABXData(root=root, responses=responses, catch_trials=catch, configs=configs)
+
+
+def default_abx_dir() -> Path | None:
+    """``../shared/abx`` beside the source checkout when it holds the answers CSV, else ``None``."""
+    from partsim_core.data.cache import repository_root
+
+    repo = repository_root()
+    if repo is None:
+        return None
+    candidate = repo.parent / "shared" / "abx"
+    return candidate if (candidate / "csvs" / COMBINED_CSV).is_file() else None
+
+
+def is_published_dataset(data: ABXData) -> bool:
+    """True when ``data`` is the published Inst-Sim ABX file (28,095 rows in the combined CSV)."""
+    return len(data.responses) + len(data.catch_trials) == PUBLISHED_ROWS
+
+
+def check_published_counts(data: ABXData) -> None:
+    """Assert the thesis's count of valid responses on the published dataset (no-op for other data).
+
+    Raises:
+        PartsimError: the published file does not leave 26,898 valid responses after catch-trial exclusion.
+    """
+    if is_published_dataset(data) and len(data.responses) != PUBLISHED_VALID_RESPONSES:
+        raise PartsimError(f"{data.root}: expected {PUBLISHED_VALID_RESPONSES} valid responses after excluding catch "
+                           f"trials, found {len(data.responses)}")
+
+
+def participant_summary(responses: pd.DataFrame, catch_trials: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Participant and response counts of thesis 5.2.4, as a two-column table (quantity, ours).
+
+    A "participant" is one subject answering one evaluation set (a session); "unique" counts subjects, including
+    subjects seen only in catch trials when ``catch_trials`` is given (the published file has one such subject:
+    the thesis's 281 unique participants count it).
+    """
+    complete = responses[responses["complete"]]
+    per_set = responses.groupby("evaluation_set")["subject_id"].nunique()
+    subjects = set(responses["subject_id"])
+    if catch_trials is not None:
+        subjects |= set(catch_trials["subject_id"])
+    rows = [
+        ("valid responses", len(responses)),
+        ("participants (subject x evaluation set)", responses["session"].nunique()),
+        ("unique participants", len(subjects)),
+        ("valid responses, complete evaluation sets", len(complete)),
+        ("participants, complete evaluation sets", complete["session"].nunique()),
+        ("unique participants, complete evaluation sets", complete["subject_id"].nunique()),
+        ("evaluation sets", responses["evaluation_set"].nunique()),
+        ("fewest unique participants in one evaluation set", int(per_set.min()) if len(per_set) else 0),
+    ]
+    return pd.DataFrame(rows, columns=["quantity", "ours"])
+
+
+def all_subjects(data: ABXData) -> list[str]:
+    """Every subject in the answers file, catch-trial-only subjects included (sorted)."""
+    return sorted(set(data.responses["subject_id"]) | set(data.catch_trials["subject_id"]))
