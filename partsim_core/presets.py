@@ -39,6 +39,37 @@ class SynthConfig:
 
 
 @dataclass(frozen=True)
+class PartNetworkConfig:
+    """Chapter 3: per-part CNN trained with the triplet loss (thesis 3.2.2, 3.3.1)."""
+
+    #: Training tracks used (thesis: 1,200 of the 1,289 redux train tracks); ``None`` = all of the split.
+    n_train_tracks: int | None
+    #: First non-silent 3-s segments of each track that serve as anchors (thesis: 40).
+    anchors_per_track: int
+    batch_size: int
+    epochs: int
+    #: Channel width of the first convolution block (later blocks double it); see ``models.PartCNN``.
+    width: int
+    lr: float = 1e-3
+    margin: float = 0.2
+    embedding_dim: int = 128
+
+
+@dataclass(frozen=True)
+class SeparatorConfig:
+    """Chapter 3: our spectrogram U-Net separator (Spleeter's architecture), trained on the train split."""
+
+    epochs: int
+    batch_size: int
+    #: Length of the training excerpts (seconds).
+    segment_seconds: float
+    #: Channels of the first encoder layer (Spleeter: 16).
+    width: int
+    steps_per_epoch: int
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
 class Preset:
     """Every size and setting a chapter needs, under one name."""
 
@@ -47,6 +78,8 @@ class Preset:
     synth: SynthConfig
     frontend: FrontendConfig
     #: Segment length for training and the chapter-3 test set (seconds).
+    part_network: PartNetworkConfig
+    separator: SeparatorConfig
     segment_seconds: float = 3.0
     #: Mean power below which a segment counts as silent (thesis ch. 3).
     silence_threshold: float = 1e-4
@@ -64,6 +97,8 @@ PRESETS: dict[str, Preset] = {
         synth=SynthConfig(n_train=16, n_validation=4, n_test=4, min_seconds=12.0, max_seconds=16.0,
                           sample_rate=22050),
         frontend=FrontendConfig(sample_rate=16000, n_fft=1024, hop_length=512, n_mels=64),
+        part_network=PartNetworkConfig(n_train_tracks=None, anchors_per_track=8, batch_size=16, epochs=1, width=8),
+        separator=SeparatorConfig(epochs=1, batch_size=4, segment_seconds=3.0, width=8, steps_per_epoch=10),
     ),
     "default": Preset(
         name="default",
@@ -71,6 +106,8 @@ PRESETS: dict[str, Preset] = {
         synth=SynthConfig(n_train=140, n_validation=30, n_test=30, min_seconds=30.0, max_seconds=40.0,
                           sample_rate=22050),
         frontend=FrontendConfig(sample_rate=22050, n_fft=1024, hop_length=512, n_mels=96),
+        part_network=PartNetworkConfig(n_train_tracks=None, anchors_per_track=40, batch_size=64, epochs=4, width=16),
+        separator=SeparatorConfig(epochs=4, batch_size=8, segment_seconds=3.0, width=16, steps_per_epoch=100),
     ),
     "paper": Preset(
         name="paper",
@@ -78,6 +115,9 @@ PRESETS: dict[str, Preset] = {
         synth=SynthConfig(n_train=1289, n_validation=270, n_test=151, min_seconds=120.0, max_seconds=240.0,
                           sample_rate=44100),
         frontend=FrontendConfig(sample_rate=44100, n_fft=2048, hop_length=512, n_mels=128),
+        part_network=PartNetworkConfig(n_train_tracks=1200, anchors_per_track=40, batch_size=256, epochs=200,
+                                       width=32),
+        separator=SeparatorConfig(epochs=100, batch_size=16, segment_seconds=6.0, width=16, steps_per_epoch=1000),
     ),
 }
 
