@@ -1,0 +1,291 @@
+"""The training engine: determinism, exact resume, artefacts, early stopping, precision, workers and DDP.
+
+Every task here is a tiny MLP (with dropout, so resume must also restore the RNG) regressing random data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from partsim_core.errors import PartsimError
+from partsim_core.training import TrainConfig, artefact_dir, load_trained, train
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+class Interrupted(Exception):
+    """Raised by a task to simulate a crash."""
+
+
+class LinearTask:
+    """Regression y = x @ w + noise; batch (epoch, step) is a pure function of (seed, epoch, step)."""
+
+    def __init__(self, seed: int = 0, fail_at: tuple[int, int] | None = None, sleep: float = 0.0,
+                 validation: list[float] | None = None, nan_at_step: int | None = None) -> None:
+        self.seed, self.fail_at, self.sleep, self.nan_at_step = seed, fail_at, sleep, nan_at_step
+        self.validation = validation
+        self.calls: list[tuple[int, int]] = []
+        self.validation_calls = 0
+
+    def build_model(self) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.3),
+                                   torch.nn.Linear(8, 1))
+
+    def batch(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if (epoch, step) == self.fail_at:
+            raise Interrupted(f"killed at epoch {epoch} step {step}")
+        self.calls.append((epoch, step))
+        if self.sleep:
+            time.sleep(self.sleep)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + step)
+        x = torch.randn(8, 4, generator=generator)
+        y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(8, 1, generator=generator)
+        if self.nan_at_step is not None and step == self.nan_at_step:
+            x[0, 0] = float("nan")
+        return x, y
+
+    def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return torch.nn.functional.mse_loss(model(x), y)
+
+    def validation_loss(self, model: torch.nn.Module) -> float | None:
+        if self.validation is None:
+            return None
+        self.validation_calls += 1
+        return self.validation[self.validation_calls - 1]
+
+
+class NoDropoutTask(LinearTask):
+    """The same regression without dropout (DDP ranks draw different dropout masks than one process would)."""
+
+    def build_model(self) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+
+    def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        # Two forward passes per step, as a triplet loss makes three: DDP must still average the gradients.
+        x, y = batch
+        half = len(x) // 2
+        mse = torch.nn.functional.mse_loss
+        return (mse(model(x[:half]), y[:half]) + mse(model(x[half:]), y[half:])) / 2
+
+
+def config(**overrides) -> TrainConfig:
+    settings = {"run_name": "tiny", "seed": 7, "epochs": 3, "steps_per_epoch": 5, "batch_size": 8, "lr": 1e-2,
+                "checkpoint_every": 4, "model": {"hidden": 8}, "data": {"dim": 4}}
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def assert_same_weights(first: torch.nn.Module, second: torch.nn.Module) -> None:
+    a, b = first.state_dict(), second.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_training_is_deterministic_and_writes_the_artefact(tmp_path: Path) -> None:
+    initial = LinearTask().build_model()
+    first = train(LinearTask(), config(), tmp_path / "a", progress=False)
+    second = train(LinearTask(), config(), tmp_path / "b", progress=True)
+    assert_same_weights(first.model, second.model)
+    assert not first.reused and not first.model.training
+    assert not torch.equal(initial[0].weight, first.model[0].weight)  # it did train
+    assert [row["epoch"] for row in first.history] == [1, 2, 3]
+    assert first.history[-1]["train_loss"] < first.history[0]["train_loss"]
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {"model.pt", "config.json", "history.json"}
+    recorded = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert recorded["key"] == config().key() and recorded["seed"] == 7
+    assert recorded["config"]["lr"] == 1e-2 and recorded["config"]["model"] == {"hidden": 8}
+    assert recorded["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert recorded["device"] == "cpu" and isinstance(recorded["git_commit"], str) and recorded["git_commit"]
+    assert json.loads((tmp_path / "a" / "history.json").read_text()) == first.history
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    reference = train(LinearTask(), config(), tmp_path / "reference", progress=False)
+    # global steps 1-5 in epoch 0 (checkpoint at 4 and at the epoch end), 6-8 in epoch 1 (checkpoint at 8 = step 3)
+    with pytest.raises(Interrupted):
+        train(LinearTask(fail_at=(1, 3)), config(), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "checkpoint.pt").is_file() and not (tmp_path / "run" / "model.pt").exists()
+    task = LinearTask()
+    resumed = train(task, config(), tmp_path / "run", progress=False)
+    assert task.calls == [(1, 3), (1, 4)] + [(2, step) for step in range(5)]  # continued, did not restart
+    assert_same_weights(reference.model, resumed.model)
+    assert [row["train_loss"] for row in resumed.history] == [row["train_loss"] for row in reference.history]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    settings = {"epochs": 3, "steps_per_epoch": 30, "checkpoint_every": 7}
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(TESTS_DIR)!r})
+        from test_training import LinearTask, config
+        from partsim_core.training import train
+        train(LinearTask(sleep=0.03), config(**{settings!r}), {str(run_dir)!r}, progress=False)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (run_dir / "checkpoint.pt").exists():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    time.sleep(0.25)  # somewhere mid-epoch, possibly mid-write of a later checkpoint
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "model.pt").exists(), "the run finished before it was killed"
+    task = LinearTask()
+    resumed = train(task, config(**settings), run_dir, progress=False)
+    assert 0 < len(task.calls) < 90
+    reference = train(LinearTask(), config(**settings), tmp_path / "reference", progress=False)
+    assert_same_weights(reference.model, resumed.model)
+
+
+def test_finished_run_is_reused_without_training(tmp_path: Path) -> None:
+    first = train(LinearTask(), config(), tmp_path, progress=False)
+    task = LinearTask()
+    again = train(task, config(device="cpu", num_workers=0, checkpoint_every=99), tmp_path, progress=False)
+    assert again.reused and task.calls == [] and again.history == first.history
+    assert_same_weights(first.model, again.model)
+    assert_same_weights(first.model, load_trained(tmp_path, LinearTask().build_model(), config().key()))
+    fresh_task = LinearTask()
+    fresh = train(fresh_task, config(), tmp_path, resume=False, progress=False)
+    assert not fresh.reused and len(fresh_task.calls) == 15
+    assert_same_weights(first.model, fresh.model)
+
+
+def test_artefact_of_another_config_is_refused_naming_both_keys(tmp_path: Path) -> None:
+    with pytest.raises(Interrupted):
+        train(LinearTask(fail_at=(1, 0)), config(), tmp_path, progress=False)
+    other = config(lr=5e-3)
+    with pytest.raises(PartsimError) as error:
+        train(LinearTask(), other, tmp_path, progress=False)
+    assert config().key() in str(error.value) and other.key() in str(error.value)
+    assert "checkpoint.pt" in str(error.value)
+    result = train(LinearTask(), other, tmp_path, resume=False, progress=False)
+    assert not result.reused
+    with pytest.raises(PartsimError, match=other.key()):
+        train(LinearTask(), config(), tmp_path, progress=False)  # finished model.pt of `other`
+    with pytest.raises(PartsimError, match="expected key"):
+        load_trained(tmp_path, LinearTask().build_model(), expected_key=config().key())
+    with pytest.raises(PartsimError, match="not found"):
+        load_trained(tmp_path / "missing", LinearTask().build_model())
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(PartsimError, match="checkpoint.pt"):
+        train(LinearTask(), config(), tmp_path, progress=False)
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
+    task = LinearTask(validation=[1.0, 0.5, 0.6, 0.7, 0.8, 0.9])  # best after epoch 2, then rising
+    result = train(task, config(epochs=6, early_stopping_patience=2), tmp_path / "stop", progress=False)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]  # 2 epochs without improvement
+    assert [row["val_loss"] for row in result.history] == [1.0, 0.5, 0.6, 0.7]
+    two_epochs = train(LinearTask(), config(epochs=2), tmp_path / "two", progress=False)
+    assert_same_weights(two_epochs.model, result.model)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PartsimError, match="not finite"):
+        train(LinearTask(nan_at_step=2), config(checkpoint_every=1), tmp_path, progress=False)
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_bf16_autocast_works_on_cpu_and_fp16_is_refused(tmp_path: Path) -> None:
+    result = train(LinearTask(), config(amp="bf16", epochs=1), tmp_path / "bf16", progress=False)
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in result.history)
+    with pytest.raises(PartsimError, match="fp16"):
+        train(LinearTask(), config(amp="fp16"), tmp_path / "fp16", progress=False)
+    assert not (tmp_path / "fp16").exists()
+
+
+def test_dataloader_workers_give_the_same_result(tmp_path: Path) -> None:
+    inline = train(LinearTask(), config(epochs=2), tmp_path / "inline", progress=False)
+    workers = train(LinearTask(), config(epochs=2, num_workers=2), tmp_path / "workers", progress=False)
+    assert_same_weights(inline.model, workers.model)
+
+
+def test_config_key_and_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = config()
+    assert base.key() == config(device="cuda", num_workers=4, checkpoint_every=1).key()
+    assert len({base.key(), config(lr=2e-2).key(), config(seed=8).key(), config(model={"hidden": 9}).key()}) == 4
+    monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path))
+    assert artefact_dir("part", base) == tmp_path / "models" / "part" / f"tiny-{base.key()}"
+    for bad in ({"run_name": "../x"}, {"epochs": 0}, {"lr": float("nan")}, {"amp": "int8"},
+                {"early_stopping_patience": 0}, {"model": {"f": object()}}, {"steps_per_epoch": 1.5}):
+        with pytest.raises(PartsimError):
+            config(**bad)
+    with pytest.raises(PartsimError, match="device"):
+        train(LinearTask(), config(device="tpu"), tmp_path / "x", progress=False)
+
+
+DDP_CONFIG = TrainConfig(run_name="ddp", seed=3, epochs=2, steps_per_epoch=4, lr=1e-2, checkpoint_every=3)
+DDP_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+import torch
+sys.path.insert(0, {tests!r})
+import partsim_core.training as training
+from test_training import DDP_CONFIG, NoDropoutTask
+
+rank = os.environ["RANK"]
+dump = Path({dump!r})
+writes = []
+original = training.atomic_write_bytes
+def recording_write(path, data):
+    writes.append(Path(path).name)
+    return original(path, data)
+training.atomic_write_bytes = recording_write
+result = training.train(NoDropoutTask(), DDP_CONFIG, Path({out!r}), progress=False)
+torch.save(result.model.state_dict(), dump / f"weights-{{rank}}.pt")
+(dump / f"writes-{{rank}}.json").write_text(json.dumps({{"writes": writes, "history": result.history}}))
+torch.distributed.destroy_process_group()
+"""
+
+
+class PairedTask(NoDropoutTask):
+    """Single-process equivalent of 2 DDP ranks: step s concatenates the ranks' batches 2s and 2s+1."""
+
+    def batch(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        first, second = LinearTask.batch(self, epoch, 2 * step), LinearTask.batch(self, epoch, 2 * step + 1)
+        return torch.cat([first[0], second[0]]), torch.cat([first[1], second[1]])
+
+
+def test_ddp_with_two_cpu_processes_ends_with_identical_weights(tmp_path: Path) -> None:
+    out, dump = tmp_path / "out", tmp_path / "dump"
+    dump.mkdir()
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(TESTS_DIR), dump=str(dump), out=str(out)))
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(script)],
+        capture_output=True, text=True, timeout=240, env=environment)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rank0, rank1 = (torch.load(dump / f"weights-{rank}.pt") for rank in (0, 1))
+    assert rank0.keys() == rank1.keys() and all(torch.equal(rank0[name], rank1[name]) for name in rank0)
+    log0, log1 = (json.loads((dump / f"writes-{rank}.json").read_text()) for rank in (0, 1))
+    assert log1["writes"] == [] and "model.pt" in log0["writes"] and "checkpoint.pt" in log0["writes"]
+    assert [row["train_loss"] for row in log0["history"]] == [row["train_loss"] for row in log1["history"]]
+    assert {p.name for p in out.iterdir()} == {"model.pt", "config.json", "history.json"}
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    written = load_trained(out, NoDropoutTask().build_model()).state_dict()
+    assert all(torch.equal(written[name], rank0[name]) for name in rank0)
+    # DDP averages the ranks' gradients: the same as one process on both ranks' batches, up to float rounding.
+    reference = train(PairedTask(), DDP_CONFIG, tmp_path / "paired", progress=False).model.state_dict()
+    for name in reference:
+        assert torch.allclose(rank0[name], reference[name], atol=1e-5), name
+        assert not torch.equal(rank0[name], NoDropoutTask().build_model().state_dict()[name])
