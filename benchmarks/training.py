@@ -1,0 +1,169 @@
+"""Speed of chapter 3's training: the data pipeline alone against the full training step of a part network.
+
+On the preset's embedded dataset (``partsim_core.book.chapter_dataset_root(preset, "")``, generated when absent)
+a :class:`partsim_core.sampling.TripletTask` is built for one part of the training split, then
+
+* ``pipeline_triplets_per_s``: ``task.batch(epoch, step)`` alone (gather segments from the memory-mapped stem
+  cache + one batched log-mel call), ``--steps`` batches in a row;
+* ``step_triplets_per_s``: the full training step as the engine (``partsim_core.training.train``) runs it with
+  ``num_workers=0``: batch, copy to the device, forward (bf16 autocast on CUDA), triplet loss, backward, Adam
+  step on a :class:`partsim_core.models.PartCNN` of the preset's width;
+* ``pipeline_to_step_ratio`` = pipeline / step rate (target: >= 5, the pipeline never starves the model);
+* ``estimated_epochs_s``: the preset's epochs x (epoch size / step rate), the training time of one part network;
+  with ``--full-run`` also ``full_run_s``, a real ``train()`` of those epochs into a temporary folder.
+
+After one warm-up batch/step each, the best of ``--rounds`` timed rounds of the same steps is kept (2 shared CPU
+cores are noisy).
+Prints ONE JSON line.
+
+Run: ``python benchmarks/training.py [--preset smoke|default] [--device cpu|cuda] [--steps N] [--rounds R]
+[--part drums] [--width W] [--batch-size B] [--mel-in-loss] [--full-run] [--torch-threads N]
+[--clock wall|process]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from partsim_core.book import chapter_dataset_root
+from partsim_core.data.cache import StemCache
+from partsim_core.data.slakh import open_slakh
+from partsim_core.presets import get_preset
+from partsim_core.sampling import TripletTask
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_rate(function, steps: int, rounds: int, triplets_per_step: int, device: torch.device,
+               clock=time.perf_counter) -> float:
+    """Best triplets/s over ``rounds`` rounds of ``steps`` calls ``function(step)``, after one warm-up call.
+
+    Every round runs the same steps, so later rounds find the stems' pages mapped, as every epoch after the
+    first does in training.
+    """
+    function(0)
+    best = float("inf")
+    for _ in range(rounds):
+        _synchronise(device)
+        started = clock()
+        for step in range(steps):
+            function(1 + step)
+        _synchronise(device)
+        best = min(best, clock() - started)
+    return steps * triplets_per_step / best
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time the pipeline and the training step; print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="default", choices=("smoke", "default", "paper"))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--steps", type=int, default=10, help="timed batches/steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the best is kept")
+    parser.add_argument("--part", default="drums", help="part whose network is timed (drums ... others, mix)")
+    parser.add_argument("--mel-in-loss", action="store_true",
+                        help="compute the log-mel in the loss on the device (the batch carries waveforms)")
+    parser.add_argument("--full-run", action="store_true",
+                        help="also train one part network for the preset's epochs with the engine (timed)")
+    parser.add_argument("--width", type=int, default=None, help="override the preset's part_network.width")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
+    parser.add_argument("--torch-threads", type=int, default=None)
+    parser.add_argument("--clock", default="wall", choices=("wall", "process"),
+                        help="wall time, or this process's CPU time (robust on a busy machine; use with "
+                             "--torch-threads 1, where it equals the wall time of an idle core)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda requested but torch.cuda.is_available() is False")
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
+
+    preset = get_preset(args.preset)
+    config = preset.part_network
+    overrides = {name: value for name, value in (("width", args.width), ("batch_size", args.batch_size))
+                 if value is not None}
+    config = dataclasses.replace(config, **overrides)
+    dataset = open_slakh(chapter_dataset_root(args.preset, ""))
+    cache = StemCache(dataset, preset.frontend.sample_rate)
+    started = time.perf_counter()
+    task = TripletTask(cache, dataset.tracks("train"), args.part, preset.frontend, config, seed=args.seed,
+                       seconds=preset.segment_seconds, threshold=preset.silence_threshold,
+                       mel_in_loss=args.mel_in_loss)
+    index_seconds = time.perf_counter() - started
+    device = torch.device(args.device)
+    batch_size = config.batch_size
+
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    pipeline_rate = _best_rate(lambda step: task.batch(0, step), args.steps, args.rounds, batch_size,
+                               torch.device("cpu"), clock)
+
+    torch.manual_seed(args.seed)
+    model = task.build_model().to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    amp_dtype = torch.bfloat16 if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def training_step(step: int) -> None:
+        batch = tuple(part.to(device, non_blocking=True) for part in task.batch(0, step))
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            loss = task.loss(model, batch)
+        loss.backward()
+        optimizer.step()
+
+    step_rate = _best_rate(training_step, args.steps, args.rounds, batch_size, device, clock)
+    epoch_size = task.sampler.epoch_size()
+    result = {
+        "preset": args.preset,
+        "part": args.part,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "mel_in_loss": args.mel_in_loss,
+        "batch_size": batch_size,
+        "width": config.width,
+        "n_mels": preset.frontend.n_mels,
+        "segment_seconds": preset.segment_seconds,
+        "torch_threads": torch.get_num_threads(),
+        "clock": args.clock,
+        "train_tracks": len(task.index.track_ids),
+        "epoch_triplets": epoch_size,
+        "epochs": config.epochs,
+        "index_s": round(index_seconds, 2),
+        "pipeline_triplets_per_s": round(pipeline_rate, 1),
+        "step_triplets_per_s": round(step_rate, 1),
+        "pipeline_to_step_ratio": round(pipeline_rate / step_rate, 2),
+        "estimated_epochs_s": round(config.epochs * epoch_size / step_rate, 1),
+    }
+    if args.full_run:
+        from partsim_core.training import TrainConfig, train
+
+        run = TrainConfig(run_name=f"benchmark-{args.part}", seed=args.seed, epochs=config.epochs,
+                          steps_per_epoch=task.steps_per_epoch, batch_size=batch_size, lr=config.lr,
+                          device=args.device, model={"width": config.width}, data={"preset": args.preset})
+        with tempfile.TemporaryDirectory() as folder:
+            started = time.perf_counter()
+            trained = train(task, run, out_dir=Path(folder) / "run", progress=False)
+            result["full_run_s"] = round(time.perf_counter() - started, 1)
+            result["full_run_final_loss"] = round(trained.history[-1]["train_loss"], 4)
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if device.type == "cuda":
+        result["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
