@@ -106,7 +106,7 @@ PRESETS: dict[str, Preset] = {
         synth=SynthConfig(n_train=140, n_validation=30, n_test=30, min_seconds=30.0, max_seconds=40.0,
                           sample_rate=22050),
         frontend=FrontendConfig(sample_rate=22050, n_fft=1024, hop_length=512, n_mels=96),
-        part_network=PartNetworkConfig(n_train_tracks=None, anchors_per_track=40, batch_size=64, epochs=4, width=16),
+        part_network=PartNetworkConfig(n_train_tracks=None, anchors_per_track=40, batch_size=64, epochs=2, width=16),
         # 150 steps of batch 8 at Spleeter's width: ~1.4 s per step on 2 idle cores (~3.5 min in all).
         separator=SeparatorConfig(epochs=3, batch_size=8, segment_seconds=3.0, width=16, steps_per_epoch=50),
     ),

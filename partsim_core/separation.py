@@ -558,7 +558,7 @@ class DemucsSeparator:
 
 _BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {
     "oracle": (),
-    "unet": ("train", "seed"),
+    "unet": ("train", "seed", "progress"),
     "spleeter": ("spleeter_python", "spleeter_params", "spleeter_model_dir"),
     "demucs": ("demucs_model", "demucs_repo"),
 }
@@ -570,7 +570,7 @@ def get_separator(backend: str, preset: str, data_root: str | os.PathLike = "", 
 
     * ``oracle``: ideal stems from the stem cache of the dataset at the preset's front-end rate.
     * ``unet``: the trained U-Net of ``preset`` on this dataset, trained first via :func:`train_separator` when
-      no finished artefact exists (options: ``train=False`` refuses to train, ``seed``).
+      no finished artefact exists (options: ``train=False`` refuses to train, ``seed``, ``progress``).
     * ``spleeter``: options ``spleeter_python`` (default ``$PARTSIM_SPLEETER_PYTHON``), ``spleeter_params``
       (default ``spleeter:5stems``), ``spleeter_model_dir``.
     * ``demucs``: options ``demucs_model`` (default ``htdemucs_6s``), ``demucs_repo``.
@@ -593,7 +593,7 @@ def get_separator(backend: str, preset: str, data_root: str | os.PathLike = "", 
         return OracleSeparator(StemCache(open_slakh(root), settings.frontend.sample_rate))
     if backend == "unet":
         return _unet_separator(preset, data_root, device, train=bool(options.get("train", True)),
-                               seed=int(options.get("seed", 0)))
+                               seed=int(options.get("seed", 0)), progress=bool(options.get("progress", True)))
     if backend == "spleeter":
         python = options.get("spleeter_python") or os.environ.get(SPLEETER_PYTHON_ENV)
         if not python:
@@ -606,7 +606,7 @@ def get_separator(backend: str, preset: str, data_root: str | os.PathLike = "", 
 
 
 def _unet_separator(preset: str, data_root: str | os.PathLike, device: str, train: bool,
-                    seed: int) -> UNetSeparator:
+                    seed: int, progress: bool = True) -> UNetSeparator:
     from partsim_core.training import MODEL_FILE, artefact_dir
 
     task = separator_task(preset, data_root, seed=seed)
@@ -614,7 +614,7 @@ def _unet_separator(preset: str, data_root: str | os.PathLike, device: str, trai
     if not train and not (artefact_dir("separator", config) / MODEL_FILE).is_file():
         raise PartsimError(f"no trained separator for preset {preset!r} on {task.dataset_root}; run "
                            f"'partsim train separator --preset {preset}' first")
-    result = train_separator(preset, data_root, device=device, seed=seed)
+    result = train_separator(preset, data_root, device=device, seed=seed, progress=progress)
     return UNetSeparator(result.model, key=f"unet-{config.key()}", device=device)
 
 

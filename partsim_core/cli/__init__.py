@@ -1,9 +1,9 @@
 """The ``partsim`` command: one entry point, one sub-command group per book chapter.
 
-Each group is a module of this package (``data``, ``perceptual``, ``book``) that exposes ``register_commands(subparsers)``, which adds a parser for
-the group with its own sub-commands; every leaf parser sets ``func`` to a callable taking the parsed arguments
-and returning an exit code. Errors a user can fix are raised as :class:`~partsim_core.errors.PartsimError` and
-printed here as one line (exit code 2), never as a traceback.
+Each group is a module of this package (``data``, ``train``, ``baseline``, ``perceptual``, ``book``) that exposes
+``register_commands(subparsers)``, which adds a parser for the group with its own sub-commands; every leaf parser
+sets ``func`` to a callable taking the parsed arguments and returning an exit code. Errors a user can fix are
+raised as :class:`~partsim_core.errors.PartsimError` and printed here as one line (exit code 2), never as a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from partsim_core.errors import PartsimError
 #: Modules that contribute a command group, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "partsim_core.cli.data",
+    "partsim_core.cli.train",
+    "partsim_core.cli.baseline",
     "partsim_core.cli.perceptual",
     "partsim_core.cli.book",
 )
