@@ -226,8 +226,9 @@ display(Markdown("\n".join(lines)))
 #
 # * **Separator.** The thesis used the pretrained Spleeter (5 stems). Pretrained weights cannot be downloaded
 #   here, so the default separator is our PyTorch re-implementation of Spleeter's spectrogram U-Net, trained on the
-#   training split of the dataset the book is built with, for far fewer steps. Its separation is much weaker than
-#   Spleeter's, so the "proposed" row sits lower relative to the ideal row than in the thesis. With Spleeter or
+#   training split of the dataset the book is built with, for far fewer steps. Its SDR values are not comparable
+#   with Table 3.1's: it is trained and tested on the same small synthetic distribution (one SoundFont), which
+#   makes separation easier than Spleeter's task on Slakh2100, while its training is far shorter. With Spleeter or
 #   Demucs installed locally, `backend="spleeter"` / `"demucs"` runs the same chapter with them; `backend="oracle"`
 #   gives separated = ideal (a sanity check: both rows then agree).
 # * **Data.** Unless built with `--data-root`, the chapter runs on the embedded generated mini-Slakh (short songs
