@@ -358,3 +358,158 @@ class SeparatorUNet(nn.Module):
 # ==============================================================================================================
 # End of the separator U-Net section.
 # ==============================================================================================================
+
+
+# ==============================================================================================================
+# Chapter 4: CSN encoder (thesis Fig. 4.6), one network with five instrument subspaces
+# ==============================================================================================================
+
+#: Blocks of :class:`CSNEncoder`: two 3x3 convolutions each, then 2x2 max pooling (10 convolutions, 5 poolings).
+CSN_BLOCKS = 5
+
+#: Convolutions per block of :class:`CSNEncoder` (U-Net's encoder: two per resolution).
+CSN_CONVOLUTIONS_PER_BLOCK = 2
+
+
+def _csn_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """One block of :class:`CSNEncoder`: 2 x [3x3 convolution (stride 1, padding 1) + batch norm + ReLU], then
+    2x2 max pooling (stride 2), as in U-Net's encoder (thesis Fig. 4.6).
+
+    ``ceil_mode`` pooling keeps an odd axis's last row/column, so any number of frames (and of mel bands) works.
+    """
+    layers: list[nn.Module] = []
+    for index in range(CSN_CONVOLUTIONS_PER_BLOCK):
+        # No bias: the batch norm that follows has one.
+        layers += [nn.Conv2d(in_channels if index == 0 else out_channels, out_channels, kernel_size=3, stride=1,
+                             padding=1, bias=False),
+                   nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+    layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True))
+    return nn.Sequential(*layers)
+
+
+def subspace_mask(part_index: int, n_parts: int = 5, dim: int = 128) -> torch.Tensor:
+    """Binary mask ``m_c`` of thesis eq. 4.3: ``(n_parts * dim,)`` floats, 1 on ``[c D, (c + 1) D)``, else 0.
+
+    Subspace ``c`` belongs to instrument ``INSTRUMENTS[c]`` (drums, bass, piano, guitar, others). Used by the
+    chapter-4 losses (``partsim_core.losses.masked_triplet_loss``) and evaluations.
+
+    Args:
+        part_index: Instrument index ``c`` in ``[0, n_parts)``.
+        n_parts: Number of subspaces (5).
+        dim: Size ``D`` of one subspace (128).
+
+    Raises:
+        PartsimError: an index outside ``[0, n_parts)`` or non-positive sizes.
+    """
+    for name, value in (("n_parts", n_parts), ("dim", dim)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise PartsimError(f"subspace_mask {name} must be a positive integer, got {value!r}")
+    if isinstance(part_index, bool) or not isinstance(part_index, int) or not 0 <= part_index < n_parts:
+        raise PartsimError(f"subspace_mask part_index must be an integer in [0, {n_parts}), got {part_index!r}")
+    mask = torch.zeros(n_parts * dim)
+    mask[part_index * dim: (part_index + 1) * dim] = 1.0
+    return mask
+
+
+def masked(embedding: torch.Tensor, part_index: int, n_parts: int = 5) -> torch.Tensor:
+    """``f(x) m_c``: the embedding ``(..., n_parts * D)`` with every dimension outside subspace ``c`` set to 0.
+
+    The result keeps all ``n_parts * D`` dimensions (as in eq. 4.1), so Euclidean distances between masked
+    embeddings equal distances within the subspace. Used by chapter 4's evaluations and losses.
+
+    Raises:
+        PartsimError: the last axis is not divisible by ``n_parts`` or the index is out of range.
+    """
+    if embedding.dim() < 1 or embedding.shape[-1] % n_parts:
+        raise PartsimError(f"masked expects embeddings whose last axis is a multiple of {n_parts}, "
+                           f"got shape {tuple(embedding.shape)}")
+    mask = subspace_mask(part_index, n_parts, embedding.shape[-1] // n_parts).to(device=embedding.device, dtype=embedding.dtype)
+    return embedding * mask
+
+
+class CSNEncoder(nn.Module):
+    """Conditional similarity network of chapter 4: log-mel of a mix ``(batch, n_mels, frames)`` -> ``(batch, 640)``.
+
+    Thesis Fig. 4.6 ("10 convolutional layers with batch normalization and ReLU, and max pooling applied every two
+    convolutional layers"; "the encoder portion of U-Net was referenced"). The figure's channel numbers and kernel
+    sizes are not in our text of the thesis; our choices and why:
+
+    * 5 blocks of [3x3 conv + batch norm + ReLU] x 2 followed by 2x2 max pooling (stride 2): U-Net's encoder
+      (Ronneberger et al. 2015) uses 3x3 kernels, two per resolution, and 2x2 pooling; padding 1 keeps the size
+      within a block. Channels ``width x (1, 2, 4, 8, 16)`` double per block as in U-Net (U-Net: 64 ... 1024;
+      presets choose ``width``, e.g. 16 -> 16 ... 256). Unlike :class:`PartCNN` the first block is *not*
+      strided: Fig. 4.6 has the pooling after every two convolutions, so we keep that order.
+    * Average over time ("Time Ave."), keeping the ``ceil(n_mels / 32)`` frequency rows, which are flattened with
+      the channels (``16 width x rows`` features). As in :class:`PartCNN`: any number of frames (3-, 5-, 10-s
+      segments) is accepted and the register a part plays in stays visible to the last layer; averaging over
+      frequency as well would throw that away.
+    * One fully connected layer to ``n_parts x subspace_dim`` = 5 x 128 = 640 dimensions; subspace ``c`` holds
+      ``[128 c, 128 (c + 1))`` for drums, bass, piano, guitar, others (thesis: "in order of increasing
+      dimensions"), selected by :func:`subspace_mask` / :func:`masked`.
+    * The output is **not** L2-normalised: the norm loss (eq. 4.4) reads each subspace's norm, which must be free
+      to go to zero for an absent part. (The pre-training target, eq. 4.7, is normalised over the 640 dims.)
+
+    Used by chapter 4 (``notebooks/ch4_csn_ablations``), its losses (``partsim_core.losses``) and
+    ``benchmarks/training.py``.
+
+    Args:
+        n_mels: Mel bands of the input (fixes the size of the last layer).
+        width: Channels of the first block; each later block doubles them.
+        n_parts: Number of instrument subspaces (5).
+        subspace_dim: Dimensions per subspace (128).
+
+    Raises:
+        PartsimError: a non-positive size.
+    """
+
+    def __init__(self, n_mels: int, width: int = 16, n_parts: int = 5, subspace_dim: int = 128) -> None:
+        super().__init__()
+        for name, value in (("n_mels", n_mels), ("width", width), ("n_parts", n_parts),
+                            ("subspace_dim", subspace_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise PartsimError(f"CSNEncoder {name} must be a positive integer, got {value!r}")
+        self.n_mels = n_mels
+        self.width = width
+        self.n_parts = n_parts
+        self.subspace_dim = subspace_dim
+        self.embedding_dim = n_parts * subspace_dim
+        channels = [1] + [width * 2 ** block for block in range(CSN_BLOCKS)]
+        self.features = nn.Sequential(*(_csn_block(channels[i], channels[i + 1]) for i in range(CSN_BLOCKS)))
+        self.frequency_rows = pooled_size(n_mels, CSN_BLOCKS)
+        self.projection = nn.Linear(channels[-1] * self.frequency_rows, self.embedding_dim)
+        # channels_last: oneDNN's (CPU) and cuDNN's fast convolution layout (see PartCNN).
+        self.to(memory_format=torch.channels_last)
+
+    def extra_repr(self) -> str:
+        return (f"n_mels={self.n_mels}, width={self.width}, n_parts={self.n_parts}, "
+                f"subspace_dim={self.subspace_dim}")
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """Embed a batch of log-mel spectrograms of mixes.
+
+        Args:
+            mel: ``(batch, n_mels, frames)`` or ``(batch, 1, n_mels, frames)``, values in [0, 1], any frames >= 1.
+
+        Returns:
+            ``(batch, n_parts * subspace_dim)`` embeddings, not normalised.
+
+        Raises:
+            PartsimError: wrong number of dimensions or of mel bands.
+        """
+        if mel.dim() == 3:
+            mel = mel.unsqueeze(1)
+        if mel.dim() != 4 or mel.shape[1] != 1 or mel.shape[2] != self.n_mels or mel.shape[3] == 0:
+            raise PartsimError(f"CSNEncoder expects log-mel shaped (batch, {self.n_mels}, frames), got "
+                               f"{tuple(mel.shape)}")
+        features = self.features(mel.contiguous(memory_format=torch.channels_last))  # (batch, 16w, rows, t)
+        features = features.mean(dim=3).flatten(1)     # time average -> (batch, 16 width * rows)
+        return self.projection(features)
+
+    def subspaces(self, embedding: torch.Tensor) -> torch.Tensor:
+        """View ``(batch, 640)`` embeddings as ``(batch, n_parts, subspace_dim)``, subspaces in INSTRUMENTS order."""
+        return embedding.reshape(*embedding.shape[:-1], self.n_parts, self.subspace_dim)
+
+
+# ==============================================================================================================
+# End of the chapter-4 CSN encoder section.
+# ==============================================================================================================
