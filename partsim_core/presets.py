@@ -70,6 +70,34 @@ class SeparatorConfig:
 
 
 @dataclass(frozen=True)
+class CSNConfig:
+    """Chapter 4: the CSN's training (thesis 4.4.1; paper: batch 32, 1,000 epochs, 5,000 triplets, lambda 0.1).
+
+    Used by ``partsim_core.csn_ablation`` (conditions (a)-(i) of Table 4.2).
+    """
+
+    #: Channels of the first block of ``models.CSNEncoder`` (later blocks double them).
+    width: int
+    batch_size: int
+    #: Epochs of triplet training of a condition.
+    epochs: int
+    #: Pseudo-piece (or dataset-piece) triplets drawn afresh every epoch.
+    triplets_per_epoch: int
+    #: Epochs of the pre-training (4.3.5; not in the thesis: our setting).
+    pretrain_epochs: int
+    #: Training tracks whose segments are pre-trained on (thesis: 200); ``None`` = all of the train split.
+    pretrain_tracks: int | None
+    #: Fixed validation triplets drawn from the validation split.
+    validation_triplets: int = 64
+    #: Tempo classes for pseudo pieces (thesis: 36; fewer on small sets).
+    n_tempo_classes: int = 36
+    lr: float = 1e-3
+    margin: float = 0.2
+    #: lambda of the total loss triplet + lambda x norm (eq. 4.6).
+    norm_weight: float = 0.1
+
+
+@dataclass(frozen=True)
 class Preset:
     """Every size and setting a chapter needs, under one name."""
 
@@ -80,6 +108,7 @@ class Preset:
     #: Segment length for training and the chapter-3 test set (seconds).
     part_network: PartNetworkConfig
     separator: SeparatorConfig
+    csn: CSNConfig
     segment_seconds: float = 3.0
     #: Mean power below which a segment counts as silent (thesis ch. 3).
     silence_threshold: float = 1e-4
@@ -99,6 +128,8 @@ PRESETS: dict[str, Preset] = {
         frontend=FrontendConfig(sample_rate=16000, n_fft=1024, hop_length=512, n_mels=64),
         part_network=PartNetworkConfig(n_train_tracks=None, anchors_per_track=8, batch_size=16, epochs=1, width=8),
         separator=SeparatorConfig(epochs=1, batch_size=4, segment_seconds=3.0, width=8, steps_per_epoch=10),
+        csn=CSNConfig(width=4, batch_size=8, epochs=1, triplets_per_epoch=32, pretrain_epochs=1, pretrain_tracks=8,
+                      validation_triplets=16),
     ),
     "default": Preset(
         name="default",
@@ -109,6 +140,10 @@ PRESETS: dict[str, Preset] = {
         part_network=PartNetworkConfig(n_train_tracks=None, anchors_per_track=40, batch_size=64, epochs=2, width=16),
         # 150 steps of batch 8 at Spleeter's width: ~1.4 s per step on 2 idle cores (~3.5 min in all).
         separator=SeparatorConfig(epochs=3, batch_size=8, segment_seconds=3.0, width=16, steps_per_epoch=50),
+        # Measured on 2 CPU cores: one epoch (32 steps of 32 triplets) ~21 s, one pre-training epoch (~1,300
+        # segments of 60 tracks, 41 steps) ~6 s: 7 conditions x 6 epochs + 8 pre-training epochs ~ 16-20 min.
+        csn=CSNConfig(width=8, batch_size=32, epochs=6, triplets_per_epoch=1000, pretrain_epochs=8,
+                      pretrain_tracks=60, validation_triplets=128),
     ),
     "paper": Preset(
         name="paper",
@@ -121,6 +156,8 @@ PRESETS: dict[str, Preset] = {
         # 11.9-s excerpts = Spleeter's T = 512 frames at 44.1 kHz / hop 1024.
         separator=SeparatorConfig(epochs=100, batch_size=16, segment_seconds=11.9, width=16,
                                   steps_per_epoch=1000),
+        csn=CSNConfig(width=32, batch_size=32, epochs=1000, triplets_per_epoch=5000, pretrain_epochs=100,
+                      pretrain_tracks=200, validation_triplets=256),
     ),
 }
 

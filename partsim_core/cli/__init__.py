@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "partsim_core.cli.data",
     "partsim_core.cli.train",
     "partsim_core.cli.baseline",
+    "partsim_core.cli.csn",
     "partsim_core.cli.perceptual",
     "partsim_core.cli.book",
 )

@@ -1,0 +1,126 @@
+"""``partsim csn ...``: chapter 4's conditional similarity network (CSN) and its ablation conditions (a)-(i).
+
+* ``partsim csn conditions``: the nine conditions of thesis Table 4.2 and their switches, as a table.
+* ``partsim csn train --condition i|all --preset P [--epochs N] [--device D] [--fresh]``: train (or reuse) one
+  condition's CSN, or every trained condition (b)-(i) in turn.
+
+Runs go through the shared training engine: a finished model with the same config is reused, a checkpoint is
+resumed; conditions with pre-training share one cached pre-trained network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from partsim_core.presets import PRESETS
+
+#: Accepted ``--condition`` values (listed here so that ``--help`` needs no torch import).
+CONDITION_LETTERS = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
+
+
+def run_conditions(args: argparse.Namespace) -> int:
+    """``partsim csn conditions``: print the registry."""
+    from partsim_core.csn_ablation import conditions_table
+
+    table = conditions_table()
+    flags = table.drop(columns="description").replace({True: "w/", False: ""})
+    flags["description"] = table["description"]
+    print(flags.to_string())
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``partsim csn train``: train one condition (or all), printing one JSON line per run."""
+    from partsim_core.baseline import load_chapter3_data
+    from partsim_core.csn_ablation import CONDITIONS, get_condition, train_condition
+    from partsim_core.presets import get_preset
+
+    get_preset(args.preset)
+    if args.condition == "all":
+        letters = [c.letter for c in CONDITIONS.values() if not c.is_baseline]
+    else:
+        letters = [get_condition(args.condition).letter]
+    data_root = str(args.data_root or "")
+    progress = not args.no_progress
+    data = None
+    for letter in letters:
+        if not CONDITIONS[letter].is_baseline and data is None:
+            data = load_chapter3_data(args.preset, data_root, progress=progress)
+        result = train_condition(letter, args.preset, data_root=data_root, device=args.device,
+                                 epochs=args.epochs or None, resume=not args.fresh, progress=progress,
+                                 seed=args.seed, data=data)
+        history = result.history or []
+        print(json.dumps({"model": "csn", "condition": letter, "preset": args.preset,
+                          "out_dir": str(result.out_dir), "reused": bool(result.reused),
+                          "epochs_trained": len(history),
+                          "final_train_loss": history[-1].get("train_loss") if history else None,
+                          "final_val_loss": history[-1].get("val_loss") if history else None},
+                         default=str))
+    return 0
+
+
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``csn`` group and its ``conditions`` and ``train`` commands."""
+    from partsim_core.cli.train import non_negative_int
+
+    parser = subparsers.add_parser(
+        "csn",
+        help="chapter 4: train the CSN under the ablation conditions (a)-(i) of thesis Table 4.2",
+        description=(
+            "Chapter 4: one network with five instrument subspaces (a conditional similarity network), trained "
+            "with pseudo musical pieces, the norm loss and pre-training; the nine conditions of thesis Table 4.2 "
+            "switch these on and off."
+        ),
+    )
+    parser.set_defaults(group_parser=parser)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    conditions = commands.add_parser(
+        "conditions", help="print the nine conditions (a)-(i) and their switches",
+        description="Print thesis Table 4.2's conditions: baseline, norm, psd, basic, add, pre ('w/' = on).")
+    conditions.set_defaults(func=run_conditions)
+
+    train = commands.add_parser(
+        "train",
+        help="train (or reuse) the CSN of one condition, or of all trained conditions",
+        description=(
+            "Train the CSN of one condition of thesis Table 4.2 through the shared training engine, or reuse it "
+            "from the artefact cache. (b) is the pre-trained network itself; (e), (h), (i) start from it (trained "
+            "once, shared). (a) is the chapter-3 baseline and is trained with 'partsim train part --input "
+            "separated'. Prints one JSON line per run."
+        ),
+        epilog="Example: partsim csn train --condition i --preset smoke",
+    )
+    train.add_argument(
+        "--condition", required=True, choices=[*CONDITION_LETTERS, "all"],
+        help="a Table 4.2 row (a-i), or all = every trained condition (b)-(i) in turn",
+    )
+    train.add_argument(
+        "--preset", choices=sorted(PRESETS), default="default",
+        help="sizes and settings (partsim_core/presets.py, section csn): smoke, default, paper; default: "
+             "%(default)s",
+    )
+    train.add_argument(
+        "--data-root", type=Path, default=None, metavar="DIR",
+        help="a Slakh2100-format dataset folder; default: the preset's embedded generated dataset",
+    )
+    train.add_argument(
+        "--epochs", type=non_negative_int, default=0, metavar="N",
+        help="triplet-training epochs; 0 = the preset's csn.epochs (pre-training keeps csn.pretrain_epochs); "
+             "default: %(default)s",
+    )
+    train.add_argument(
+        "--device", default="auto",
+        help="torch device: auto (CUDA when visible, else CPU), cpu, cuda or cuda:N; default: %(default)s",
+    )
+    train.add_argument("--seed", type=non_negative_int, default=0,
+                       help="seed of sampling and initialisation; default: %(default)s")
+    train.add_argument(
+        "--fresh", action="store_true",
+        help="discard this condition's checkpoint and finished model and train it from scratch (a cached "
+             "pre-trained network is still reused, except for condition b)",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    train.set_defaults(func=run_train)
