@@ -113,16 +113,25 @@ CONDITIONS: dict[str, Condition] = {c.letter: c for c in (
 )}
 
 
+#: Conditions some table needs that are not rows of Table 4.2: ``j`` is Table 4.3's middle row "w/pre, wo/norm"
+#: (psd + basic + add + pre, i.e. (i) without the norm loss).
+EXTRA_CONDITIONS: dict[str, Condition] = {c.letter: c for c in (
+    Condition("j", psd=True, basic=True, add=True, pre=True,
+              description="Table 4.3 'w/pre, wo/norm': (i) without the norm loss (not a row of Table 4.2)"),
+)}
+
+
 def get_condition(letter: str) -> Condition:
-    """The condition of Table 4.2 row ``letter`` (``"i"`` or ``"(i)"``, any case).
+    """The condition of Table 4.2 row ``letter`` (``"i"`` or ``"(i)"``, any case), or an extra one (``j``).
 
     Raises:
-        PartsimError: not one of a-i.
+        PartsimError: not one of a-j.
     """
     key = str(letter).strip().lower().strip("()")
-    if key not in CONDITIONS:
-        raise PartsimError(f"unknown condition {letter!r}; choose one of: {', '.join(CONDITIONS)}")
-    return CONDITIONS[key]
+    known = {**CONDITIONS, **EXTRA_CONDITIONS}
+    if key not in known:
+        raise PartsimError(f"unknown condition {letter!r}; choose one of: {', '.join(known)}")
+    return known[key]
 
 
 def conditions_table() -> pd.DataFrame:
@@ -261,14 +270,24 @@ class PretrainingTask:
         if not refs:
             raise PartsimError("pre-training found no segment with an audible part in its training tracks")
         self.source, self.tracks_by_id, self.refs = source, tracks_by_id, list(refs)
-        self.target_parts, self.present = target_parts, present
+        # A callable defers the (costly) per-part network passes until a batch is needed, so reusing a cached
+        # pre-trained network computes no targets.
+        self._target_parts, self.present = target_parts, present
         self.frontend, self.width, self.batch_size, self.seed, self.length = frontend, width, batch_size, seed, length
         self.log_mel = LogMel(frontend)
         self._arrays: dict = {}
 
     def __getstate__(self) -> dict:
-        # Memory maps would be pickled as full copies of the audio: each worker re-opens its own.
-        return {**self.__dict__, "_arrays": {}}
+        # Memory maps would be pickled as full copies of the audio: each worker re-opens its own. Targets are
+        # computed once here, not in every worker.
+        return {**self.__dict__, "_target_parts": self.target_parts, "_arrays": {}}
+
+    @property
+    def target_parts(self) -> torch.Tensor:
+        """``(n, 5, D)`` targets (computed on first use when a callable was given)."""
+        if callable(self._target_parts):
+            self._target_parts = self._target_parts()
+        return self._target_parts
 
     @property
     def steps_per_epoch(self) -> int:
@@ -360,6 +379,14 @@ def pretraining_targets(part_signals: np.ndarray, present: np.ndarray, networks:
     return targets * torch.from_numpy(present).unsqueeze(-1)
 
 
+def _all_pretraining_targets(data: Chapter3Data, n_tracks: int | None,
+                             networks: dict[str, nn.Module | None]) -> torch.Tensor:
+    """Targets of every pre-training segment, in :func:`pretraining_segments` order (module-level: picklable)."""
+    blocks = [pretraining_targets(signals, present, networks, data.preset.frontend)
+              for _track, _starts, signals, present in pretraining_segments(data, n_tracks)]
+    return torch.cat(blocks)
+
+
 def pretraining_setup(data: Chapter3Data, csn: CSNConfig, epochs: int | None = None, device: str = "auto",
                       seed: int = 0, progress: bool = False) -> tuple[PretrainingTask, TrainConfig]:
     """Train (or reuse) the five chapter-3 ideal networks and build the pre-training task and config.
@@ -381,15 +408,15 @@ def pretraining_setup(data: Chapter3Data, csn: CSNConfig, epochs: int | None = N
             networks[part], network_keys[part] = None, None
             continue
         networks[part], network_keys[part] = result.model, result.out_dir.name
-    refs, target_blocks, presence = [], [], []
-    for track, starts, signals, present in pretraining_segments(data, csn.pretrain_tracks):
+    refs, presence = [], []
+    for track, starts, _signals, present in pretraining_segments(data, csn.pretrain_tracks):
         refs += [(track.track_id, start) for start in starts]
-        target_blocks.append(pretraining_targets(signals, present, networks, data.preset.frontend))
         presence.append(torch.from_numpy(present))
     if not refs:
         raise PartsimError("pre-training found no segment with an audible part in its training tracks")
     length = segment_length(data.preset.frontend.sample_rate, data.preset.segment_seconds)
-    task = PretrainingTask(data.cache, data.tracks_by_id, refs, torch.cat(target_blocks), torch.cat(presence),
+    targets = functools.partial(_all_pretraining_targets, data, csn.pretrain_tracks, networks)
+    task = PretrainingTask(data.cache, data.tracks_by_id, refs, targets, torch.cat(presence),
                            data.preset.frontend, csn.width, csn.batch_size, seed, length)
     tracks = data.train_tracks if csn.pretrain_tracks is None else data.train_tracks[:csn.pretrain_tracks]
     config = TrainConfig(

@@ -120,3 +120,26 @@ def tsne_scatter(points: pd.DataFrame, color: str | None = None, hover: Sequence
     if facet is None:
         figure.update_yaxes(scaleanchor="x", scaleratio=1)
     return figure
+
+
+def wide_comparison(comparison: pd.DataFrame, digits: int = 2, caption: str | None = None) -> Styler:
+    """A :func:`~partsim_core.thesis_tables.side_by_side` frame laid out like the thesis's table: one line per row,
+    and for every column the thesis's value beside ours (the difference is left out; see :func:`comparison_table`).
+
+    Used by: chapter 4's wide tables (Table 4.2 has 9 rows x 5 parts).
+    """
+    required = {"row", "column", "thesis", "difference"}
+    if required - set(comparison.columns) or len(comparison.columns) != 5:
+        raise PartsimError(f"wide_comparison needs a side_by_side frame (row, column, thesis, ours, difference); "
+                           f"got columns {list(comparison.columns)}")
+    ours = [column for column in comparison.columns if column not in required][0]
+    rows = list(dict.fromkeys(comparison["row"]))
+    columns = list(dict.fromkeys(comparison["column"]))
+    wide = comparison.pivot(index="row", columns="column", values=["thesis", ours])
+    wide = wide.swaplevel(axis=1).reindex(index=rows, columns=pd.MultiIndex.from_product([columns, ["thesis", ours]]))
+    wide.index.name = None
+    styler = wide.style.format(f"{{:.{digits}f}}", na_rep=MISSING)
+    styler = styler.set_properties(subset=[(column, ours) for column in columns], **{"font-weight": "bold"})
+    if caption:
+        styler = styler.set_caption(caption)
+    return styler

@@ -40,7 +40,11 @@ def test_registry_matches_thesis_table_4_2():
             assert not condition.psd
     assert get_condition("I") is CONDITIONS["i"] and get_condition("(b)").pretraining_only
     with pytest.raises(PartsimError, match="unknown condition"):
-        get_condition("j")
+        get_condition("k")
+    # j is Table 4.3's "w/pre, wo/norm" row: (i) without the norm loss, not a row of Table 4.2.
+    extra = get_condition("j")
+    assert "j" not in CONDITIONS
+    assert (extra.norm, extra.psd, extra.basic, extra.add, extra.pre) == (False, True, True, True, True)
 
 
 def _batch() -> dict[str, torch.Tensor]:
