@@ -12,13 +12,30 @@ a :class:`partsim_core.sampling.TripletTask` is built for one part of the traini
 * ``estimated_epochs_s``: the preset's epochs x (epoch size / step rate), the training time of one part network;
   with ``--full-run`` also ``full_run_s``, a real ``train()`` of those epochs into a temporary folder.
 
+Chapter 4's CSN (keys ``csn_*``, skipped with ``--no-csn``): the :class:`partsim_core.pseudo_pieces.PseudoTripletTask`
+and :class:`partsim_core.csn_ablation.CSNLoss` of condition (i)'s switches (pseudo pieces with created silences,
+basic + additional triplets, norm loss), built by :func:`partsim_core.csn_ablation.condition_setup` for the
+preset; timed with condition (g), whose task and loss are (i)'s, so that a freshly initialised
+:class:`~partsim_core.csn_ablation.CSNModel` needs no pre-trained network (the step costs the same);
+
+* ``csn_batch_triplets_per_s``: ``task.batch(epoch, step)`` alone (pseudo-piece mixing of anchor, positive and
+  negative in the waveform domain + one batched log-mel call);
+* ``csn_triplets_per_s``: the full training step (batch, copy, forward of the 3B pieces, CSN loss, backward,
+  Adam step) on the CPU; ``csn_cuda_triplets_per_s`` the same on CUDA with bf16 autocast when
+  ``torch.cuda.is_available()``;
+* ``csn_pipeline_to_step_ratio`` = batch rate / step rate (as ``pipeline_to_step_ratio``) and
+  ``csn_batch_time_share`` = batch-assembly time / step time (its inverse: the share of a CPU step spent making
+  the batch); ``csn_estimated_epochs_s``: the preset's ``csn.epochs`` x ``csn.triplets_per_epoch`` / step rate;
+* ``csn_peak_rss_mib``: this process's peak resident memory after the CSN runs (``ru_maxrss``; ``peak_rss_mib``
+  is read before them), ``csn_peak_cuda_mib``: ``torch.cuda.max_memory_allocated`` during the CUDA CSN run.
+
 After one warm-up batch/step each, the best of ``--rounds`` timed rounds of the same steps is kept (2 shared CPU
 cores are noisy).
 Prints ONE JSON line.
 
 Run: ``python benchmarks/training.py [--preset smoke|default] [--device cpu|cuda] [--steps N] [--rounds R]
 [--part drums] [--width W] [--batch-size B] [--mel-in-loss] [--full-run] [--torch-threads N]
-[--clock wall|process]``.
+[--clock wall|process] [--no-csn]``.
 """
 
 from __future__ import annotations
@@ -31,6 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -65,6 +83,52 @@ def _best_rate(function, steps: int, rounds: int, triplets_per_step: int, device
     return steps * triplets_per_step / best
 
 
+def csn_step_rates(data: Any, device: torch.device, steps: int, rounds: int, seed: int = 0,
+                   clock=time.perf_counter, batch_rate: bool = True) -> dict[str, float]:
+    """Batch-assembly and training-step rates of chapter 4's CSN (condition (i)'s task and loss) on ``device``.
+
+    ``data`` is :func:`partsim_core.baseline.load_chapter3_data`'s result for the preset. Used by: :func:`main`
+    (the ``csn_*`` keys).
+
+    Returns:
+        ``setup_s`` (task construction), ``step_triplets_per_s``, ``batch_triplets_per_s`` (when ``batch_rate``),
+        ``batch_size``, ``width``, ``triplets_per_epoch``, ``epochs`` and, on CUDA, ``peak_cuda_mib``.
+    """
+    from partsim_core.csn_ablation import condition_setup, get_condition
+
+    # (g) = (i) without pre-training: the same sampler switches and loss terms, and a fresh model (no cached
+    # pre-trained network is needed to time a step).
+    timed, proposed = get_condition("g"), get_condition("i")
+    assert all(getattr(timed, name) == getattr(proposed, name) for name in ("norm", "psd", "basic", "add"))
+    csn = data.preset.csn
+    started = time.perf_counter()
+    task, config = condition_setup(timed, data, csn, device=str(device), seed=seed)
+    out: dict[str, float] = {"setup_s": time.perf_counter() - started, "batch_size": csn.batch_size,
+                             "width": csn.width, "triplets_per_epoch": csn.triplets_per_epoch, "epochs": csn.epochs}
+    if batch_rate:
+        out["batch_triplets_per_s"] = _best_rate(lambda step: task.batch(0, step), steps, rounds, csn.batch_size,
+                                                 torch.device("cpu"), clock)
+    torch.manual_seed(seed)
+    model = task.build_model().to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    amp_dtype = torch.bfloat16 if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def training_step(step: int) -> None:
+        batch = {name: value.to(device, non_blocking=True) for name, value in task.batch(0, step).items()}
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            loss = task.loss(model, batch)
+        loss.backward()
+        optimizer.step()
+
+    out["step_triplets_per_s"] = _best_rate(training_step, steps, rounds, csn.batch_size, device, clock)
+    if device.type == "cuda":
+        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Time the pipeline and the training step; print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -84,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall time, or this process's CPU time (robust on a busy machine; use with "
                              "--torch-threads 1, where it equals the wall time of an idle core)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-csn", action="store_true", help="skip chapter 4's CSN step (the csn_* keys)")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but torch.cuda.is_available() is False")
@@ -161,6 +226,33 @@ def main(argv: list[str] | None = None) -> int:
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if device.type == "cuda":
         result["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    if not args.no_csn:
+        from partsim_core.baseline import load_chapter3_data
+
+        data = load_chapter3_data(args.preset)
+        cpu = csn_step_rates(data, torch.device("cpu"), args.steps, args.rounds, args.seed, clock)
+        result.update({
+            "csn_condition": "i (task and loss; timed as g: fresh weights)",
+            "csn_batch_size": cpu["batch_size"],
+            "csn_width": cpu["width"],
+            "csn_setup_s": round(cpu["setup_s"], 2),
+            "csn_batch_triplets_per_s": round(cpu["batch_triplets_per_s"], 1),
+            "csn_triplets_per_s": round(cpu["step_triplets_per_s"], 1),
+            "csn_pipeline_to_step_ratio": round(cpu["batch_triplets_per_s"] / cpu["step_triplets_per_s"], 2),
+            "csn_batch_time_share": round(cpu["step_triplets_per_s"] / cpu["batch_triplets_per_s"], 3),
+            "csn_estimated_epochs_s": round(cpu["epochs"] * cpu["triplets_per_epoch"] / cpu["step_triplets_per_s"],
+                                            1),
+        })
+        if torch.cuda.is_available():
+            # Always timed on the GPU when there is one (the rest of this script follows --device).
+            cuda = csn_step_rates(data, torch.device("cuda"), args.steps, args.rounds, args.seed,
+                                  time.perf_counter, batch_rate=False)
+            result["csn_cuda_name"] = torch.cuda.get_device_name(torch.device("cuda"))
+            result["csn_cuda_triplets_per_s"] = round(cuda["step_triplets_per_s"], 1)
+            result["csn_cuda_batch_time_share"] = round(cuda["step_triplets_per_s"] / cpu["batch_triplets_per_s"],
+                                                        3)
+            result["csn_peak_cuda_mib"] = round(cuda["peak_cuda_mib"], 1)
+        result["csn_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result))
     return 0
 
