@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "partsim_core.cli.train",
     "partsim_core.cli.baseline",
     "partsim_core.cli.csn",
+    "partsim_core.cli.mixquery",
     "partsim_core.cli.perceptual",
     "partsim_core.cli.book",
 )
