@@ -408,10 +408,15 @@ def pretraining_setup(data: Chapter3Data, csn: CSNConfig, epochs: int | None = N
             networks[part], network_keys[part] = None, None
             continue
         networks[part], network_keys[part] = result.model, result.out_dir.name
-    refs, presence = [], []
-    for track, starts, _signals, present in pretraining_segments(data, csn.pretrain_tracks):
-        refs += [(track.track_id, start) for start in starts]
-        presence.append(torch.from_numpy(present))
+    # The segment list is the same for every pre-training condition of one dataset load: found once.
+    memo = data.__dict__.setdefault("_pretraining_refs", {})
+    if csn.pretrain_tracks not in memo:
+        found_refs, found_presence = [], []
+        for track, starts, _signals, present in pretraining_segments(data, csn.pretrain_tracks):
+            found_refs += [(track.track_id, start) for start in starts]
+            found_presence.append(torch.from_numpy(present))
+        memo[csn.pretrain_tracks] = (found_refs, found_presence)
+    refs, presence = memo[csn.pretrain_tracks]
     if not refs:
         raise PartsimError("pre-training found no segment with an audible part in its training tracks")
     length = segment_length(data.preset.frontend.sample_rate, data.preset.segment_seconds)

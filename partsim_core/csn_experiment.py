@@ -36,6 +36,7 @@ Used by: ``notebooks/ch4_csn_ablations.py`` and ``partsim csn evaluate``.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -693,7 +694,7 @@ def run_chapter4(
             if _is_oracle(separated):
                 waves = pseudo.waveforms(part, rows)
             else:
-                waves = _separate_segments(separated, pseudo.waveforms(MIX_PART, rows), part, data.cache.sample_rate)
+                waves = _cached_separated_segments(separated, pseudo, rows, part, data.cache.sample_rate)
             vectors = embed(baseline_networks[part], waves)
             # One "subspace": the part network's whole embedding, placed in the part's block of a 5-block array.
             blocks = np.zeros((vectors.shape[0], vectors.shape[1] * len(INSTRUMENTS)), dtype=np.float32)
@@ -798,6 +799,25 @@ def _is_oracle(separated: Any) -> bool:
     from partsim_core.separation import OracleSeparator
 
     return isinstance(getattr(separated, "separator", None), OracleSeparator)
+
+
+def _cached_separated_segments(separated: Any, pseudo: PseudoPieceSet, rows: np.ndarray, part: str,
+                               sample_rate: int) -> np.ndarray:
+    """:func:`_separate_segments` of the pseudo-piece mixes ``rows``, cached on disk by separator and pieces
+    (rebuilding the book separates nothing again)."""
+    from partsim_core.data.cache import atomic_write_bytes, cache_root, stable_hash
+
+    chosen = pseudo.segments.iloc[np.asarray(rows)]
+    key = stable_hash([separated.key, part, pseudo.length, sample_rate,
+                       chosen.astype(str).to_numpy().tolist(), pseudo.data.fingerprint(pseudo.data.test_tracks)])
+    path = cache_root() / "chapter4" / f"pseudo-separated-{part}-{key}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    waves = np.stack(_separate_segments(separated, pseudo.waveforms(MIX_PART, rows), part, sample_rate))
+    buffer = io.BytesIO()
+    np.save(buffer, waves.astype(np.float32), allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+    return waves
 
 
 def _separate_segments(separated: Any, mixes: Sequence[np.ndarray], part: str, sample_rate: int,
