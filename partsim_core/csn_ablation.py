@@ -21,7 +21,7 @@ Choices made here, documented because the thesis leaves them open:
   theirs, so retraining the pre-training retrains them.
 * **Number of pre-training epochs**: not in the thesis; a preset setting (``csn.pretrain_epochs``).
 
-Used by: ``partsim csn train`` / ``partsim csn conditions`` and ``notebooks/ch4_csn_ablations``.
+Used by: ``partsim train csn`` / ``partsim csn conditions`` and ``notebooks/ch4_csn_ablations``.
 """
 
 from __future__ import annotations
@@ -515,7 +515,7 @@ def train_condition(letter: str, preset: str, data_root: str | os.PathLike = "",
     ``epochs`` overrides the preset's triplet-training epochs (not the pre-training's). ``resume=False`` retrains
     this condition only (a cached pre-training is reused unless the condition is (b)).
 
-    Used by: ``partsim csn train`` and ``notebooks/ch4_csn_ablations``.
+    Used by: ``partsim train csn`` and ``notebooks/ch4_csn_ablations``.
 
     Raises:
         PartsimError: an unknown condition or preset, condition (a) (the chapter-3 baseline: train it with
@@ -547,7 +547,7 @@ def train_conditions(letters: str | list[str] = "all", preset: str = "default", 
                      ) -> dict[str, TrainResult]:
     """Train every trained condition of ``letters`` (``"all"`` = (b)-(i); (a) needs no CSN) on one dataset load.
 
-    Used by ``partsim csn train --condition all`` and the notebook.
+    Used by ``partsim train csn --condition all`` and the notebook.
     """
     from partsim_core.baseline import load_chapter3_data
 

@@ -169,5 +169,5 @@ def test_cli_conditions_and_bad_condition(capsys):
     out = capsys.readouterr().out
     assert "(i)" in out and "pre" in out
     with pytest.raises(SystemExit) as exit_info:
-        main(["csn", "train", "--condition", "z"])
+        main(["train", "csn", "--condition", "z"])
     assert exit_info.value.code == 2

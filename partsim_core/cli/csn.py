@@ -1,7 +1,7 @@
 """``partsim csn ...``: chapter 4's conditional similarity network (CSN) and its ablation conditions (a)-(i).
 
 * ``partsim csn conditions``: the nine conditions of thesis Table 4.2 and their switches, as a table.
-* ``partsim csn train --condition i|all --preset P [--epochs N] [--device D] [--fresh]``: train (or reuse) one
+* ``partsim train csn --condition i|all --preset P [--epochs N] [--device D] [--fresh]``: train (or reuse) one
   condition's CSN, or every trained condition (b)-(j) in turn (``j``: Table 4.3's "w/pre, wo/norm" row).
 * ``partsim csn evaluate --preset P [--conditions a,e,i]``: train what is missing, then compute Tables 4.1-4.6
   and the style-leakage measure; prints the tables and writes them as JSON with ``--out``.
@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from partsim_core.cli.train import non_negative_int
 from partsim_core.presets import PRESETS
 
 #: Accepted ``--condition`` values (listed here so that ``--help`` needs no torch import).
@@ -34,7 +35,7 @@ def run_conditions(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """``partsim csn train``: train one condition (or all), printing one JSON line per run."""
+    """``partsim train csn``: train one condition (or all), printing one JSON line per run."""
     from partsim_core.baseline import load_chapter3_data
     from partsim_core.csn_ablation import CONDITIONS, EXTRA_CONDITIONS, get_condition, train_condition
     from partsim_core.presets import get_preset
@@ -102,29 +103,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``csn`` group and its ``conditions`` and ``train`` commands."""
-    from partsim_core.cli.train import non_negative_int
-
-    parser = subparsers.add_parser(
+def register_train_command(train_commands: argparse._SubParsersAction) -> None:
+    """Add ``partsim train csn`` (to the ``train`` group, beside ``separator`` and ``part``)."""
+    train = train_commands.add_parser(
         "csn",
-        help="chapter 4: train the CSN under the ablation conditions (a)-(i) of thesis Table 4.2",
-        description=(
-            "Chapter 4: one network with five instrument subspaces (a conditional similarity network), trained "
-            "with pseudo musical pieces, the norm loss and pre-training; the nine conditions of thesis Table 4.2 "
-            "switch these on and off."
-        ),
-    )
-    parser.set_defaults(group_parser=parser)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    conditions = commands.add_parser(
-        "conditions", help="print the nine conditions (a)-(i) and their switches",
-        description="Print thesis Table 4.2's conditions: baseline, norm, psd, basic, add, pre ('w/' = on).")
-    conditions.set_defaults(func=run_conditions)
-
-    train = commands.add_parser(
-        "train",
         help="train (or reuse) the CSN of one condition, or of all trained conditions",
         description=(
             "Train the CSN of one condition of thesis Table 4.2 through the shared training engine, or reuse it "
@@ -132,7 +114,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             "once, shared). (a) is the chapter-3 baseline and is trained with 'partsim train part --input "
             "separated'. Prints one JSON line per run."
         ),
-        epilog="Example: partsim csn train --condition i --preset smoke",
+        epilog="Example: partsim train csn --condition i --preset smoke",
     )
     train.add_argument(
         "--condition", required=True, choices=[*CONDITION_LETTERS, "all"],
@@ -166,6 +148,28 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     train.set_defaults(func=run_train)
+
+
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``csn`` group and its ``conditions`` and ``evaluate`` commands."""
+
+    parser = subparsers.add_parser(
+        "csn",
+        help="chapter 4: the CSN's ablation conditions (a)-(i) of thesis Table 4.2 and their evaluation",
+        description=(
+            "Chapter 4: one network with five instrument subspaces (a conditional similarity network), trained "
+            "with pseudo musical pieces, the norm loss and pre-training; the nine conditions of thesis Table 4.2 "
+            "switch these on and off. Train one condition with 'partsim train csn'."
+        ),
+    )
+    parser.set_defaults(group_parser=parser)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    conditions = commands.add_parser(
+        "conditions", help="print the nine conditions (a)-(i) and their switches",
+        description="Print thesis Table 4.2's conditions: baseline, norm, psd, basic, add, pre ('w/' = on).")
+    conditions.set_defaults(func=run_conditions)
+
 
     evaluate = commands.add_parser(
         "evaluate",

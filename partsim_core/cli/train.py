@@ -4,6 +4,8 @@
   trained on the train split.
 * ``partsim train part --part drums|bass|piano|guitar|others|mix --input ideal|separated [--backend unet]
   --preset P [--epochs N] [--device D] [--fresh] [--out DIR]``: one chapter-3 network.
+* ``partsim train csn --condition i|all --preset P``: chapter 4's CSN of one ablation condition, or of all
+  (defined in :mod:`partsim_core.cli.csn`).
 
 Runs resume from their last checkpoint by default and reuse a finished model with the same config key (nothing is
 trained again); ``--fresh`` discards both and starts over. Artefacts go to ``<cache>/models/<kind>/<run>-<key>/``.
@@ -103,10 +105,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``train`` group and its ``separator`` and ``part`` commands."""
+    """Add the ``train`` group and its ``separator``, ``part`` and ``csn`` commands."""
     parser = subparsers.add_parser(
         "train",
-        help="train one model (separator, chapter-3 part networks) with the shared engine",
+        help="train one model (separator, chapter-3 part networks, chapter-4 CSN) with the shared engine",
         description=(
             "Train one model of the book with the shared training engine (partsim_core.training): seeded, "
             "checkpointed, resumable. A finished model with the same config is reused, a checkpoint is resumed; "
@@ -172,3 +174,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_common(part)
     part.set_defaults(func=run_part)
+
+    from partsim_core.cli.csn import register_train_command
+
+    register_train_command(commands)
