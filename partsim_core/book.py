@@ -260,12 +260,17 @@ def _current_python_kernel_manager_class() -> type:
     """A kernel manager that always starts ``sys.executable``'s ipykernel, whatever kernelspecs are installed.
 
     A user-level ``python3`` kernelspec could point at another interpreter without partsim installed; the book
-    must run with the same Python (and packages) as the ``partsim`` command.
+    must run with the same Python (and packages) as the ``partsim`` command. The kernel talks over Unix sockets
+    beside its connection file (IPC transport) rather than loopback TCP, which other local users could reach (and
+    which makes ipykernel print a warning per notebook).
     """
     from jupyter_client.kernelspec import KernelSpec
     from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
 
     class CurrentPythonKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
         @property
         def kernel_spec(self) -> KernelSpec:
             if self._kernel_spec is None:
