@@ -47,7 +47,7 @@ PROGRAMS = {"drums": 0, "bass": 33, "piano": 0, "guitar": 25, "others": 81}
 
 
 def random_index(seed: int = 0, n_songs: int = 60, dim: int = 16, max_segments: int = 9,
-                 absent_share: float = 0.0, coarse: str = "fp16") -> MixQueryIndex:
+                 absent_share: float = 0.0, coarse: str = "fp16", shards: int | None = None) -> MixQueryIndex:
     """An in-memory index of random unit vectors (no ties), songs of 1..max_segments segments."""
     rng = np.random.default_rng(seed)
     counts = rng.integers(1, max_segments + 1, n_songs)
@@ -58,7 +58,8 @@ def random_index(seed: int = 0, n_songs: int = 60, dim: int = 16, max_segments: 
     vectors[~present] = 0.0
     songs = [f"song{number:03d}" for number in range(n_songs)]
     segments = [[(10 * j, 10 * (j + 1)) for j in range(count)] for count in counts]
-    return MixQueryIndex.from_arrays(vectors, songs, segments, sample_rate=1, present=present, coarse=coarse)
+    return MixQueryIndex.from_arrays(vectors, songs, segments, sample_rate=1, present=present, coarse=coarse,
+                                     shards=shards)
 
 
 def random_queries(index: MixQueryIndex, rng: np.random.Generator, parts: list[str]) -> list[StemQuery]:
@@ -168,10 +169,10 @@ def catalog_root(tmp_path, cache) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("coarse", ["fp16", "flat"])
+@pytest.mark.parametrize(("coarse", "shards"), [("fp16", 1), ("fp16", 3), ("flat", None)])
 @pytest.mark.parametrize("n_parts", [1, 2, 3])
-def test_song_search_equals_numpy(n_parts, coarse):
-    index = random_index(seed=n_parts, absent_share=0.2, coarse=coarse)
+def test_song_search_equals_numpy(n_parts, coarse, shards):
+    index = random_index(seed=n_parts, absent_share=0.2, coarse=coarse, shards=shards)
     rng = np.random.default_rng(100 + n_parts)
     for _ in range(15):
         parts = [str(part) for part in rng.choice(INSTRUMENTS, size=n_parts, replace=False)]
@@ -183,8 +184,8 @@ def test_song_search_equals_numpy(n_parts, coarse):
     assert sorted(hit.song for hit in found) == sorted(index.songs)
 
 
-@pytest.mark.parametrize("coarse", ["fp16", "flat"])
-def test_song_search_is_exact_when_the_best_segments_crowd_into_few_songs(coarse):
+@pytest.mark.parametrize(("coarse", "shards"), [("fp16", 1), ("fp16", 4), ("flat", None)])
+def test_song_search_is_exact_when_the_best_segments_crowd_into_few_songs(coarse, shards):
     # Songs of 40 near-identical segments: FAISS's first top-K segments cover few songs, so the search has to widen
     # K (and, excluding the query songs, skip their crowded segments) before the top k songs are certain.
     rng = np.random.default_rng(21)
@@ -194,7 +195,7 @@ def test_song_search_is_exact_when_the_best_segments_crowd_into_few_songs(coarse
         n_songs * per_song, len(INSTRUMENTS), dim).astype(np.float32)
     songs = [f"s{number}" for number in range(n_songs)]
     index = MixQueryIndex.from_arrays(vectors, songs, [[(0, 1)] * per_song] * n_songs, sample_rate=1,
-                                      coarse=coarse)
+                                      coarse=coarse, shards=shards)
     for seed in range(4):
         queries = random_queries(index, np.random.default_rng(seed), ["drums", "bass", "bass"][:seed % 3 + 1])
         for k, exclude in ((100, False), (100, True), (149, True), (3, True)):
@@ -254,6 +255,16 @@ def test_search_is_exact_when_distances_differ_by_less_than_the_coarse_error(coa
         expected = similar_stems_numpy(index.vectors, index.song_of_row, index.present, row, column, k)
         assert [(hit.song, hit.segment) for hit in index.similar_stems(stem, k=k)] == [
             (songs[r], 0) for r, _ in expected]
+
+
+def test_shards_split_the_rows_and_bad_counts_are_refused():
+    # More shards than rows are clipped; the flat coarse index is never sharded.
+    tiny = random_index(seed=5, n_songs=2, max_segments=1, shards=8)
+    assert tiny._searcher.shards == 2
+    assert random_index(seed=5, coarse="flat", shards=3)._searcher.shards == 1
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(PartsimError, match="shards"):
+            random_index(seed=5, shards=bad)
 
 
 def test_a_zero_query_vector_is_at_distance_1_from_everything():

@@ -191,7 +191,7 @@ class MixQueryIndex:
 
     def __init__(self, meta: dict, vectors: np.ndarray, present: np.ndarray, folder: Path | None = None,
                  catalog: Catalog | None = None, threads: int = 1, normalise: bool = False,
-                 coarse: str = "fp16") -> None:
+                 coarse: str = "fp16", shards: int | None = None) -> None:
         """Use :meth:`load` or :meth:`from_arrays`; ``meta`` has the fields of ``index.json``."""
         self.meta = meta
         self.folder = Path(folder) if folder is not None else None
@@ -214,7 +214,7 @@ class MixQueryIndex:
             raise PartsimError(f"index vectors {vectors.shape} / present {present.shape} do not match its "
                                f"{expected[0]} segments x {expected[1]} parts")
         self._searcher = FaissSearcher(vectors, self.song_of_row, present, threads=threads, normalise=normalise,
-                                       coarse=coarse)
+                                       coarse=coarse, shards=shards)
         #: float32 ``(n_segments, n_parts, D)`` unit-or-zero vectors (``vectors.npy`` memory-mapped, after load).
         self.vectors = self._searcher.vectors
         #: bool ``(n_segments, n_parts)``: the song has a stem of that part.
@@ -298,7 +298,7 @@ class MixQueryIndex:
     def from_arrays(cls, vectors: np.ndarray, songs: Sequence[str], segments: Sequence[Sequence[tuple[int, int]]],
                     sample_rate: int, present: np.ndarray | None = None, parts: Sequence[str] = INSTRUMENTS,
                     segment_seconds: float = SEGMENT_SECONDS, threads: int = 1,
-                    coarse: str = "fp16") -> MixQueryIndex:
+                    coarse: str = "fp16", shards: int | None = None) -> MixQueryIndex:
         """An in-memory index of given vectors (no catalog: :meth:`segment_audio` is unavailable).
 
         Each part's vector is L2-normalised on the way into FAISS (zeros stay zero). Used by the tests and
@@ -315,6 +315,7 @@ class MixQueryIndex:
             segment_seconds: Nominal segment length.
             threads: FAISS threads.
             coarse: FAISS candidate index, ``fp16`` or ``flat`` (results are exact either way).
+            shards: Row ranges of the song-search index searched in parallel (None: one per core, at most 4).
         """
         vectors = np.asarray(vectors)
         if present is None:
@@ -333,7 +334,7 @@ class MixQueryIndex:
                       for song, bounds, first in zip(songs, segments, firsts)],
             "skipped": [],
         }
-        return cls(meta, vectors, present, threads=threads, normalise=True, coarse=coarse)
+        return cls(meta, vectors, present, threads=threads, normalise=True, coarse=coarse, shards=shards)
 
     # ---- description ----------------------------------------------------------------------------------------------
 
