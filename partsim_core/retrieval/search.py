@@ -425,7 +425,9 @@ class FaissSearcher:
 
         if self._pool is None:
             return search_one(self._shards[0])
-        found = list(self._pool.map(search_one, self._shards))
+        # The calling thread searches the first shard itself: one thread hand-off fewer per query.
+        others = [self._pool.submit(search_one, shard) for shard in self._shards[1:]]
+        found = [search_one(self._shards[0])] + [future.result() for future in others]
         rows = np.concatenate([rows for rows, _ in found])
         distances = np.concatenate([distances for _, distances in found])
         order = np.lexsort((rows, distances))[:count]
