@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                    "speedup_p95": result["song_speedup_p95"], "results_equal": bool(equal),
                    "checked_queries": min(args.check, args.queries),
                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                   "faiss_threads": args.threads, "faiss_shards": index._searcher.shards, "coarse": args.coarse,
+                   "faiss_threads": args.threads, "faiss_shards": index.shards, "coarse": args.coarse,
                    "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()})
     print(json.dumps(result))
     return 0

@@ -260,8 +260,8 @@ def test_search_is_exact_when_distances_differ_by_less_than_the_coarse_error(coa
 def test_shards_split_the_rows_and_bad_counts_are_refused():
     # More shards than rows are clipped; the flat coarse index is never sharded.
     tiny = random_index(seed=5, n_songs=2, max_segments=1, shards=8)
-    assert tiny._searcher.shards == 2
-    assert random_index(seed=5, coarse="flat", shards=3)._searcher.shards == 1
+    assert tiny.shards == 2
+    assert random_index(seed=5, coarse="flat", shards=3).shards == 1
     for bad in (0, -1, 2.5, True):
         with pytest.raises(PartsimError, match="shards"):
             random_index(seed=5, shards=bad)

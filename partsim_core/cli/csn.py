@@ -152,7 +152,6 @@ def register_train_command(train_commands: argparse._SubParsersAction) -> None:
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``csn`` group and its ``conditions`` and ``evaluate`` commands."""
-
     parser = subparsers.add_parser(
         "csn",
         help="chapter 4: the CSN's ablation conditions (a)-(i) of thesis Table 4.2 and their evaluation",
@@ -169,7 +168,6 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         "conditions", help="print the nine conditions (a)-(i) and their switches",
         description="Print thesis Table 4.2's conditions: baseline, norm, psd, basic, add, pre ('w/' = on).")
     conditions.set_defaults(func=run_conditions)
-
 
     evaluate = commands.add_parser(
         "evaluate",

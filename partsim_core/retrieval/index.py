@@ -369,6 +369,11 @@ class MixQueryIndex:
         return str(self.meta.get("model_hash", ""))
 
     @property
+    def shards(self) -> int:
+        """Row ranges of the song-search index searched in parallel (see :class:`FaissSearcher`)."""
+        return self._searcher.shards
+
+    @property
     def n_segments(self) -> int:
         """Segments (rows) of all songs."""
         return int(self.song_of_row.size)

@@ -323,10 +323,9 @@ class FaissSearcher:
         if np.shape(song_of_row) != (n,) or np.shape(present) != (n, n_parts):
             raise PartsimError(f"song_of_row {np.shape(song_of_row)} / present {np.shape(present)} do not fit "
                                f"vectors {vectors.shape}")
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise PartsimError(f"threads must be a positive integer, got {threads!r}")
-        if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int) or shards < 1):
-            raise PartsimError(f"shards must be a positive integer, got {shards!r}")
+        for name, value in (("threads", threads), ("shards", 1 if shards is None else shards)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PartsimError(f"{name} must be a positive integer, got {value!r}")
         if coarse not in COARSE_INDICES:
             raise PartsimError(f"unknown coarse index {coarse!r}; choose one of: {', '.join(COARSE_INDICES)}")
         self.threads = threads
@@ -409,25 +408,33 @@ class FaissSearcher:
         keep = ids[0] >= 0
         return ids[0][keep], 1.0 - similarities[0][keep].astype(np.float64)
 
-    def _search_shards(self, query: np.ndarray, count: int,
-                       allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """The ``count`` best allowed rows of the concatenated index (all shards, in parallel), nearest first."""
-
-        def search_one(shard: tuple[int, int, object]) -> tuple[np.ndarray, np.ndarray]:
-            start, end, index = shard
+    def _shard_selectors(self, allowed: np.ndarray | None) -> list[tuple[int, object, object]]:
+        """Per shard: ``(allowed rows, SearchParameters or None, objects kept alive)``, built once per query."""
+        selectors = []
+        for start, end, _index in self._shards:
             local = None if allowed is None else allowed[start:end]
             available = end - start if local is None else int(local.sum())
+            params, keep_alive = self._selector(local) if available else (None, None)
+            selectors.append((available, params, keep_alive))
+        return selectors
+
+    def _search_shards(self, query: np.ndarray, count: int,
+                       selectors: list[tuple[int, object, object]]) -> tuple[np.ndarray, np.ndarray]:
+        """The ``count`` best allowed rows of the concatenated index (all shards, in parallel), nearest first."""
+
+        def search_one(number: int) -> tuple[np.ndarray, np.ndarray]:
+            start, _end, index = self._shards[number]
+            available, params, _keep_alive = selectors[number]
             if available == 0:
                 return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-            params, _keep_alive = self._selector(local)
             rows, distances = self._search(index, query, min(count, available), params)
             return rows + start, distances
 
         if self._pool is None:
-            return search_one(self._shards[0])
+            return search_one(0)
         # The calling thread searches the first shard itself: one thread hand-off fewer per query.
-        others = [self._pool.submit(search_one, shard) for shard in self._shards[1:]]
-        found = [search_one(self._shards[0])] + [future.result() for future in others]
+        others = [self._pool.submit(search_one, number) for number in range(1, len(self._shards))]
+        found = [search_one(0)] + [future.result() for future in others]
         rows = np.concatenate([rows for rows, _ in found])
         distances = np.concatenate([distances for _, distances in found])
         order = np.lexsort((rows, distances))[:count]
@@ -450,10 +457,11 @@ class FaissSearcher:
             songs = np.flatnonzero(np.bincount(self.song_of_row[allowed] if allowed is not None
                                                else self.song_of_row, minlength=self.first_row.size))[:k]
             return [(int(song), 1.0, int(self.first_row[song])) for song in songs]
+        selectors = self._shard_selectors(allowed)
         count = min(n_allowed, max(2 * k + 64, k * self._initial_k_factor))
         part_blocks = blocks[parts]  # (|I|, D) float64
         while True:
-            rows, faiss_distances = self._search_shards(query, count, allowed)
+            rows, faiss_distances = self._search_shards(query, count, selectors)
             # Re-score the candidates in float64 (eq. 6.2 literally, over the query's parts only).
             candidate = self.vectors[rows][:, parts, :].astype(np.float64)
             distances = _tie_round(1.0 - np.einsum("rpd,pd->r", candidate, part_blocks) / len(parts))
