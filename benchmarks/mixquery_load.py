@@ -147,12 +147,12 @@ def run_load(base_url: str, *, clients: int = 50, requests: int = 20, max_querie
 
 
 def synthetic_index(songs: int, segments: int = 24, dim: int = 128, seed: int = 0) -> Any:
-    """An in-memory :class:`~partsim_core.retrieval.MixQueryIndex` of random vectors (no audio): ``songs`` songs
+    """An in-memory :class:`~partsim_core.mixquery.MixQueryIndex` of random vectors (no audio): ``songs`` songs
     of ``segments`` 10-s segments at 22.05 kHz, five parts of ``dim`` dimensions.
 
     Used by: :func:`main` (``--synthetic``).
     """
-    from partsim_core.retrieval import MixQueryIndex
+    from partsim_core.mixquery import MixQueryIndex
 
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((songs * segments, 5, dim), dtype=np.float32)
@@ -163,7 +163,7 @@ def synthetic_index(songs: int, segments: int = 24, dim: int = 128, seed: int = 
 
 def _server_process(args: argparse.Namespace, stack: ExitStack) -> str:
     """Start this script with ``--serve`` (the same index options) in a child process; its URL, read from the
-    line :func:`~partsim_core.retrieval.app.serve_index` prints."""
+    line :func:`~partsim_core.mixquery.app.serve_index` prints."""
     command = [sys.executable, str(Path(__file__).resolve()), "--serve", "--k", str(args.k), "--seed", str(args.seed)]
     command += (["--index", str(args.index)] if args.index else
                 ["--synthetic", str(args.synthetic), "--segments", str(args.segments), "--dim", str(args.dim)])
@@ -181,7 +181,7 @@ def _server_process(args: argparse.Namespace, stack: ExitStack) -> str:
 
 def _load_index(args: argparse.Namespace) -> Any:
     if args.index:
-        from partsim_core.retrieval import MixQueryIndex
+        from partsim_core.mixquery import MixQueryIndex
 
         return MixQueryIndex.load(args.index)
     return synthetic_index(args.synthetic, args.segments, args.dim, args.seed)
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.serve:
-        from partsim_core.retrieval.app import serve_index
+        from partsim_core.mixquery.app import serve_index
 
         source = str(args.index) if args.index else f"a synthetic index ({args.synthetic} songs)"
         serve_index(_load_index(args), port=0, k=args.k, source=source)
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.server == "process":
             base_url, server = _server_process(args, stack), "process"
         else:
-            from partsim_core.retrieval.app import BackgroundServer, make_app
+            from partsim_core.mixquery.app import BackgroundServer, make_app
 
             running = stack.enter_context(BackgroundServer(make_app(_load_index(args), k=args.k)))
             base_url, server = running.url, "thread"

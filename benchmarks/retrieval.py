@@ -1,9 +1,9 @@
 """Speed of MixQuery search (thesis chapter 6): FAISS against plain numpy on one random catalog, in the same run.
 
 A catalog of ``--segments`` segments (default 100,000; ~``--per-song`` segments per song) of 5 parts x 128
-dimensions of random unit vectors is put into a :class:`partsim_core.retrieval.MixQueryIndex` (the build time is
+dimensions of random unit vectors is put into a :class:`partsim_core.mixquery.MixQueryIndex` (the build time is
 that of the FAISS index, normalisation included). Then ``--queries`` random queries of each kind are timed, each by
-FAISS (the index's methods) and by the numpy references of ``partsim_core.retrieval.search`` in float32 (a fair fast
+FAISS (the index's methods) and by the numpy references of ``partsim_core.mixquery.search`` in float32 (a fair fast
 plain-numpy search), in blocks alternated over ``--rounds`` rounds:
 
 * a two-part song query (two stem queries of different parts from different songs; eq. 6.1-6.2, top ``--k``);
@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from partsim_core import INSTRUMENTS
-from partsim_core.retrieval import MixQueryIndex, StemQuery, search_songs_numpy, similar_stems_numpy
+from partsim_core.mixquery import MixQueryIndex, StemQuery, search_songs_numpy, similar_stems_numpy
 
 #: Pause before each block of timed queries (seconds).
 BLOCK_PAUSE_S = 0.5

@@ -1,7 +1,7 @@
 """Speed of chapter 3's training: the data pipeline alone against the full training step of a part network.
 
-On the preset's embedded dataset (``partsim_core.book.chapter_dataset_root(preset, "")``, generated when absent)
-a :class:`partsim_core.sampling.TripletTask` is built for one part of the training split, then
+On the preset's embedded dataset (``partsim_core.book.resolve_dataset_root(preset, "")``, generated when absent)
+a :class:`partsim_core.baseline.triplets.TripletTask` is built for one part of the training split, then
 
 * ``pipeline_triplets_per_s``: ``task.batch(epoch, step)`` alone (gather segments from the memory-mapped stem
   cache + one batched log-mel call), ``--steps`` batches in a row;
@@ -12,11 +12,11 @@ a :class:`partsim_core.sampling.TripletTask` is built for one part of the traini
 * ``estimated_epochs_s``: the preset's epochs x (epoch size / step rate), the training time of one part network;
   with ``--full-run`` also ``full_run_s``, a real ``train()`` of those epochs into a temporary folder.
 
-Chapter 4's CSN (keys ``csn_*``, skipped with ``--no-csn``): the :class:`partsim_core.pseudo_pieces.PseudoTripletTask`
-and :class:`partsim_core.csn_ablation.CSNLoss` of condition (i)'s switches (pseudo pieces with created silences,
-basic + additional triplets, norm loss), built by :func:`partsim_core.csn_ablation.condition_setup` for the
+Chapter 4's CSN (keys ``csn_*``, skipped with ``--no-csn``): the :class:`partsim_core.csn.pseudo_pieces.PseudoTripletTask`
+and :class:`partsim_core.csn.conditions.CSNLoss` of condition (i)'s switches (pseudo pieces with created silences,
+basic + additional triplets, norm loss), built by :func:`partsim_core.csn.conditions.condition_setup` for the
 preset; timed with condition (g), whose task and loss are (i)'s, so that a freshly initialised
-:class:`~partsim_core.csn_ablation.CSNModel` needs no pre-trained network (the step costs the same);
+:class:`~partsim_core.csn.conditions.CSNModel` needs no pre-trained network (the step costs the same);
 
 * ``csn_batch_triplets_per_s``: ``task.batch(epoch, step)`` alone (pseudo-piece mixing of anchor, positive and
   negative in the waveform domain + one batched log-mel call);
@@ -52,11 +52,11 @@ from typing import Any
 
 import torch
 
-from partsim_core.book import chapter_dataset_root
+from partsim_core.data.dataset import resolve_dataset_root
 from partsim_core.data.cache import StemCache
 from partsim_core.data.slakh import open_slakh
 from partsim_core.presets import get_preset
-from partsim_core.sampling import TripletTask
+from partsim_core.baseline.triplets import TripletTask
 
 
 def _synchronise(device: torch.device) -> None:
@@ -87,14 +87,14 @@ def csn_step_rates(data: Any, device: torch.device, steps: int, rounds: int, see
                    clock=time.perf_counter, batch_rate: bool = True) -> dict[str, float]:
     """Batch-assembly and training-step rates of chapter 4's CSN (condition (i)'s task and loss) on ``device``.
 
-    ``data`` is :func:`partsim_core.baseline.load_chapter3_data`'s result for the preset. Used by: :func:`main`
+    ``data`` is :func:`partsim_core.baseline.load_dataset`'s result for the preset. Used by: :func:`main`
     (the ``csn_*`` keys).
 
     Returns:
         ``setup_s`` (task construction), ``step_triplets_per_s``, ``batch_triplets_per_s`` (when ``batch_rate``),
         ``batch_size``, ``width``, ``triplets_per_epoch``, ``epochs`` and, on CUDA, ``peak_cuda_mib``.
     """
-    from partsim_core.csn_ablation import condition_setup, get_condition
+    from partsim_core.csn.conditions import condition_setup, get_condition
 
     # (g) = (i) without pre-training: the same sampler switches and loss terms, and a fresh model (no cached
     # pre-trained network is needed to time a step).
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {name: value for name, value in (("width", args.width), ("batch_size", args.batch_size))
                  if value is not None}
     config = dataclasses.replace(config, **overrides)
-    dataset = open_slakh(chapter_dataset_root(args.preset, ""))
+    dataset = open_slakh(resolve_dataset_root(args.preset, ""))
     cache = StemCache(dataset, preset.frontend.sample_rate)
     started = time.perf_counter()
     task = TripletTask(cache, dataset.tracks("train"), args.part, preset.frontend, config, seed=args.seed,
@@ -227,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         result["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     if not args.no_csn:
-        from partsim_core.baseline import load_chapter3_data
+        from partsim_core.data.dataset import load_dataset
 
-        data = load_chapter3_data(args.preset)
+        data = load_dataset(args.preset)
         cpu = csn_step_rates(data, torch.device("cpu"), args.steps, args.rounds, args.seed, clock)
         result.update({
             "csn_condition": "i (task and loss; timed as g: fresh weights)",

@@ -41,7 +41,7 @@ epochs = 0  # epochs of every part network; 0 = the preset's
 device = "auto"  # auto | cpu | cuda
 
 # %%
-from partsim_core.book import setup_notebook
+from partsim_core.book.build import setup_notebook
 
 setup_notebook()  # plotly figures as offline HTML divs, pandas display options
 
@@ -53,10 +53,10 @@ from IPython.display import HTML, Audio, Markdown, display
 from scipy.stats import spearmanr
 
 from partsim_core import INSTRUMENTS
-from partsim_core.baseline import TABLE_3_2_ROWS, run_chapter3, tsne_points
+from partsim_core.baseline.run import TABLE_3_2_ROWS, run_chapter3, tsne_points
 from partsim_core.data.slakh import resample
-from partsim_core.thesis_tables import load_thesis_table, side_by_side
-from partsim_core.viz import comparison_table, tsne_scatter
+from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
+from partsim_core.book.viz import comparison_table, tsne_scatter
 
 results = run_chapter3(preset, data_root=data_root, backend=backend, device=device, epochs=epochs or None,
                        progress=False)

@@ -21,7 +21,7 @@
 # subspaces really part-specific:
 #
 # * **pseudo musical pieces** (4.3.3): mixes of parts taken from different songs of one tempo class, so that two
-#   inputs can share the drums but nothing else (`partsim_core.pseudo_pieces`, Fig. 4.3), with basic and
+#   inputs can share the drums but nothing else (`partsim_core.csn.pseudo_pieces`, Fig. 4.3), with basic and
 #   *additional* triplets and created silences;
 # * **the norm loss** (4.3.4): a subspace's norm should say whether its part sounds (eq. 4.4-4.6);
 # * **pre-training** (4.3.5): the CSN first learns to reproduce chapter 3's per-part networks (eq. 4.7).
@@ -30,7 +30,7 @@
 # trains (or reuses from the artefact cache) every condition, then evaluates them as thesis 4.4.2 does: track-ID
 # accuracy per subspace (Table 4.1), part-level labels on test pseudo pieces (4.2), instrument identification from
 # subspace norms (4.3), distance-matrix correlations (4.4, 4.5) and agreement with listeners (4.6), with the thesis's
-# numbers beside ours. Every number comes from `partsim_core.csn_experiment.run_chapter4`.
+# numbers beside ours. Every number comes from `partsim_core.csn.run.run_chapter4`.
 
 # %% tags=["parameters"]
 preset = "smoke"  # smoke | default | paper (partsim_core.presets)
@@ -41,7 +41,7 @@ device = "auto"  # auto | cpu | cuda
 seed = 0  # seed of every training, the test pseudo pieces and the simulated listening test
 
 # %%
-from partsim_core.book import setup_notebook
+from partsim_core.book.build import setup_notebook
 
 setup_notebook()  # plotly figures as offline HTML divs, pandas display options
 
@@ -52,8 +52,8 @@ from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
 from partsim_core import INSTRUMENTS
-from partsim_core.csn_ablation import EXTRA_CONDITIONS, conditions_table
-from partsim_core.csn_experiment import (
+from partsim_core.csn.conditions import EXTRA_CONDITIONS, conditions_table
+from partsim_core.csn.run import (
     PROPOSED,
     dataset_tsne,
     distance_matrices,
@@ -62,8 +62,8 @@ from partsim_core.csn_experiment import (
     pseudo_tsne,
     run_chapter4,
 )
-from partsim_core.thesis_tables import load_thesis_table, side_by_side
-from partsim_core.viz import comparison_table, heatmap, tsne_scatter, wide_comparison
+from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
+from partsim_core.book.viz import comparison_table, heatmap, tsne_scatter, wide_comparison
 
 chosen = "all" if conditions.strip().lower() == "all" else [c.strip() for c in conditions.split(",") if c.strip()]
 results = run_chapter4(preset, data_root=data_root, conditions=chosen, epochs=epochs or None, device=device,
@@ -276,7 +276,7 @@ else:
 # ## Do the thesis's findings hold here?
 #
 # Each line states a finding of thesis 4.4.3 and our numbers for it, computed above
-# (`partsim_core.csn_experiment.findings`).
+# (`partsim_core.csn.run.findings`).
 
 # %%
 checks = findings(results)
@@ -300,6 +300,6 @@ display(Markdown("\n".join(lines)))
 # * **Baseline (a).** Chapter 3's networks on stems from our Spleeter-style U-Net trained on the same data, not the
 #   pretrained Spleeter; we also have guitar and others networks, so row (a) has five columns.
 # * **Test pseudo pieces.** On small test splits the design shrinks (fewer labels or pieces per label) and the
-#   "other" tracks repeat across labels; `partsim_core.csn_experiment` documents the choices.
+#   "other" tracks repeat across labels; `partsim_core.csn.run` documents the choices.
 # * **Table 4.3's middle row** needs a condition the thesis does not letter: our (j).
 # * **Table 4.6** runs on a simulated listening test unless the published ABX data and a local Slakh2100 are given.

@@ -36,7 +36,7 @@ slakh_root = ""  # real Slakh2100 root for model agreement on the published test
 seed = 0  # seed of the simulated listening test and of t-SNE
 
 # %%
-from partsim_core.book import setup_notebook
+from partsim_core.book.build import setup_notebook
 
 setup_notebook()  # plotly figures as offline HTML divs, pandas display options
 
@@ -53,7 +53,7 @@ from plotly.subplots import make_subplots
 from scipy.cluster import hierarchy
 
 from partsim_core import perceptual as pc
-from partsim_core.thesis_tables import load_thesis_table, side_by_side
+from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
 
 if abx_dir:
     abx_root = Path(abx_dir)
@@ -62,9 +62,9 @@ elif pc.default_abx_dir() is not None:
     abx_root = pc.default_abx_dir()
     simulated = False
 else:
-    from partsim_core.book import chapter_dataset_root
+    from partsim_core.data.dataset import resolve_dataset_root
 
-    abx_root = pc.ensure_simulated_test(chapter_dataset_root(preset, data_root), seed=seed)
+    abx_root = pc.ensure_simulated_test(resolve_dataset_root(preset, data_root), seed=seed)
     simulated = True
 
 abx = pc.load_abx(abx_root)
@@ -275,12 +275,12 @@ if published and not slakh_root:
     display(Markdown("The published stimuli are Slakh2100 test-set excerpts: pass `slakh_root` (a local Slakh2100 "
                      "copy) to run this section on the real test. Skipped."))
 else:
-    from partsim_core.book import chapter_dataset_root
+    from partsim_core.data.dataset import resolve_dataset_root
     from partsim_core.frontend import log_mel
     from partsim_core.presets import get_preset
 
     frontend = get_preset(preset).frontend
-    source_root = slakh_root if published else chapter_dataset_root(preset, data_root)
+    source_root = slakh_root if published else resolve_dataset_root(preset, data_root)
     parts = responses[responses["category"].isin(pc.PART_CATEGORIES)]
     kept_keys = set(pc.agreement_filter(parts).query("kept")["set_key"])
     kept = parts[parts["set_key"].isin(kept_keys)]

@@ -20,7 +20,7 @@
 # are averaged (eq. 6.1), the cosine distance to every 10-s segment of a song is averaged over the query's parts
 # (eq. 6.2) and a song's distance is the minimum over its segments (6.3.4). The thesis embedded HT-Demucs stems
 # with MERT plus small per-stem networks; here the default embedding is chapter 4's CSN straight from the mix
-# (`partsim_core.retrieval`, backend `csn`), or chapter 3's networks on our separator's stems (`separated`).
+# (`partsim_core.mixquery`, backend `csn`), or chapter 3's networks on our separator's stems (`separated`).
 #
 # This page builds the index of a catalog, runs an example query set the way Fig. 6.5 does (one part of song A,
 # then a part of song B added), lets you listen to the query stems and the top results, and then evaluates the
@@ -29,7 +29,7 @@
 # the pieces that contain exactly A's p and B's q - and recall@10, recall@100 and MRR are reported per backend,
 # beside the track-level network and random ranking. **The thesis's ABX protocol** (6.4.1, comparison strategies
 # C0-C3) is re-run with *simulated* listeners that follow the generator's ground truth. Every number comes from
-# `partsim_core.retrieval.evaluation`.
+# `partsim_core.mixquery.evaluation`.
 
 # %% tags=["parameters"]
 preset = "smoke"  # smoke | default | paper (partsim_core.presets)
@@ -41,22 +41,21 @@ device = "auto"  # auto | cpu | cuda
 seed = 0  # seed of the example songs, the pseudo-piece catalog, random ranking and the simulated listeners
 
 # %%
-from partsim_core.book import setup_notebook
+from partsim_core.book.build import setup_notebook
 
 setup_notebook()  # plotly figures as offline HTML divs, pandas display options
 
 # %%
 import numpy as np
-import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 from IPython.display import HTML, Audio, Markdown, display
 
-from partsim_core.book import chapter_dataset_root
+from partsim_core.data.dataset import resolve_dataset_root
 from partsim_core.data.slakh import resample
 from partsim_core.errors import PartsimError
-from partsim_core.retrieval import Catalog, build_index, get_backend
-from partsim_core.retrieval.evaluation import (
+from partsim_core.mixquery import Catalog, build_index, get_backend
+from partsim_core.mixquery.evaluation import (
     SIMULATED,
     example_query_sets,
     hits_table,
@@ -73,7 +72,7 @@ from partsim_core.retrieval.evaluation import (
 
 # %%
 model = get_backend(backend, preset, data_root=data_root, device=device, progress=False, seed=seed)
-root = catalog_root or chapter_dataset_root(preset, data_root)
+root = catalog_root or resolve_dataset_root(preset, data_root)
 index = build_index(Catalog(root, split="test", sample_rate=model.sample_rate), model, progress=False)
 info = index.describe()
 print(f"backend {info['backend']} (model {info['model_hash']}), catalog {info['catalog']} (split {info['split']}): "

@@ -32,7 +32,7 @@ preset = "smoke"  # smoke | default | paper (partsim_core.presets)
 data_root = ""  # a Slakh2100-format folder, or empty for the embedded generated dataset of the preset
 
 # %%
-from partsim_core.book import setup_notebook
+from partsim_core.book.build import setup_notebook
 
 setup_notebook()  # plotly figures as offline HTML divs, pandas display options
 
@@ -45,7 +45,7 @@ from IPython.display import HTML, Audio, display
 from plotly.subplots import make_subplots
 
 from partsim_core import INSTRUMENTS
-from partsim_core.book import chapter_dataset_root
+from partsim_core.data.dataset import resolve_dataset_root
 from partsim_core.data.cache import StemCache
 from partsim_core.data.segments import filter_test_tracks, non_silent_seconds, tempo_classes, track_tempo
 from partsim_core.data.slakh import open_slakh
@@ -54,7 +54,7 @@ from partsim_core.frontend import log_mel
 from partsim_core.presets import get_preset
 
 settings = get_preset(preset)
-root = chapter_dataset_root(preset, data_root)
+root = resolve_dataset_root(preset, data_root)
 dataset = open_slakh(root)
 cache = StemCache(dataset, sample_rate=settings.frontend.sample_rate)
 # Tracks the redux release omits (duplicates) take no part in any chapter.

@@ -73,7 +73,7 @@ class SeparatorConfig:
 class CSNConfig:
     """Chapter 4: the CSN's training (thesis 4.4.1; paper: batch 32, 1,000 epochs, 5,000 triplets, lambda 0.1).
 
-    Used by ``partsim_core.csn_ablation`` (conditions (a)-(i) of Table 4.2).
+    Used by ``partsim_core.csn.conditions`` (conditions (a)-(i) of Table 4.2).
     """
 
     #: Channels of the first block of ``models.CSNEncoder`` (later blocks double them).

@@ -22,8 +22,8 @@ from a :class:`TrainConfig` and a :class:`TrainingTask` that knows how to build 
 * **Data pipeline.** With ``num_workers > 0`` a :class:`~torch.utils.data.DataLoader` over step indices prefetches
   ``task.batch`` in worker processes; with 0 the batch is made inline.
 
-Used by ``partsim_core.sampling.TripletTask`` (chapter 3 notebook ``ch3_separation_baseline``),
-``partsim_core.separation.train_separator`` and the chapter-4 models.
+Used by ``partsim_core.baseline.triplets.TripletTask`` (chapter 3 notebook ``ch3_separation_baseline``),
+``partsim_core.baseline.separation.train_separator`` and the chapter-4 models.
 """
 
 from __future__ import annotations
@@ -50,7 +50,11 @@ import torch
 from tqdm.auto import tqdm
 
 from partsim_core.data.cache import atomic_write_bytes, atomic_write_json, cache_root, repository_root, stable_hash
+from partsim_core.device import resolve_device
 from partsim_core.errors import PartsimError
+
+#: Offset added to a task's seed for its fixed validation triplets, so they never coincide with training ones.
+VALIDATION_SEED_OFFSET = 1_000_003
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: Fields that change how fast a run goes, not what it produces; left out of :meth:`TrainConfig.key`.
@@ -300,36 +304,6 @@ def _init_distributed(config: TrainConfig) -> tuple[int, int]:
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return dist.get_world_size(), dist.get_rank()
-
-
-def resolve_device(spec: str, local_rank: int | None = None) -> torch.device:
-    """``"auto"`` -> ``cuda`` when available else ``cpu``; under torchrun each process takes GPU ``LOCAL_RANK``.
-
-    Used by :func:`train` and by the chapter modules (embedding, separation) so every step agrees on the device.
-
-    Raises:
-        PartsimError: an unknown device string, or CUDA requested where torch sees no GPU.
-    """
-    if local_rank is None:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise PartsimError(f"unknown device {spec!r}; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise PartsimError(f"device {spec!r} requested but this torch build sees no CUDA GPU; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    elif device.type != "cpu":
-        raise PartsimError(f"unsupported device {spec!r}; use auto, cpu or cuda[:N]")
-    return device
-
-
-#: Former private name, kept for callers that imported it.
-_resolve_device = resolve_device
 
 
 def _resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:

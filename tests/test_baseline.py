@@ -1,4 +1,4 @@
-"""Chapter 3 (``partsim_core.baseline``): table layouts, and a smoke-sized run of the whole chapter."""
+"""Chapter 3 (``partsim_core.baseline.run``): table layouts, and a smoke-sized run of the whole chapter."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from partsim_core import INSTRUMENTS
-from partsim_core.baseline import (
+from partsim_core.baseline.run import (
     NetworkEvaluation,
     check_backend,
-    load_chapter3_data,
+    load_dataset,
     run_chapter3,
     run_name,
     table_3_1,
@@ -21,7 +21,7 @@ from partsim_core.baseline import (
     train_part_network,
 )
 from partsim_core.errors import PartsimError
-from partsim_core.thesis_tables import load_thesis_table
+from partsim_core.book.thesis_tables import load_thesis_table
 
 
 def _evaluation(kind: str, part: str, accuracy: float) -> NetworkEvaluation:
@@ -85,9 +85,9 @@ def test_data_root_without_needed_split(tmp_path, monkeypatch):
     monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
     root = make_root(tmp_path / "only-test", {"test": 2})
     with pytest.raises(PartsimError, match="no 'train' tracks"):
-        load_chapter3_data("smoke", root)
+        load_dataset("smoke", root)
     with pytest.raises(PartsimError, match="not a folder"):
-        load_chapter3_data("smoke", tmp_path / "missing")
+        load_dataset("smoke", tmp_path / "missing")
     assert not (tmp_path / "cache" / "models").exists()
 
 
@@ -99,9 +99,9 @@ def test_data_root_without_needed_split(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def smoke_root():
     """The embedded smoke dataset (generated into the normal cache when absent)."""
-    from partsim_core.book import chapter_dataset_root
+    from partsim_core.data.dataset import resolve_dataset_root
 
-    return chapter_dataset_root("smoke", "")
+    return resolve_dataset_root("smoke", "")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import nbformat
 import pytest
 import yaml
 
-from partsim_core.book import (
+from partsim_core.book.build import (
     BUILD_INFO_NAME,
     build_book,
     execute_notebook,
@@ -38,7 +38,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 
 def _toc_files(node) -> list[str]:
-    """Every ``root``/``file`` value of a parsed ``_toc.yml`` (written independently of partsim_core.book)."""
+    """Every ``root``/``file`` value of a parsed ``_toc.yml`` (written independently of partsim_core.book.build)."""
     found = []
     if isinstance(node, dict):
         found += [node[key] for key in ("root", "file") if key in node]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_retrieval import CATALOG_SONGS, make_catalog, tiny_backend
+from test_mixquery_index import CATALOG_SONGS, make_catalog, tiny_backend
 
 from partsim_core.cli import build_parser, main
 from partsim_core.cli.mixquery import index_catalog
-from partsim_core.retrieval import MixQueryIndex, StemQuery
+from partsim_core.mixquery import MixQueryIndex, StemQuery
 
 
 @pytest.fixture()
@@ -77,7 +77,7 @@ def test_full_cli_index_with_the_registry_patched(capsys, catalog_root, tmp_path
         calls.append((name, preset, options["device"]))
         return tiny_backend()
 
-    monkeypatch.setattr("partsim_core.retrieval.backends.get_backend", fake_get_backend)
+    monkeypatch.setattr("partsim_core.mixquery.backends.get_backend", fake_get_backend)
     out = tmp_path / "index"
     base = ["mixquery", "index", "--catalog", str(catalog_root), "--out", str(out), "--preset", "smoke",
             "--device", "cpu", "--no-progress"]

@@ -1,8 +1,8 @@
 """Tests of the MixQuery web app (thesis ch. 6, Fig. 6.2): JSON API, security bounds, browser, load.
 
 Most tests run the app over :class:`FakeMixQueryIndex`, a small in-test double with the attributes of
-``partsim_core.retrieval.MixQueryIndex`` whose search is a plain-numpy transcription of thesis eqs. (6.1)-(6.2).
-The server runs in a background thread (:class:`~partsim_core.retrieval.app.BackgroundServer`) and is spoken to
+``partsim_core.mixquery.MixQueryIndex`` whose search is a plain-numpy transcription of thesis eqs. (6.1)-(6.2).
+The server runs in a background thread (:class:`~partsim_core.mixquery.app.BackgroundServer`) and is spoken to
 with ``http.client``, which sends paths such as ``/audio/../..`` as they are (a browser would normalise them).
 The last tests build a real index (generated mini-Slakh songs, a tiny untrained CSN, ``build_index``,
 ``MixQueryIndex.load``) and run the API checks, the headless-Chromium session and the load generator on it.
@@ -25,8 +25,8 @@ import pytest
 import soundfile as sf
 
 from partsim_core.errors import PartsimError
-from partsim_core.retrieval import StemQuery
-from partsim_core.retrieval.app import (
+from partsim_core.mixquery import StemQuery
+from partsim_core.mixquery.app import (
     MAX_K,
     BackgroundServer,
     add_serve_parser,
@@ -277,12 +277,12 @@ def test_encode_wav_refuses_multichannel_audio() -> None:
 def test_path_traversal_and_unknown_ids_get_404(server: BackgroundServer, fake_index: FakeMixQueryIndex) -> None:
     song = quote(fake_index.songs[0], safe="")
     # app.py sits one folder above static/: a traversal that worked would serve its source.
-    assert (REPO_ROOT / "partsim_core" / "retrieval" / "app.py").is_file()
+    assert (REPO_ROOT / "partsim_core" / "mixquery" / "app.py").is_file()
     paths = [
         "/audio/../../etc/passwd", "/audio/..%2F..%2Fetc%2Fpasswd/mix/0.wav", f"/audio/{song}/../0.wav",
         f"/audio/{song}/mix/../../app.py", "/audio/%2e%2e/mix/0.wav", f"/audio/{song}/..%2f..%2fapp.py/0.wav",
         f"/audio/{song}/mix/..%2F0.wav", "/static/../app.py", "/static/..%2fapp.py", "/static/%2e%2e/app.py",
-        "/static/../../pyproject.toml", "/../partsim_core/retrieval/app.py",
+        "/static/../../pyproject.toml", "/../partsim_core/mixquery/app.py",
         "/audio/Track99999/mix/0.wav", f"/audio/{song}/vocals/0.wav", f"/audio/{song}/mix/99.wav",
         f"/audio/{song}/mix/-1.wav", f"/audio/{song}/mix/1e3.wav", f"/audio/{song}/mix/0.mp3",
         f"/audio/{quote(fake_index.songs[1])}/guitar/0.wav", "/api/songs/nosuch", "/api/songs/..",
@@ -407,7 +407,7 @@ def test_page_and_static_files_are_served_with_a_strict_policy(server: Backgroun
     for name in ("app.js", "app.css"):
         assert f"/static/{name}" in html
         reply = _request(server, "GET", f"/static/{name}")
-        assert reply.status == 200 and reply.body == (REPO_ROOT / "partsim_core/retrieval/static" / name).read_bytes()
+        assert reply.status == 200 and reply.body == (REPO_ROOT / "partsim_core/mixquery/static" / name).read_bytes()
     # No CDN, no remote script or style, no inline script.
     assert "//" not in "".join(line for line in html.splitlines() if "src=" in line or "href=" in line)
     assert "<script>" not in html
@@ -605,7 +605,7 @@ def test_browser_two_songs_results_change_and_play(server: BackgroundServer, fak
 
 def test_names_from_the_index_are_inserted_as_text_only() -> None:
     # The page builds every element with textContent/setAttribute; innerHTML with index data would allow XSS.
-    script = (REPO_ROOT / "partsim_core/retrieval/static/app.js").read_text(encoding="utf-8")
+    script = (REPO_ROOT / "partsim_core/mixquery/static/app.js").read_text(encoding="utf-8")
     assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "document.write" not in script
 
 
@@ -626,7 +626,7 @@ def real_index_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from partsim_core.data import synth
     from partsim_core.models import CSNEncoder
     from partsim_core.presets import FrontendConfig, SynthConfig
-    from partsim_core.retrieval import CSNBackend, build_index
+    from partsim_core.mixquery import CSNBackend, build_index
 
     tmp = tmp_path_factory.mktemp("mixquery")
     with pytest.MonkeyPatch.context() as patch:
@@ -646,7 +646,7 @@ def real_index_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def real_server(real_index_dir: Path) -> Iterator[tuple[BackgroundServer, Any]]:
-    from partsim_core.retrieval import MixQueryIndex
+    from partsim_core.mixquery import MixQueryIndex
 
     index = MixQueryIndex.load(real_index_dir)
     with BackgroundServer(make_app(index, k=10)) as srv:

@@ -1,4 +1,4 @@
-"""Chapter 6 evaluation (``partsim_core.retrieval.evaluation``): metrics against hand computations and independent
+"""Chapter 6 evaluation (``partsim_core.mixquery.evaluation``): metrics against hand computations and independent
 formulas, the C0-C3 rank ranges against the thesis's, the planning rules, the written pseudo pieces against their
 source stems, the simulated listener on a hand-made manifest, an end-to-end run on a tiny generated dataset with tiny
 models and a perfect oracle backend, and (slow) the same on the smoke preset's real models."""
@@ -25,8 +25,8 @@ from partsim_core import INSTRUMENTS
 from partsim_core.data.slakh import open_slakh
 from partsim_core.errors import PartsimError
 from partsim_core.presets import SynthConfig, get_preset
-from partsim_core.retrieval import evaluation as ev
-from partsim_core.retrieval.search import SongHit, StemQuery
+from partsim_core.mixquery import evaluation as ev
+from partsim_core.mixquery.search import SongHit, StemQuery
 
 #: 7 test songs of 6-8 s at the smoke front end's rate (no resampling): ~2 s to generate.
 TINY = SynthConfig(n_train=0, n_validation=0, n_test=7, min_seconds=6.0, max_seconds=8.0, sample_rate=16000)
@@ -78,9 +78,9 @@ class OracleBackend:
 
 def tiny_backends(seed: int = 0):
     """An untrained CSN of width 2 and an untrained track-level network, on the smoke front end."""
-    from partsim_core.csn_ablation import build_csn_model
+    from partsim_core.csn.conditions import build_csn_model
     from partsim_core.models import PartCNN
-    from partsim_core.retrieval import CSNBackend, TrackLevelBackend
+    from partsim_core.mixquery import CSNBackend, TrackLevelBackend
 
     frontend = get_preset("smoke").frontend
     torch.manual_seed(seed)

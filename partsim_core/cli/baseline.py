@@ -18,10 +18,10 @@ def run_baseline(args: argparse.Namespace) -> int:
     """``partsim baseline run``: run chapter 3 and print/write its tables."""
     import pandas as pd
 
-    from partsim_core.baseline import check_backend, run_chapter3
+    from partsim_core.baseline.run import check_backend, run_chapter3
     from partsim_core.data.cache import atomic_write_json
     from partsim_core.errors import PartsimError
-    from partsim_core.thesis_tables import load_thesis_table
+    from partsim_core.book.thesis_tables import load_thesis_table
 
     check_backend(args.backend)
     if args.out is not None and args.out.exists() and args.out.is_dir():

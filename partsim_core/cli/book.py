@@ -10,7 +10,7 @@ from partsim_core.presets import PRESETS
 
 def _build(args: argparse.Namespace) -> int:
     """``partsim book build``: data step, papermill execution of each chapter, jupyter-book HTML."""
-    from partsim_core.book import build_book, main_summary
+    from partsim_core.book.build import build_book, main_summary
 
     result = build_book(
         preset=args.preset,

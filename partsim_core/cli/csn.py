@@ -25,7 +25,7 @@ CONDITION_LETTERS = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j")
 
 def run_conditions(args: argparse.Namespace) -> int:
     """``partsim csn conditions``: print the registry."""
-    from partsim_core.csn_ablation import conditions_table
+    from partsim_core.csn.conditions import conditions_table
 
     table = conditions_table()
     flags = table.drop(columns="description").replace({True: "w/", False: ""})
@@ -36,8 +36,8 @@ def run_conditions(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """``partsim train csn``: train one condition (or all), printing one JSON line per run."""
-    from partsim_core.baseline import load_chapter3_data
-    from partsim_core.csn_ablation import CONDITIONS, EXTRA_CONDITIONS, get_condition, train_condition
+    from partsim_core.data.dataset import load_dataset
+    from partsim_core.csn.conditions import CONDITIONS, EXTRA_CONDITIONS, get_condition, train_condition
     from partsim_core.presets import get_preset
 
     get_preset(args.preset)
@@ -50,7 +50,7 @@ def run_train(args: argparse.Namespace) -> int:
     data = None
     for letter in letters:
         if not get_condition(letter).is_baseline and data is None:
-            data = load_chapter3_data(args.preset, data_root, progress=progress)
+            data = load_dataset(args.preset, data_root, progress=progress)
         result = train_condition(letter, args.preset, data_root=data_root, device=args.device,
                                  epochs=args.epochs or None, resume=not args.fresh, progress=progress,
                                  seed=args.seed, data=data)
@@ -78,7 +78,7 @@ def parse_conditions(text: str) -> list[str] | str:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``partsim csn evaluate``: run chapter 4 and print (and optionally write) its tables."""
-    from partsim_core.csn_experiment import run_chapter4
+    from partsim_core.csn.run import run_chapter4
     from partsim_core.data.cache import atomic_write_json
 
     progress = not args.no_progress

@@ -7,11 +7,11 @@
 * ``partsim mixquery query --index DIR --stem SONG:PART:SEGMENT [--stem ...] [--k 10] [--similar]``: songs
   ranked by eq. 6.1-6.2 for the query set (one JSON line per song), or with ``--similar`` the stems most similar
   to one stem query (one JSON line per stem).
-* ``partsim mixquery serve --index DIR``: the MixQuery web app (added by :mod:`partsim_core.retrieval.app`).
+* ``partsim mixquery serve --index DIR``: the MixQuery web app (added by :mod:`partsim_core.mixquery.app`).
 * ``partsim mixquery evaluate [--preset P] [--backends csn,separated] [--out FILE]``: the ground-truth evaluation on
   a catalog of pseudo pieces (recall@10, recall@100, MRR per backend and part combination, beside the track-level
   network and random ranking) and the simulated C0-C3 listening test
-  (:mod:`partsim_core.retrieval.evaluation`); prints the tables and writes JSON atomically with ``--out``.
+  (:mod:`partsim_core.mixquery.evaluation`); prints the tables and writes JSON atomically with ``--out``.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from typing import Any
 from partsim_core import INSTRUMENTS
 from partsim_core.presets import PRESETS
 
-#: ``--backend`` values (``partsim_core.retrieval.BACKENDS``; listed here so that ``--help`` imports little).
+#: ``--backend`` values (``partsim_core.mixquery.BACKENDS``; listed here so that ``--help`` imports little).
 BACKEND_NAMES = ("csn", "separated", "mert", "track")
 
 #: Part-level backends ``mixquery evaluate`` accepts (``track`` is its track-level peer, added unless
 #: ``--no-track-level``; ``mert`` would need a local model folder and is left to the Python API).
 EVALUATE_BACKENDS = ("csn", "separated")
 
-#: ``--split`` values (``partsim_core.retrieval.catalog.CATALOG_SPLITS``).
+#: ``--split`` values (``partsim_core.mixquery.catalog.CATALOG_SPLITS``).
 SPLIT_NAMES = ("test", "validation", "train", "omitted", "all")
 
 
@@ -48,9 +48,9 @@ def index_catalog(args: argparse.Namespace, backend: Any = None) -> dict[str, An
             transformers or a model folder), an embedding failure.
     """
     from partsim_core.presets import get_preset
-    from partsim_core.retrieval.backends import check_mert, get_backend
-    from partsim_core.retrieval.catalog import Catalog, default_catalog_root
-    from partsim_core.retrieval.index import build_index
+    from partsim_core.mixquery.backends import check_mert, get_backend
+    from partsim_core.mixquery.catalog import Catalog, default_catalog_root
+    from partsim_core.mixquery.index import build_index
 
     settings = get_preset(args.preset)
     progress = not args.no_progress
@@ -73,13 +73,13 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def parse_stem(text: str) -> Any:
-    """``SONG:PART:SEGMENT`` -> :class:`~partsim_core.retrieval.StemQuery` (the song id may contain ``:``).
+    """``SONG:PART:SEGMENT`` -> :class:`~partsim_core.mixquery.StemQuery` (the song id may contain ``:``).
 
     Raises:
         PartsimError: not three fields, or a segment that is not an integer.
     """
     from partsim_core.errors import PartsimError
-    from partsim_core.retrieval.search import StemQuery
+    from partsim_core.mixquery.search import StemQuery
 
     fields = str(text).rsplit(":", 2)
     if len(fields) != 3 or not fields[0] or not fields[1]:
@@ -94,7 +94,7 @@ def parse_stem(text: str) -> Any:
 def query_lines(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The results ``mixquery query`` prints, one dict per line (best first)."""
     from partsim_core.errors import PartsimError
-    from partsim_core.retrieval.index import MixQueryIndex
+    from partsim_core.mixquery.index import MixQueryIndex
 
     queries = [parse_stem(text) for text in args.stem]
     index = MixQueryIndex.load(args.index)
@@ -173,7 +173,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     Used by: the ``partsim`` command (chapter 6).
     """
     from partsim_core.data.cache import atomic_write_json
-    from partsim_core.retrieval.evaluation import run_evaluation
+    from partsim_core.mixquery.evaluation import run_evaluation
 
     backends = parse_backends(args.backends)
     result = run_evaluation(args.preset, data_root=args.data_root or "", backends=backends,
@@ -347,7 +347,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     evaluate.set_defaults(func=run_evaluate)
 
-    # ``partsim mixquery serve``: the web app of thesis Fig. 6.2 (partsim_core/retrieval/app.py).
-    from partsim_core.retrieval.app import add_serve_parser
+    # ``partsim mixquery serve``: the web app of thesis Fig. 6.2 (partsim_core/mixquery/app.py).
+    from partsim_core.mixquery.app import add_serve_parser
 
     add_serve_parser(commands)

@@ -20,7 +20,7 @@ from pathlib import Path
 from partsim_core import INSTRUMENTS
 from partsim_core.presets import PRESETS
 
-#: Separator backends (``partsim_core.separation.BACKENDS``; listed here so that ``--help`` needs no torch import).
+#: Separator backends (``partsim_core.baseline.separation.BACKENDS``; listed here so that ``--help`` needs no torch import).
 BACKEND_NAMES = ("oracle", "unet", "spleeter", "demucs")
 
 
@@ -42,7 +42,7 @@ def _summary(kind: str, result, extra: dict | None = None) -> str:
 def run_separator(args: argparse.Namespace) -> int:
     """``partsim train separator``: train (or reuse) the U-Net separator of the preset."""
     from partsim_core.presets import get_preset
-    from partsim_core.separation import train_separator
+    from partsim_core.baseline.separation import train_separator
 
     get_preset(args.preset)
     result = train_separator(args.preset, data_root=args.data_root or "", device=args.device,
@@ -53,7 +53,7 @@ def run_separator(args: argparse.Namespace) -> int:
 
 def run_part(args: argparse.Namespace) -> int:
     """``partsim train part``: train (or reuse) one chapter-3 network."""
-    from partsim_core.baseline import check_backend, train_part_network
+    from partsim_core.baseline.run import check_backend, train_part_network
 
     check_backend(args.backend)
     result = train_part_network(args.preset, args.part, args.input, backend=args.backend,

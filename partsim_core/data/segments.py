@@ -13,11 +13,14 @@ Used by the Data chapter (``notebooks/data.py``) and the sampling of chapters 3,
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import mido
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from partsim_core.data.cache import StemCache
@@ -32,6 +35,9 @@ THESIS_TEMPO_CLASSES = 36
 
 #: Tempo MIDI assumes when a file sets none (500000 microseconds per quarter note).
 DEFAULT_MIDI_TEMPO_BPM = 120.0
+
+#: Track ids listed in a warning before "... and N more".
+WARNING_LIST_LIMIT = 5
 
 
 def segment_length(sample_rate: int, seconds: float) -> int:
@@ -229,3 +235,162 @@ def tempo_classes(tempos: Mapping[str, float], n_classes: int = THESIS_TEMPO_CLA
     k = min(n_classes, max(1, n // 4))
     ranked = sorted(tempos, key=lambda track_id: (float(tempos[track_id]), track_id))
     return {track_id: rank * k // n for rank, track_id in enumerate(ranked)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Segments of one part over many tracks (every chapter's segment grid)
+# --------------------------------------------------------------------------------------------------------------
+
+@runtime_checkable
+class SignalSource(Protocol):
+    """Anything that returns a part's mono float32 waveform of a track (:class:`~partsim_core.data.cache.StemCache`,
+    ``partsim_core.baseline.separation.SeparatedSource``, or a test's fake)."""
+
+    sample_rate: int
+
+    def get(self, track: Track, part: str) -> np.ndarray:
+        """1-d float32 waveform of ``part`` (a group or ``"mix"``) of ``track`` at :attr:`sample_rate`."""
+        ...
+
+
+def read_waveform(source: SignalSource, track: Any, part: str) -> np.ndarray:
+    """``source.get(track, part)`` checked to be a 1-d numeric array."""
+    audio = source.get(track, part)
+    if not isinstance(audio, np.ndarray) or audio.ndim != 1 or audio.dtype.kind != "f":
+        shape = getattr(audio, "shape", None)
+        raise PartsimError(f"signal source {type(source).__name__} returned {type(audio).__name__} {shape} for "
+                           f"{getattr(track, 'track_id', track)}/{part}; expected a 1-d float array")
+    return audio
+
+
+class SegmentIndex:
+    """The non-silent segments of one part over a list of tracks.
+
+    Every track's part is cut into ``seconds``-long segments (50 % overlap when ``overlap``, the last partial
+    segment dropped) and the silent ones (mean power below ``threshold``, thesis 3.3.1) are dropped. Silence is
+    judged on ``silence_source`` (default: ``source``): for separated input it is the ideal stem, so that the same
+    segments are used with ideal and separated signals.
+
+    Tracks are skipped, not refused: a track lacking the part (per its metadata, when it is a
+    :class:`~partsim_core.data.slakh.Track` and ``part`` is one of the five groups) or whose part is silent
+    throughout (``skipped["silent"]``), and a track shorter than one segment (``skipped["too_short"]``, with one
+    warning per index). ``max_per_track`` keeps only the first segments of each track.
+
+    Attributes:
+        part: The part indexed.
+        sample_rate: ``source.sample_rate``.
+        seconds: Segment duration; ``length`` is the same in samples.
+        track_ids: Tracks with at least one non-silent segment, in the input order.
+        starts: Start samples (ascending) of each such track's non-silent segments.
+        skipped: Track ids left out, by reason: ``missing_part``, ``silent``, ``too_short``.
+
+    Raises:
+        PartsimError: no track has a non-silent segment of ``part`` (the message names the part), a bad
+            ``seconds``/``threshold``/``max_per_track``, or a source returning something other than a 1-d array.
+    """
+
+    def __init__(self, source: SignalSource, tracks: Sequence[Track], part: str, seconds: float, overlap: bool,
+                 threshold: float = SILENCE_THRESHOLD, max_per_track: int | None = None,
+                 silence_source: SignalSource | None = None) -> None:
+        if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
+            raise PartsimError(f"silence threshold must be a finite number >= 0, got {threshold!r}")
+        if max_per_track is not None and (isinstance(max_per_track, bool) or not isinstance(max_per_track, int)
+                                          or max_per_track < 1):
+            raise PartsimError(f"max_per_track must be a positive integer or None, got {max_per_track!r}")
+        silence_source = source if silence_source is None else silence_source
+        if silence_source.sample_rate != source.sample_rate:
+            raise PartsimError(f"silence source rate {silence_source.sample_rate} Hz differs from the signal "
+                               f"source rate {source.sample_rate} Hz")
+        self.part = part
+        self.sample_rate = int(source.sample_rate)
+        self.seconds = float(seconds)
+        self.overlap = bool(overlap)
+        self.length = segment_length(self.sample_rate, seconds)
+        self.track_ids: list[str] = []
+        self.starts: dict[str, np.ndarray] = {}
+        self.skipped: dict[str, list[str]] = {"missing_part": [], "silent": [], "too_short": []}
+        for track in tracks:
+            track_id = track.track_id
+            if part in GROUPS and hasattr(track, "stems_by_group") and part not in track.stems_by_group():
+                self.skipped["missing_part"].append(track_id)
+                continue
+            audio = read_waveform(source, track, part)
+            reference = audio if silence_source is source else read_waveform(silence_source, track, part)
+            # Separated and ideal signals may differ by a few samples at the end: use what both cover.
+            usable = min(audio.shape[0], reference.shape[0])
+            starts = segment_starts(usable, self.sample_rate, seconds, overlap)
+            if starts.size == 0:
+                self.skipped["too_short"].append(track_id)
+                continue
+            kept = starts[non_silent_mask(reference, starts, self.length, threshold)]
+            if max_per_track is not None:
+                kept = kept[:max_per_track]
+            if kept.size == 0:
+                self.skipped["silent"].append(track_id)
+                continue
+            self.track_ids.append(track_id)
+            self.starts[track_id] = kept.astype(np.int64)
+        if self.skipped["too_short"]:
+            warnings.warn(f"{part}: skipped {len(self.skipped['too_short'])} track(s) shorter than one "
+                          f"{self.seconds:g}-s segment: {list_ids(self.skipped['too_short'])}", stacklevel=2)
+        if not self.track_ids:
+            raise PartsimError(f"no non-silent {self.seconds:g}-s segment of part {part!r} in any of the "
+                               f"{len(tracks)} track(s) (skipped: "
+                               + ", ".join(f"{len(ids)} {reason}" for reason, ids in self.skipped.items()) + ")")
+
+    def __len__(self) -> int:
+        """Number of segments."""
+        return sum(starts.size for starts in self.starts.values())
+
+    def refs(self) -> np.ndarray:
+        """Every segment as ``(track position in track_ids, start sample)``, int64 ``(n, 2)``, track by track."""
+        return np.concatenate([
+            np.stack([np.full(self.starts[track_id].size, position, dtype=np.int64), self.starts[track_id]], axis=1)
+            for position, track_id in enumerate(self.track_ids)
+        ])
+
+    def labels(self) -> np.ndarray:
+        """Track position of every segment of :meth:`refs` (the kNN labels of chapter 3)."""
+        return self.refs()[:, 0]
+
+
+def list_ids(track_ids: list[str]) -> str:
+    shown = ", ".join(track_ids[:WARNING_LIST_LIMIT])
+    more = len(track_ids) - WARNING_LIST_LIMIT
+    return shown + (f" ... and {more} more" if more > 0 else "")
+
+
+def gather(source: SignalSource, tracks_by_id: dict[str, Track], index: SegmentIndex, refs: np.ndarray, *,
+           arrays: dict[str, np.ndarray] | None = None) -> torch.Tensor:
+    """Waveforms of segment references: float32 ``(len(refs), index.length)``.
+
+    Args:
+        source: Where the signals come from (for separated training input: the separated source, while the index
+            may have judged silence on the ideal stems).
+        tracks_by_id: The :class:`Track` of every id in ``index.track_ids``.
+        index: Gives the part, the segment length and the track of each reference's position.
+        refs: ``(n, 2)`` of (track position, start sample), e.g. from :meth:`SegmentIndex.refs` or one column of
+            :meth:`TripletSampler.triplets`.
+        arrays: Optional cache ``track_id -> waveform`` filled on first use (saves re-opening memory maps; keep it
+            per process).
+
+    Raises:
+        PartsimError: a reference outside the index or past the end of its signal.
+    """
+    refs = np.asarray(refs, dtype=np.int64).reshape(-1, 2)
+    length = index.length
+    out = np.empty((refs.shape[0], length), dtype=np.float32)
+    cache = {} if arrays is None else arrays
+    for row, (position, start) in enumerate(refs):
+        if not 0 <= position < len(index.track_ids):
+            raise PartsimError(f"segment reference to track position {position}; the index has "
+                               f"{len(index.track_ids)} tracks")
+        track_id = index.track_ids[position]
+        audio = cache.get(track_id)
+        if audio is None:
+            audio = cache[track_id] = read_waveform(source, tracks_by_id[track_id], index.part)
+        if start < 0 or start + length > audio.shape[0]:
+            raise PartsimError(f"segment {start}..{start + length} of {track_id}/{index.part} runs past its "
+                               f"signal ({audio.shape[0]} samples)")
+        out[row] = audio[start:start + length]
+    return torch.from_numpy(out)

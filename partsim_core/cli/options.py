@@ -1,0 +1,110 @@
+"""The flags every ``partsim`` command shares: each means the same everywhere and is defined only here.
+
+Grammar: ``partsim <chapter-group> run`` runs a chapter and writes its JSON; ``--out`` is always a file and
+``--out-dir`` always a folder; ``--fresh`` is the only "start over"; the default preset is ``default``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from partsim_core.presets import PRESETS
+
+#: The preset a command uses when none is given.
+DEFAULT_PRESET = "default"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def add_preset(parser: argparse.ArgumentParser) -> None:
+    """``--preset``: data size, front end, model width and epochs (``partsim_core.presets``)."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                        help=f"settings preset (default: {DEFAULT_PRESET})")
+
+
+def add_data_root(parser: argparse.ArgumentParser) -> None:
+    """``--data-root``: a Slakh-format folder instead of the preset's embedded dataset."""
+    parser.add_argument("--data-root", default="", metavar="DIR",
+                        help="Slakh2100-format dataset folder (default: the preset's embedded mini-Slakh, generated "
+                             "on first use)")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device``: where tensors live."""
+    parser.add_argument("--device", default="auto", help="torch device: auto (CUDA when visible), cpu, cuda[:N]")
+
+
+def add_seed(parser: argparse.ArgumentParser) -> None:
+    """``--seed``: the seed of one run."""
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
+
+
+def add_seeds(parser: argparse.ArgumentParser, default: int = 1) -> None:
+    """``--seeds N``: train and evaluate seeds ``seed .. seed+N-1``; intervals include the seed spread."""
+    parser.add_argument("--seeds", type=positive_int, default=default, metavar="N",
+                        help=f"number of training seeds, starting at --seed (default: {default}); intervals "
+                             "include the seed-to-seed spread")
+
+
+def add_epochs(parser: argparse.ArgumentParser) -> None:
+    """``--epochs``: overrides the preset's epochs."""
+    parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the preset's)")
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``: no progress bars (for logs)."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+
+
+def add_fresh(parser: argparse.ArgumentParser, what: str = "partsim's own earlier output") -> None:
+    """``--fresh``: the only "start over" (never replaces what partsim did not create)."""
+    parser.add_argument("--fresh", action="store_true",
+                        help=f"start over: replace {what} instead of resuming or refusing")
+
+
+def add_out(parser: argparse.ArgumentParser, what: str = "the results as JSON", required: bool = False) -> None:
+    """``--out FILE``: always a file."""
+    parser.add_argument("--out", type=Path, default=None, required=required, metavar="FILE",
+                        help=f"write {what} to FILE (a file, never a folder; refuses to replace a file partsim did "
+                             "not write unless --fresh)")
+
+
+def add_out_dir(parser: argparse.ArgumentParser, what: str = "the output", required: bool = False) -> None:
+    """``--out-dir DIR``: always a folder."""
+    parser.add_argument("--out-dir", type=Path, default=None, required=required, metavar="DIR",
+                        help=f"write {what} into the folder DIR (refuses an existing folder partsim did not create)")
+
+
+def add_run_options(parser: argparse.ArgumentParser, seeds_default: int = 1) -> None:
+    """The options of every ``<chapter-group> run``: preset, data root, device, seed(s), epochs, progress, out,
+    fresh."""
+    add_preset(parser)
+    add_data_root(parser)
+    add_device(parser)
+    add_seed(parser)
+    add_seeds(parser, seeds_default)
+    add_epochs(parser)
+    add_no_progress(parser)
+    add_out(parser)
+    add_fresh(parser, "trained models and cached results of this run")

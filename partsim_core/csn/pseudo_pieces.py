@@ -1,0 +1,611 @@
+"""Chapter 4's sampling: pseudo musical pieces, basic/additional triplets, created silences, and the CSN task.
+
+Thesis 4.3.3-4.3.4 (Figs. 4.2-4.3). A *pseudo musical piece* mixes the parts of different dataset pieces of one
+tempo class; its label per part is the track the part comes from. For a condition ``c`` (a part) four distinct
+tracks A, B, C, D of one tempo class give the **basic triplet**
+
+* anchor   = (c from A, other parts from B),
+* positive = (c from A, other parts from C),
+* negative = (c from D, other parts from B),
+
+and the **additional triplet** (anchor, negative, positive) under a condition ``c' != c``: the anchor and the
+basic negative share every label except ``c``, so they are "similar" for any ``c'``.
+
+Our reading of what the thesis leaves open (documented here, tested in ``tests/test_pseudo_pieces.py``):
+
+* Segments: one segment time per piece, the same for all its parts (parts are aligned from their beginnings, as
+  a mix of two songs in one tempo class would be). The anchor's and positive's times are drawn from the
+  non-silent segments (3 s, 50 % overlap grid, mean power >= threshold) of A's part ``c`` (distinct when A has
+  two or more), the negative's from D's part ``c``: the condition part is always audible. A part shorter than
+  the segment time is zero-padded (silent, so its norm target is 0).
+* A part a source track lacks (no stem, or silent throughout) is absent (``None``) in the piece.
+* Tracks: A uniformly among the tracks having part ``c``; D among the other tracks of A's tempo class having
+  ``c``; B and C among the remaining tracks of the class. When the class has too few (see
+  :meth:`TempoGroups.pool`) the pool widens to neighbouring classes.
+* Additional condition ``c'``: uniform among the other parts that B contributes (not dropped) and that are
+  non-silent at both the anchor's and the negative's times; uniform among all other parts when there is none.
+* **Created silences** (4.3.4): per part ``j`` let ``T_j`` be its total non-silent time over the training
+  tracks. Each part of a piece other than the condition part is kept with probability ``T_min / T_j``
+  (``T_min`` the smallest non-zero ``T``), so in expectation every part contributes the rarest part's time. The
+  condition part is never dropped (the triplet is about it), and B's parts are dropped jointly in the anchor
+  and the negative (they must keep sharing labels). Because of these two exceptions the balance is approximate.
+* Without pseudo pieces (Fig. 4.2, ablations (c)-(e)): anchor and positive are two segments of one dataset
+  piece A (part ``c`` non-silent in both), the negative a segment of another piece D having ``c`` (any tempo,
+  as in chapter 3); no created silences and no additional triplets.
+
+Used by: chapter 4 (``partsim_core.csn`` training, ``notebooks/ch4_csn_ablations``), ``benchmarks/training.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from partsim_core import INSTRUMENTS
+from partsim_core.data.segments import (
+    SILENCE_THRESHOLD,
+    THESIS_TEMPO_CLASSES,
+    non_silent_mask,
+    segment_length,
+    segment_starts,
+    tempo_classes,
+)
+from partsim_core.errors import PartsimError
+from partsim_core.frontend import LogMel
+from partsim_core.presets import FrontendConfig
+from partsim_core.data.segments import SignalSource, read_waveform
+from partsim_core.training import VALIDATION_SEED_OFFSET
+
+#: Tracks a pseudo-piece draw needs (A, B, C, D; thesis Fig. 4.3).
+TRACKS_PER_DRAW = 4
+
+
+def _track_id(track: Any) -> str:
+    return track if isinstance(track, str) else track.track_id
+
+
+@dataclass(frozen=True)
+class PseudoPiece:
+    """A (pseudo) musical piece: the source track id of each part, ``None`` where the part is absent.
+
+    The label of a part is its source track id (thesis 4.3.3: ``(A, B)^(dr, else)`` has drums label A).
+    A dataset piece is the special case where every present part comes from one track.
+    """
+
+    drums: str | None = None
+    bass: str | None = None
+    piano: str | None = None
+    guitar: str | None = None
+    others: str | None = None
+
+    @classmethod
+    def from_parts(cls, sources: Mapping[str, str | None]) -> PseudoPiece:
+        """Build from ``{part: track id}``; unknown part names raise :class:`PartsimError`."""
+        unknown = set(sources) - set(INSTRUMENTS)
+        if unknown:
+            raise PartsimError(f"unknown part(s) {sorted(unknown)}; expected {', '.join(INSTRUMENTS)}")
+        return cls(**dict(sources))
+
+    def source(self, part: str) -> str | None:
+        """Track id of ``part`` (its label), or ``None`` when absent."""
+        if part not in INSTRUMENTS:
+            raise PartsimError(f"unknown part {part!r}; expected one of {', '.join(INSTRUMENTS)}")
+        return getattr(self, part)
+
+    def labels(self) -> tuple[str | None, ...]:
+        """Labels in :data:`~partsim_core.INSTRUMENTS` order."""
+        return tuple(getattr(self, field.name) for field in fields(self))
+
+    def present_parts(self) -> tuple[str, ...]:
+        """Parts with a source track."""
+        return tuple(part for part, label in zip(INSTRUMENTS, self.labels()) if label is not None)
+
+
+@dataclass(frozen=True)
+class PseudoTriplet:
+    """One triplet of pieces for condition ``condition`` (index into :data:`~partsim_core.INSTRUMENTS`).
+
+    ``starts`` are the segment start samples of anchor, positive and negative (all parts of a piece share it).
+    ``additional_condition`` is the condition of the additional triplet (anchor, negative, positive), or ``None``.
+    """
+
+    anchor: PseudoPiece
+    positive: PseudoPiece
+    negative: PseudoPiece
+    condition: int
+    starts: tuple[int, int, int]
+    additional_condition: int | None = None
+
+    @property
+    def pieces(self) -> tuple[PseudoPiece, PseudoPiece, PseudoPiece]:
+        """(anchor, positive, negative)."""
+        return self.anchor, self.positive, self.negative
+
+    def labels(self) -> np.ndarray:
+        """Object array ``(3, 5)``: labels of anchor, positive and negative, parts in INSTRUMENTS order."""
+        return np.array([piece.labels() for piece in self.pieces], dtype=object)
+
+    def additional(self) -> PseudoTriplet | None:
+        """The additional triplet: positive and negative interchanged, condition ``additional_condition``."""
+        if self.additional_condition is None:
+            return None
+        return PseudoTriplet(self.anchor, self.negative, self.positive, self.additional_condition,
+                             (self.starts[0], self.starts[2], self.starts[1]), None)
+
+
+class TempoGroups:
+    """Tracks grouped into tempo classes (thesis 4.4.1: 36) by :func:`~partsim_core.data.segments.tempo_classes`.
+
+    Args:
+        tracks: Tracks (or track ids) to group; every one needs a tempo.
+        tempos: BPM per track id (e.g. :func:`~partsim_core.data.segments.track_tempo`).
+        n_classes: Wanted classes; fewer on small sets (every class holds >= 4 tracks, see ``tempo_classes``).
+
+    Attributes:
+        class_of: Class index per track id.
+        members: Track ids of every class (input order within a class).
+
+    Raises:
+        PartsimError: fewer than 4 tracks, a track without tempo, or a bad tempo.
+    """
+
+    def __init__(self, tracks: Sequence[Any], tempos: Mapping[str, float],
+                 n_classes: int = THESIS_TEMPO_CLASSES) -> None:
+        track_ids = [_track_id(track) for track in tracks]
+        missing = [track_id for track_id in track_ids if track_id not in tempos]
+        if missing:
+            raise PartsimError(f"no tempo for {len(missing)} track(s): {', '.join(missing[:5])}")
+        if len(set(track_ids)) < TRACKS_PER_DRAW:
+            raise PartsimError(f"pseudo pieces need at least {TRACKS_PER_DRAW} distinct tracks, got "
+                               f"{len(set(track_ids))}")
+        self.class_of = tempo_classes({track_id: tempos[track_id] for track_id in track_ids}, n_classes)
+        self.n_classes = max(self.class_of.values()) + 1
+        self.members: list[list[str]] = [[] for _ in range(self.n_classes)]
+        for track_id in dict.fromkeys(track_ids):
+            self.members[self.class_of[track_id]].append(track_id)
+
+    def pool(self, class_index: int, min_tracks: int = TRACKS_PER_DRAW, eligible: set[str] | None = None,
+             min_eligible: int = 0) -> list[str]:
+        """Tracks of class ``class_index``, widened to neighbouring classes when it is too small.
+
+        Fallback rule: while the pool has fewer than ``min_tracks`` tracks, or fewer than ``min_eligible`` of
+        them in ``eligible`` (e.g. tracks having the condition part), add the classes at distance 1, 2, ...
+        (both sides at once: the nearest tempos first). The whole set is the last resort.
+        """
+        if not 0 <= class_index < self.n_classes:
+            raise PartsimError(f"tempo class {class_index} out of range 0..{self.n_classes - 1}")
+        for distance in range(self.n_classes):
+            pool = [track_id for index in range(class_index - distance, class_index + distance + 1)
+                    if 0 <= index < self.n_classes for track_id in self.members[index]]
+            matching = len(pool) if eligible is None else sum(track_id in eligible for track_id in pool)
+            if len(pool) >= min_tracks and matching >= min_eligible:
+                break
+        return pool
+
+    def draw(self, rng: np.random.Generator, count: int = TRACKS_PER_DRAW,
+             class_index: int | None = None) -> list[str]:
+        """``count`` distinct tracks of one class (a uniform class unless given; widened as in :meth:`pool`)."""
+        if class_index is None:
+            class_index = int(rng.integers(self.n_classes))
+        pool = self.pool(class_index, min_tracks=count)
+        if len(pool) < count:
+            raise PartsimError(f"cannot draw {count} distinct tracks from {len(pool)}")
+        return [pool[i] for i in rng.choice(len(pool), size=count, replace=False)]
+
+
+class PartActivity:
+    """Where each part of each track is audible: non-silent segment starts on the 50 %-overlap grid.
+
+    Every track's segment grid starts at sample 0 with hop ``length // 2``, so a start drawn for one track can be
+    checked against another's (:meth:`active`). A part the track's metadata lacks is not loaded.
+
+    Args:
+        source: Signals (ideal stems: silence is judged on them).
+        tracks: Tracks (objects with ``track_id``; a :class:`~partsim_core.data.slakh.Track` also tells which
+            parts exist).
+        seconds: Segment length (thesis: 3 s).
+        threshold: Silence threshold on the mean power (thesis: 0.0001).
+    """
+
+    def __init__(self, source: SignalSource, tracks: Sequence[Any], seconds: float,
+                 threshold: float = SILENCE_THRESHOLD) -> None:
+        if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
+            raise PartsimError(f"silence threshold must be a finite number >= 0, got {threshold!r}")
+        self.sample_rate = int(source.sample_rate)
+        self.seconds = float(seconds)
+        self.threshold = float(threshold)
+        self.length = segment_length(self.sample_rate, seconds)
+        self.track_ids = [track.track_id for track in tracks]
+        self.starts: dict[tuple[str, str], np.ndarray] = {}
+        empty = np.zeros(0, dtype=np.int64)
+        for track in tracks:
+            existing = track.stems_by_group() if hasattr(track, "stems_by_group") else None
+            for part in INSTRUMENTS:
+                if existing is not None and part not in existing:
+                    self.starts[track.track_id, part] = empty
+                    continue
+                audio = read_waveform(source, track, part)
+                grid = segment_starts(audio.shape[0], self.sample_rate, seconds, overlap=True)
+                self.starts[track.track_id, part] = grid[non_silent_mask(audio, grid, self.length, threshold)]
+        self._sets = {key: set(starts.tolist()) for key, starts in self.starts.items()}
+
+    def has(self, track_id: str, part: str) -> bool:
+        """Whether the part is non-silent in at least one segment of the track."""
+        return self.starts[track_id, part].size > 0
+
+    def active(self, track_id: str, part: str, start: int) -> bool:
+        """Whether the segment of ``part`` starting at ``start`` (a grid start) is non-silent."""
+        return int(start) in self._sets[track_id, part]
+
+    def presence_counts(self) -> np.ndarray:
+        """Non-silent segments per part over all tracks, ``(5,)`` in INSTRUMENTS order (``T_j`` up to a factor)."""
+        return np.array([sum(self.starts[track_id, part].size for track_id in self.track_ids)
+                         for part in INSTRUMENTS], dtype=np.int64)
+
+
+def balanced_keep_probabilities(presence: Sequence[float]) -> np.ndarray:
+    """Created-silence rule (thesis 4.3.4): keep part ``j`` with probability ``min(T) / T_j``.
+
+    ``T`` is each part's total present time (any unit); the minimum is over the parts present at all, and a part
+    never present gets 1 (nothing to drop). Example: ``T = [10, 5, 2, 0, 4]`` gives ``[0.2, 0.4, 1, 1, 0.5]``.
+    """
+    presence = np.asarray(presence, dtype=np.float64)
+    if presence.ndim != 1 or not np.all(np.isfinite(presence)) or np.any(presence < 0):
+        raise PartsimError(f"part presence times must be finite and >= 0, got {presence.tolist()}")
+    keep = np.ones_like(presence)
+    positive = presence > 0
+    if positive.any():
+        keep[positive] = presence[positive].min() / presence[positive]
+    return keep
+
+
+class PseudoTripletSampler:
+    """Basic (+ additional) triplets of pseudo pieces, or dataset-piece triplets (Fig. 4.2), per epoch.
+
+    :meth:`triplets` is a pure function of (seed, epoch, count): ``numpy.random.default_rng([seed, epoch])``.
+    See the module docstring for every rule.
+
+    Args:
+        activity: Non-silent segments of the tracks.
+        groups: Their tempo classes (needed with ``pseudo``; may be ``None`` without).
+        pseudo: Pseudo pieces (thesis "psd"); ``False`` gives the Fig. 4.2 variant.
+        additional: Add the additional triplet's condition to every basic triplet (thesis "add"; needs pseudo).
+        created_silences: Drop parts with :func:`balanced_keep_probabilities` (pseudo pieces only).
+        seed: Seeds the draws.
+
+    Raises:
+        PartsimError: ``additional`` without ``pseudo``, or no part present in two tracks.
+    """
+
+    def __init__(self, activity: PartActivity, groups: TempoGroups | None, *, pseudo: bool = True,
+                 additional: bool = True, created_silences: bool = True, seed: int = 0) -> None:
+        if additional and not pseudo:
+            raise PartsimError("additional triplets need pseudo pieces (thesis Table 4.2, note †)")
+        if pseudo and groups is None:
+            raise PartsimError("pseudo pieces need tempo groups")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise PartsimError(f"seed must be a non-negative integer, got {seed!r}")
+        self.activity, self.groups = activity, groups
+        self.pseudo, self.additional, self.created_silences = bool(pseudo), bool(additional), bool(created_silences)
+        self.seed = int(seed)
+        track_ids = activity.track_ids if groups is None else [t for t in activity.track_ids if t in groups.class_of]
+        self.track_ids = track_ids
+        # A track can be the condition source of part c when it has c; without pseudo pieces it also needs two
+        # segments of c (anchor and positive are different segments of one piece).
+        minimum = 1 if pseudo else 2
+        self.with_part = {part: [t for t in track_ids if activity.starts[t, part].size >= 1] for part in INSTRUMENTS}
+        self.sources = {part: [t for t in track_ids if activity.starts[t, part].size >= minimum]
+                        for part in INSTRUMENTS}
+        self.conditions = [c for c, part in enumerate(INSTRUMENTS)
+                           if self.sources[part] and len(self.with_part[part]) >= 2]
+        if not self.conditions:
+            raise PartsimError(f"no part is non-silent in two of the {len(track_ids)} track(s); cannot draw "
+                               "triplets")
+        self.keep = (balanced_keep_probabilities(activity.presence_counts()) if self.created_silences and pseudo
+                     else np.ones(len(INSTRUMENTS)))
+
+    def triplets(self, epoch: int, count: int) -> list[PseudoTriplet]:
+        """``count`` triplets of epoch ``epoch``; conditions uniform over the parts that can be conditions."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise PartsimError(f"epoch must be a non-negative integer, got {epoch!r}")
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise PartsimError(f"triplet count must be a positive integer, got {count!r}")
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        draw = self._pseudo_triplet if self.pseudo else self._dataset_triplet
+        return [draw(rng, self.conditions[int(rng.integers(len(self.conditions)))]) for _ in range(count)]
+
+    def _two_starts(self, rng: np.random.Generator, track_id: str, part: str) -> tuple[int, int]:
+        """Two starts of the track's non-silent segments of ``part``, distinct when it has two or more."""
+        starts = self.activity.starts[track_id, part]
+        first = int(rng.integers(starts.size))
+        if starts.size == 1:
+            return int(starts[0]), int(starts[0])
+        second = int(rng.integers(starts.size - 1))
+        second += second >= first
+        return int(starts[first]), int(starts[second])
+
+    def _pseudo_triplet(self, rng: np.random.Generator, condition: int) -> PseudoTriplet:
+        part = INSTRUMENTS[condition]
+        activity, groups = self.activity, self.groups
+        assert groups is not None
+        track_a = self.sources[part][int(rng.integers(len(self.sources[part])))]
+        having = set(self.with_part[part])
+        pool = groups.pool(groups.class_of[track_a], TRACKS_PER_DRAW, having, min_eligible=2)
+        negatives = [t for t in pool if t in having and t != track_a]
+        track_d = negatives[int(rng.integers(len(negatives)))]
+        rest = [t for t in pool if t not in (track_a, track_d)]
+        if len(rest) < 2:
+            raise PartsimError(f"only {len(pool)} tracks in the tempo pool of {track_a}; pseudo pieces need "
+                               f"{TRACKS_PER_DRAW}")
+        pick = rng.choice(len(rest), size=2, replace=False)
+        track_b, track_c = rest[int(pick[0])], rest[int(pick[1])]
+        start_a, start_p = self._two_starts(rng, track_a, part)
+        starts_d = activity.starts[track_d, part]
+        start_n = int(starts_d[int(rng.integers(starts_d.size))])
+        others = [other for other in INSTRUMENTS if other != part]
+        # One uniform draw per other part and track, whether or not it is dropped, keeps the stream regular.
+        keep_b = {o: activity.has(track_b, o) and rng.random() < self.keep[INSTRUMENTS.index(o)] for o in others}
+        keep_c = {o: activity.has(track_c, o) and rng.random() < self.keep[INSTRUMENTS.index(o)] for o in others}
+        from_b = {o: (track_b if keep_b[o] else None) for o in others}
+        anchor = PseudoPiece.from_parts({part: track_a, **from_b})
+        positive = PseudoPiece.from_parts({part: track_a, **{o: (track_c if keep_c[o] else None) for o in others}})
+        negative = PseudoPiece.from_parts({part: track_d, **from_b})
+        additional = None
+        if self.additional:
+            audible = [INSTRUMENTS.index(o) for o in others if keep_b[o] and activity.active(track_b, o, start_a)
+                       and activity.active(track_b, o, start_n)]
+            choices = audible or [INSTRUMENTS.index(o) for o in others]
+            additional = choices[int(rng.integers(len(choices)))]
+        return PseudoTriplet(anchor, positive, negative, condition, (start_a, start_p, start_n), additional)
+
+    def _dataset_triplet(self, rng: np.random.Generator, condition: int) -> PseudoTriplet:
+        part = INSTRUMENTS[condition]
+        activity = self.activity
+        track_a = self.sources[part][int(rng.integers(len(self.sources[part])))]
+        negatives = [t for t in self.with_part[part] if t != track_a]
+        track_d = negatives[int(rng.integers(len(negatives)))]
+        start_a, start_p = self._two_starts(rng, track_a, part)
+        starts_d = activity.starts[track_d, part]
+        start_n = int(starts_d[int(rng.integers(starts_d.size))])
+
+        def dataset_piece(track_id: str) -> PseudoPiece:
+            return PseudoPiece.from_parts({o: (track_id if activity.has(track_id, o) else None) for o in INSTRUMENTS})
+
+        anchor = dataset_piece(track_a)
+        return PseudoTriplet(anchor, anchor, dataset_piece(track_d), condition, (start_a, start_p, start_n), None)
+
+
+def mix_piece(source: SignalSource, tracks_by_id: Mapping[str, Any], piece: PseudoPiece,
+              start_by_part: Mapping[str, int] | int, length: int, *,
+              arrays: dict[tuple[str, str], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mix a piece's parts in the waveform domain.
+
+    Args:
+        source: Ideal part signals (e.g. :class:`~partsim_core.data.cache.StemCache`).
+        tracks_by_id: Track object of every source id.
+        piece: Which track each part comes from.
+        start_by_part: Start sample per present part, or one start for all.
+        length: Samples to return.
+        arrays: Optional per-process cache ``(track_id, part) -> waveform``.
+
+    Returns:
+        ``(mix (length,), part_signals (5, length))`` float32, parts in INSTRUMENTS order; absent parts and the
+        stretch past a part's end are zeros. ``mix`` is the sum of the part signals.
+
+    Raises:
+        PartsimError: a negative start/length, a missing start, or an unknown track.
+    """
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+        raise PartsimError(f"segment length must be a positive integer, got {length!r}")
+    parts = np.zeros((len(INSTRUMENTS), int(length)), dtype=np.float32)
+    cache = {} if arrays is None else arrays
+    for row, (part, track_id) in enumerate(zip(INSTRUMENTS, piece.labels())):
+        if track_id is None:
+            continue
+        if isinstance(start_by_part, Mapping):
+            if part not in start_by_part:
+                raise PartsimError(f"no start sample given for part {part!r} of {piece}")
+            start = int(start_by_part[part])
+        else:
+            start = int(start_by_part)
+        if start < 0:
+            raise PartsimError(f"start sample of {track_id}/{part} must be >= 0, got {start}")
+        if track_id not in tracks_by_id:
+            raise PartsimError(f"piece refers to unknown track {track_id!r}")
+        audio = cache.get((track_id, part))
+        if audio is None:
+            audio = cache[track_id, part] = read_waveform(source, tracks_by_id[track_id], part)
+        excerpt = audio[start:start + int(length)]
+        parts[row, :excerpt.shape[0]] = excerpt
+    return parts.sum(axis=0), parts
+
+
+@dataclass(frozen=True)
+class PseudoTripletConfig:
+    """Sampling settings of the CSN task (thesis 4.4.1; paper: 5,000 triplets, batch 32, 3-s segments)."""
+
+    triplets_per_epoch: int = 5000
+    batch_size: int = 32
+    seconds: float = 3.0
+    threshold: float = SILENCE_THRESHOLD
+    n_tempo_classes: int = THESIS_TEMPO_CLASSES
+    pseudo: bool = True
+    additional: bool = True
+    created_silences: bool = True
+    #: Fixed validation triplets (drawn once from the validation tracks).
+    validation_triplets: int = 256
+
+
+class PseudoTripletTask:
+    """The CSN's :class:`~partsim_core.training.TrainingTask` (thesis 4.3.3-4.3.4, 4.4.1).
+
+    ``batch(epoch, step)`` is a dict of CPU tensors, a pure function of (seed, epoch, step):
+
+    * ``anchor``, ``positive``, ``negative``: log-mels ``(B, n_mels, frames)`` of the mixed pieces (one batched
+      :class:`~partsim_core.frontend.LogMel` call; waveforms ``(B, samples)`` with ``mel_in_loss``, turned into
+      log-mels by :meth:`loss` on the model's device);
+    * ``condition``: int64 ``(B,)``, the basic triplet's part index;
+    * ``additional_condition``: int64 ``(B,)``, the additional triplet's (anchor, **negative**, **positive**)
+      condition, ``-1`` where there is none (``additional`` off);
+    * ``powers``: float32 ``(B, 3, 5)``, mean power of each clean part in anchor/positive/negative (norm loss
+      targets ``q = powers > threshold``, eq. 4.5); ``present``: that comparison as float32.
+
+    ``B = config.batch_size`` basic triplets: positions ``[step * B, (step + 1) * B)`` modulo the epoch's
+    ``config.triplets_per_epoch`` triplets (so every step number is valid, as DDP ranks need).
+
+    Args:
+        source: Ideal part signals of the training tracks.
+        tracks: Training tracks.
+        tempos: BPM per track id (training and validation tracks).
+        frontend: Log-mel settings (``sample_rate`` must equal the source's).
+        config: Sampling settings.
+        seed: Seeds the triplets.
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor`` (the CSN losses live in ``partsim_core.losses``).
+        model_factory: Builds a fresh model (:meth:`build_model`). Both callables must be picklable for
+            DataLoader workers (module-level functions or ``functools.partial``).
+        validation: ``(source, tracks)`` of the validation split, or ``None``.
+        mel_in_loss: Compute log-mels in :meth:`loss` instead of :meth:`batch`.
+
+    Raises:
+        PartsimError: differing sample rates, too few tracks, see :class:`PseudoTripletSampler`.
+    """
+
+    def __init__(self, source: SignalSource, tracks: Sequence[Any], tempos: Mapping[str, float],
+                 frontend: FrontendConfig, config: PseudoTripletConfig, seed: int,
+                 loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],
+                 model_factory: Callable[[], torch.nn.Module],
+                 validation: tuple[SignalSource, Sequence[Any]] | None = None, *, mel_in_loss: bool = False) -> None:
+        for name, value in (("triplets_per_epoch", config.triplets_per_epoch), ("batch_size", config.batch_size),
+                            ("validation_triplets", config.validation_triplets)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PartsimError(f"{name} must be a positive integer, got {value!r}")
+        if source.sample_rate != frontend.sample_rate:
+            raise PartsimError(f"signal source rate {source.sample_rate} Hz differs from the front end's "
+                               f"{frontend.sample_rate} Hz")
+        self.source, self.frontend, self.config, self.seed = source, frontend, config, int(seed)
+        self.loss_fn, self.model_factory, self.mel_in_loss = loss_fn, model_factory, bool(mel_in_loss)
+        self.sampler = self._sampler(source, tracks, tempos, self.seed)
+        self.length = self.sampler.activity.length
+        self.tracks_by_id = {track.track_id: track for track in tracks}
+        self.log_mel = LogMel(frontend)
+        self.validation_source = self.validation_tracks_by_id = None
+        self.validation_triplets: list[PseudoTriplet] | None = None
+        if validation is not None:
+            validation_source, validation_tracks = validation
+            if validation_source.sample_rate != frontend.sample_rate:
+                raise PartsimError(f"validation source rate {validation_source.sample_rate} Hz differs from the "
+                                   f"front end's {frontend.sample_rate} Hz")
+            sampler = self._sampler(validation_source, validation_tracks, tempos, self.seed + VALIDATION_SEED_OFFSET)
+            self.validation_source = validation_source
+            self.validation_tracks_by_id = {track.track_id: track for track in validation_tracks}
+            self.validation_triplets = sampler.triplets(0, config.validation_triplets)
+        self._init_caches()
+
+    def _sampler(self, source: SignalSource, tracks: Sequence[Any], tempos: Mapping[str, float],
+                 seed: int) -> PseudoTripletSampler:
+        config = self.config
+        activity = PartActivity(source, tracks, config.seconds, config.threshold)
+        groups = TempoGroups(tracks, tempos, config.n_tempo_classes) if config.pseudo else None
+        return PseudoTripletSampler(activity, groups, pseudo=config.pseudo, additional=config.additional,
+                                    created_silences=config.created_silences, seed=seed)
+
+    def _init_caches(self) -> None:
+        self._arrays: dict[tuple[str, str], np.ndarray] = {}
+        self._validation_arrays: dict[tuple[str, str], np.ndarray] = {}
+        self._epoch_triplets: tuple[int, list[PseudoTriplet]] | None = None
+
+    def __getstate__(self) -> dict:
+        # Memory maps would be pickled as full copies of the audio: each worker re-opens its own instead.
+        state = self.__dict__.copy()
+        for name in ("_arrays", "_validation_arrays", "_epoch_triplets"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._init_caches()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """``ceil(triplets_per_epoch / batch_size)``."""
+        return math.ceil(self.config.triplets_per_epoch / self.config.batch_size)
+
+    def build_model(self) -> torch.nn.Module:
+        """A fresh model from ``model_factory``."""
+        return self.model_factory()
+
+    def triplets(self, epoch: int) -> list[PseudoTriplet]:
+        """The epoch's ``triplets_per_epoch`` basic triplets (cached for the last epoch asked)."""
+        if self._epoch_triplets is None or self._epoch_triplets[0] != epoch:
+            self._epoch_triplets = (epoch, self.sampler.triplets(epoch, self.config.triplets_per_epoch))
+        return self._epoch_triplets[1]
+
+    def _mel(self, waveforms: torch.Tensor) -> torch.Tensor:
+        # Full precision even under the engine's autocast: the dB scale needs it.
+        with torch.autocast(waveforms.device.type, enabled=False):
+            return self.log_mel(waveforms.float())
+
+    def assemble(self, triplets: Sequence[PseudoTriplet], source: SignalSource | None = None,
+                 tracks_by_id: Mapping[str, Any] | None = None, arrays: dict | None = None,
+                 mel: bool = True) -> dict[str, torch.Tensor]:
+        """The batch dict (see the class docstring) of ``triplets``; training source unless given."""
+        source = self.source if source is None else source
+        tracks_by_id = self.tracks_by_id if tracks_by_id is None else tracks_by_id
+        arrays = self._arrays if arrays is None else arrays
+        n = len(triplets)
+        waveforms = np.empty((3, n, self.length), dtype=np.float32)
+        powers = np.empty((n, 3, len(INSTRUMENTS)), dtype=np.float32)
+        for row, triplet in enumerate(triplets):
+            for role, (piece, start) in enumerate(zip(triplet.pieces, triplet.starts)):
+                mix, parts = mix_piece(source, tracks_by_id, piece, start, self.length, arrays=arrays)
+                waveforms[role, row] = mix
+                powers[row, role] = np.mean(np.square(parts, dtype=np.float64), axis=1)
+        signals = torch.from_numpy(waveforms.reshape(3 * n, self.length))
+        if mel:
+            signals = self._mel(signals)
+        anchor, positive, negative = signals.chunk(3)
+        return {
+            "anchor": anchor, "positive": positive, "negative": negative,
+            "condition": torch.tensor([t.condition for t in triplets], dtype=torch.int64),
+            "additional_condition": torch.tensor(
+                [-1 if t.additional_condition is None else t.additional_condition for t in triplets],
+                dtype=torch.int64),
+            "powers": torch.from_numpy(powers),
+            "present": torch.from_numpy((powers > self.config.threshold).astype(np.float32)),
+        }
+
+    def batch(self, epoch: int, step: int) -> dict[str, torch.Tensor]:
+        """Batch ``step`` of epoch ``epoch`` (see the class docstring)."""
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise PartsimError(f"step must be a non-negative integer, got {step!r}")
+        triplets = self.triplets(epoch)
+        size = self.config.batch_size
+        chosen = [triplets[(int(step) * size + i) % len(triplets)] for i in range(size)]
+        return self.assemble(chosen, mel=not self.mel_in_loss)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``loss_fn(model, batch)``, the log-mels computed here first with ``mel_in_loss``."""
+        if self.mel_in_loss:
+            batch = {**batch, **{role: self._mel(batch[role]) for role in ("anchor", "positive", "negative")}}
+        return self.loss_fn(model, batch)
+
+    def validation_loss(self, model: torch.nn.Module) -> float | None:
+        """Mean ``loss_fn`` over the fixed validation triplets (batches of ``batch_size``), or ``None``."""
+        if self.validation_triplets is None:
+            return None
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for first in range(0, len(self.validation_triplets), self.config.batch_size):
+                chunk = self.validation_triplets[first:first + self.config.batch_size]
+                batch = self.assemble(chunk, self.validation_source, self.validation_tracks_by_id,
+                                      self._validation_arrays, mel=True)
+                batch = {name: value.to(device) for name, value in batch.items()}
+                total += float(self.loss_fn(model, batch)) * len(chunk)
+                count += len(chunk)
+        return total / count

@@ -1,0 +1,70 @@
+"""The one embedding path: segments -> waveform batches -> log-mel -> model -> small float32 embeddings.
+
+Segments are read from the (memory-mapped) stem cache one batch at a time, embedded and dropped, so peak memory is
+set by ``batch_size``, not by the number or length of the tracks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from partsim_core.data.segments import SegmentIndex, SignalSource, gather
+from partsim_core.data.slakh import Track
+from partsim_core.device import resolve_device
+from partsim_core.errors import PartsimError
+from partsim_core.frontend import LogMel
+from partsim_core.presets import FrontendConfig
+
+
+@torch.no_grad()
+def embed(
+    model: torch.nn.Module,
+    source: SignalSource,
+    tracks_by_id: Mapping[str, Track],
+    index: SegmentIndex,
+    frontend: FrontendConfig,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> np.ndarray:
+    """Embeddings of every segment of ``index`` (in ``index.refs()`` order): waveform -> log-mel -> ``model``.
+
+    Used by: chapter 3 (``partsim_core.baseline.run``: test-set embeddings for kNN and t-SNE) and the later chapters.
+
+    Args:
+        model: maps log-mel batches (batch, n_mels, frames) to (batch, dim) embeddings; put in eval mode here.
+        source: where the audio comes from (a ``StemCache`` or a ``SeparatedSource``).
+        tracks_by_id: the tracks of ``index`` by id.
+        index: the segments to embed.
+        frontend: log-mel settings (the preset's).
+        batch_size: segments per forward pass.
+        device: torch device (``"auto"`` = CUDA when visible).
+        progress: show a progress bar.
+
+    Returns:
+        float32 array (n_segments, dim).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PartsimError(f"batch_size must be a positive integer, got {batch_size!r}")
+    target = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    model.to(target)
+    front = LogMel(frontend).to(target)
+    refs = index.refs()
+    chunks = []
+    try:
+        for start in tqdm(range(0, len(refs), batch_size), desc="embedding segments", unit="batch",
+                          disable=not progress):
+            waves = gather(source, tracks_by_id, index, refs[start:start + batch_size]).to(target)
+            chunks.append(model(front(waves)).float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not chunks:
+        dim = getattr(model, "embedding_dim", 0)
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -1,0 +1,97 @@
+"""MixQuery (thesis chapter 6): retrieval of songs from a query set of stems taken from different songs.
+
+* :mod:`~partsim_core.mixquery.catalog` - a Slakh-format split as songs cut into 10-s segments (6.2.1).
+* :mod:`~partsim_core.mixquery.backends` - embeddings per segment and part: ``csn`` (chapter 4, from the mix; the
+  default), ``separated`` (chapter 3 networks on separated stems), ``mert`` (local MERT model, optional).
+* :mod:`~partsim_core.mixquery.index` - the index folder (format version, model hash, catalog fingerprint),
+  :func:`build_index` and :class:`MixQueryIndex`.
+* :mod:`~partsim_core.mixquery.search` - similar stems (6.2.2) and eq. 6.1-6.2 song retrieval (6.2.3-6.2.4) with
+  FAISS, and the plain numpy references they equal.
+* :mod:`~partsim_core.mixquery.evaluation` - beyond the thesis: ground truth from a catalog of pseudo pieces
+  (recall@10/@100, MRR per backend vs the track-level network and random ranking) and the C0-C3 ABX protocol of 6.4.1
+  with simulated listeners.
+
+Example::
+
+    from partsim_core.mixquery import MixQueryIndex, StemQuery
+    index = MixQueryIndex.load(folder)
+    hits = index.search_songs([StemQuery("Track01877", "drums", 2), StemQuery("Track01890", "bass", 0)], k=10)
+
+Used by: ``partsim mixquery`` (``partsim_core/cli/mixquery.py``), the MixQuery app, ``benchmarks/retrieval.py`` and
+``notebooks/ch6_mixquery.py``.
+"""
+
+from partsim_core.mixquery.backends import (
+    BACKENDS,
+    CSNBackend,
+    EmbeddingBackend,
+    MertBackend,
+    SeparatedBackend,
+    TrackLevelBackend,
+    get_backend,
+)
+from partsim_core.mixquery.catalog import SEGMENT_SECONDS, Catalog, CatalogSong, default_catalog_root, segment_bounds
+from partsim_core.mixquery.evaluation import (
+    EvaluationQuery,
+    EvaluationSizes,
+    MixQueryEvaluation,
+    PseudoCatalog,
+    SimulatedABX,
+    build_pseudo_catalog,
+    comparison_rank_ranges,
+    evaluation_sizes,
+    expected_random_metrics,
+    recall_at_k,
+    reciprocal_rank,
+    run_evaluation,
+    simulate_abx,
+    wilson_interval,
+)
+from partsim_core.mixquery.index import FORMAT_VERSION, MixQueryIndex, build_index, default_index_dir
+from partsim_core.mixquery.search import (
+    THESIS_K,
+    SongHit,
+    StemHit,
+    StemQuery,
+    search_songs_numpy,
+    similar_stems_numpy,
+)
+
+__all__ = [
+    "BACKENDS",
+    "CSNBackend",
+    "Catalog",
+    "CatalogSong",
+    "EmbeddingBackend",
+    "EvaluationQuery",
+    "EvaluationSizes",
+    "FORMAT_VERSION",
+    "MertBackend",
+    "MixQueryEvaluation",
+    "MixQueryIndex",
+    "PseudoCatalog",
+    "SEGMENT_SECONDS",
+    "SeparatedBackend",
+    "SimulatedABX",
+    "SongHit",
+    "StemHit",
+    "StemQuery",
+    "THESIS_K",
+    "TrackLevelBackend",
+    "build_index",
+    "build_pseudo_catalog",
+    "comparison_rank_ranges",
+    "default_catalog_root",
+    "default_index_dir",
+    "evaluation_sizes",
+    "expected_random_metrics",
+    "get_backend",
+    "recall_at_k",
+    "reciprocal_rank",
+    "run_evaluation",
+    "search_songs_numpy",
+    "segment_bounds",
+    "similar_stems_numpy",
+    "simulate_abx",
+    "wilson_interval",
+]

@@ -1,0 +1,533 @@
+"""The MixQuery index on disk and in memory (thesis 6.2-6.3): build it from a catalog, load it, query it.
+
+An index is a folder, written atomically (:func:`~partsim_core.data.cache.atomic_directory`: an interrupted or
+failed build leaves nothing that looks complete):
+
+* ``index.json`` - :data:`FORMAT_VERSION`, backend name, model hash, preset, catalog root + split + fingerprint
+  (ids, paths, sizes and mtimes of its audio files), sample rate, segment seconds, parts, vector size, the songs in
+  catalog order with their segments (sample bounds) and stem parts, and the songs skipped as too short;
+* ``vectors.npy`` - float32 ``(n_segments, n_parts, D)``, rows grouped by song in catalog order, each part's vector
+  L2-normalised, or zero when the backend gave a zero vector or the song has no stem of that part (a zero vector
+  is at cosine distance 1 to everything);
+* ``present.npy`` - bool ``(n_segments, n_parts)``: the song has a stem of that part.
+
+:meth:`MixQueryIndex.load` refuses, each time with the command that fixes it: another format version, a backend or
+model hash other than the caller expects (a retrained model), and a catalog whose fingerprint changed (stale) or
+vanished. The FAISS indices are built at load time (~0.6 s for 100,000 segments on 2 cores); the search
+itself is :mod:`partsim_core.mixquery.search`.
+
+Used by: ``partsim mixquery index`` / ``query``, the MixQuery app (``partsim_core/mixquery/app.py``) and
+``benchmarks/retrieval.py`` (chapter 6).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from partsim_core import INSTRUMENTS, __version__
+from partsim_core.data.cache import MIX_PART, atomic_directory, atomic_write_json, cache_root, stable_hash
+from partsim_core.errors import PartsimError
+from partsim_core.mixquery.backends import EmbeddingBackend
+from partsim_core.mixquery.catalog import SEGMENT_SECONDS, Catalog
+from partsim_core.mixquery.search import (
+    THESIS_K,
+    FaissSearcher,
+    SongHit,
+    StemHit,
+    StemQuery,
+    check_k,
+    normalise_parts,
+)
+
+#: Bump when the layout or meaning of the index files changes; an index of another version is refused.
+FORMAT_VERSION = 1
+
+INDEX_FILE, VECTORS_FILE, PRESENT_FILE = "index.json", "vectors.npy", "present.npy"
+
+
+def default_index_dir(backend: str, model_hash: str, catalog_root: str | os.PathLike, split: str) -> Path:
+    """``cache_root()/mixquery/<backend>-<hash>``; the hash covers the model, the catalog folder and the split, so
+    a retrained model or another catalog gets its own index and a changed catalog rebuilds in place."""
+    key = stable_hash({"model": model_hash, "catalog": str(Path(catalog_root).expanduser().resolve()),
+                       "split": split}, length=12)
+    return cache_root() / "mixquery" / f"{backend}-{key}"
+
+
+def rebuild_command(meta: dict, folder: Path | str) -> str:
+    """The ``partsim mixquery index`` command that rebuilds an index like the one ``meta`` describes."""
+    catalog = meta.get("catalog") or {}
+    words = ["partsim mixquery index", f"--catalog {catalog.get('root', 'ROOT')}",
+             f"--split {catalog.get('split', 'test')}", f"--backend {meta.get('backend', 'csn')}"]
+    if meta.get("preset"):
+        words.append(f"--preset {meta['preset']}")
+    words += [f"--out {folder}", "--rebuild"]
+    return " ".join(words)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# building
+# --------------------------------------------------------------------------------------------------------------
+
+
+def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
+                out: str | os.PathLike | None = None, *, split: str = "test", rebuild: bool = False,
+                progress: bool = True, threads: int = 1) -> MixQueryIndex:
+    """Embed every segment and part of a catalog with ``backend`` and write the index folder (atomically).
+
+    An existing index at ``out`` built by the same backend and model from the same, unchanged catalog is reused
+    (``index.reused`` is True) unless ``rebuild``; any other index there is replaced.
+
+    Used by: ``partsim mixquery index`` and the tests (with an injected backend).
+
+    Args:
+        catalog: A :class:`Catalog` (at the backend's sample rate) or a Slakh-format root (then ``split`` applies).
+        backend: Any :class:`~partsim_core.mixquery.backends.EmbeddingBackend`.
+        out: Index folder; default :func:`default_index_dir`.
+        split: Catalog split when ``catalog`` is a path (``test``, ..., ``all``).
+        rebuild: Build even when a fresh index is already there.
+        progress: Progress bar over songs.
+        threads: FAISS threads of the returned index.
+
+    Raises:
+        PartsimError: a catalog at another sample rate than the backend's, a catalog without a usable song, or
+            embeddings that are NaN/infinite or of the wrong shape (the message names the song; no folder is left).
+    """
+    if not isinstance(catalog, Catalog):
+        catalog = Catalog(catalog, split=split, sample_rate=backend.sample_rate)
+    if catalog.sample_rate != backend.sample_rate:
+        raise PartsimError(f"catalog served at {catalog.sample_rate} Hz but backend {backend.name!r} reads "
+                           f"{backend.sample_rate} Hz audio")
+    folder = Path(out) if out is not None else default_index_dir(backend.name, backend.model_hash, catalog.root,
+                                                                 catalog.split)
+    if not rebuild and (folder / INDEX_FILE).is_file():
+        try:
+            existing = MixQueryIndex.load(folder, backend=backend.name, model_hash=backend.model_hash,
+                                          catalog=catalog, threads=threads)
+        except PartsimError:
+            existing = None  # stale, other model or version: rebuilt below
+        if existing is not None and existing.catalog_root == catalog.root and existing.split == catalog.split:
+            existing.reused = True
+            return existing
+    songs, skipped = catalog.plan(backend.min_seconds)
+    if not songs:
+        raise PartsimError(f"catalog {catalog.root} (split {catalog.split!r}) has no song of at least "
+                           f"{backend.min_seconds:g} s ({len(skipped)} skipped); nothing to index")
+    parts = tuple(backend.parts)
+    n_rows = sum(len(song.segments) for song in songs)
+    # Parts outside the catalog's five groups (e.g. a backend's vocals) cannot be checked: count them as present.
+    has_stem = [[part not in INSTRUMENTS or part in song.stem_parts for part in parts] for song in songs]
+    with atomic_directory(folder) as tmp:
+        vectors = np.lib.format.open_memmap(tmp / VECTORS_FILE, mode="w+", dtype=np.float32,
+                                            shape=(n_rows, len(parts), int(backend.dim)))
+        present = np.zeros((n_rows, len(parts)), dtype=bool)
+        row = 0
+        for song, stems in zip(tqdm(songs, desc=f"MixQuery index ({backend.name})", unit="song",
+                                    disable=not progress), has_stem):
+            raw = np.asarray(backend.embed_song(catalog, song))
+            expected = (len(song.segments), len(parts), int(backend.dim))
+            if raw.shape != expected:
+                raise PartsimError(f"backend {backend.name!r} returned embeddings of shape {raw.shape} for song "
+                                   f"{song.song_id}; expected {expected}. The index was not written")
+            if not np.all(np.isfinite(raw)):
+                raise PartsimError(f"backend {backend.name!r} returned NaN or infinite embeddings for song "
+                                   f"{song.song_id} ({catalog.root}); the index was not written")
+            block = normalise_parts(raw)
+            block[:, ~np.asarray(stems, dtype=bool)] = 0.0
+            rows = slice(row, row + len(song.segments))
+            vectors[rows] = block
+            present[rows] = stems
+            row = rows.stop
+        vectors.flush()
+        del vectors
+        np.save(tmp / PRESENT_FILE, present, allow_pickle=False)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "backend": backend.name,
+            "model_hash": backend.model_hash,
+            "preset": backend.preset,
+            "parts": list(parts),
+            "dim": int(backend.dim),
+            "sample_rate": int(catalog.sample_rate),
+            "segment_seconds": catalog.segment_seconds,
+            "min_seconds": float(backend.min_seconds),
+            "catalog": {"root": str(catalog.root), "split": catalog.split, "fingerprint": catalog.fingerprint(),
+                        "tracks": len(catalog.tracks)},
+            "n_segments": n_rows,
+            "songs": [{"id": song.song_id, "samples": song.samples, "stem_parts": list(song.stem_parts),
+                       "segments": [list(bounds) for bounds in song.segments]} for song in songs],
+            "skipped": skipped,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "partsim_version": __version__,
+        }
+        atomic_write_json(tmp / INDEX_FILE, meta)
+    index = MixQueryIndex.load(folder, backend=backend.name, model_hash=backend.model_hash, catalog=catalog,
+                               threads=threads)
+    index.reused = False
+    return index
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the index
+# --------------------------------------------------------------------------------------------------------------
+
+
+class MixQueryIndex:
+    """A loaded MixQuery index: songs, segments, audio of the catalog, and the two searches of chapter 6.
+
+    Build with :func:`build_index`, open with :meth:`load` (or :meth:`from_arrays` for vectors in memory, e.g. the
+    benchmark). All searches are exact (see :mod:`partsim_core.mixquery.search`) and thread-safe.
+
+    Used by: ``partsim mixquery``, the MixQuery app, ``benchmarks/retrieval.py`` (chapter 6).
+    """
+
+    def __init__(self, meta: dict, vectors: np.ndarray, present: np.ndarray, folder: Path | None = None,
+                 catalog: Catalog | None = None, threads: int = 1, normalise: bool = False,
+                 coarse: str = "fp16", shards: int | None = None) -> None:
+        """Use :meth:`load` or :meth:`from_arrays`; ``meta`` has the fields of ``index.json``."""
+        self.meta = meta
+        self.folder = Path(folder) if folder is not None else None
+        self._parts = tuple(meta["parts"])
+        self._songs = [str(song["id"]) for song in meta["songs"]]
+        self._song_index = {song: number for number, song in enumerate(self._songs)}
+        if len(self._song_index) != len(self._songs):
+            raise PartsimError("index lists a song twice")
+        self._stem_parts = [frozenset(song.get("stem_parts", self._parts)) for song in meta["songs"]]
+        counts = np.array([len(song["segments"]) for song in meta["songs"]], dtype=np.int64)
+        if np.any(counts < 1):
+            raise PartsimError("every song of an index needs at least one segment")
+        self.first_row = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+        self.segment_counts = counts
+        self.song_of_row = np.repeat(np.arange(len(self._songs), dtype=np.int64), counts)
+        self.bounds = np.array([bounds for song in meta["songs"] for bounds in song["segments"]],
+                               dtype=np.int64).reshape(-1, 2)
+        expected = (int(counts.sum()), len(self._parts))
+        if vectors.ndim != 3 or vectors.shape[:2] != expected or present.shape != expected:
+            raise PartsimError(f"index vectors {vectors.shape} / present {present.shape} do not match its "
+                               f"{expected[0]} segments x {expected[1]} parts")
+        self._searcher = FaissSearcher(vectors, self.song_of_row, present, threads=threads, normalise=normalise,
+                                       coarse=coarse, shards=shards)
+        #: float32 ``(n_segments, n_parts, D)`` unit-or-zero vectors (``vectors.npy`` memory-mapped, after load).
+        self.vectors = self._searcher.vectors
+        #: bool ``(n_segments, n_parts)``: the song has a stem of that part.
+        self.present = self._searcher.present
+        self._catalog = catalog
+        self._catalog_lock = threading.Lock()
+        #: True when :func:`build_index` found this index already built and fresh.
+        self.reused = False
+
+    # ---- opening ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, backend: str | None = None, model_hash: str | None = None,
+             check_catalog: bool = True, catalog: Catalog | None = None, threads: int = 1,
+             coarse: str = "fp16") -> MixQueryIndex:
+        """Open an index folder and build its FAISS indices.
+
+        Args:
+            path: The index folder.
+            backend: Expected backend name (``None``: any).
+            model_hash: Expected model hash (``None``: any); another one means the model was retrained.
+            check_catalog: Refuse when the catalog's audio changed since the build (stale) or is gone.
+            catalog: The already opened catalog (saves re-reading its metadata).
+            threads: FAISS threads (see :class:`~partsim_core.mixquery.search.FaissSearcher`).
+            coarse: FAISS candidate index, ``fp16`` or ``flat`` (results are exact either way).
+
+        Raises:
+            PartsimError: no index there, another format version, another backend or model hash, a stale or
+                missing catalog, or files that do not fit ``index.json`` - each with the command that rebuilds it.
+        """
+        folder = Path(path).expanduser()
+        meta_path = folder / INDEX_FILE
+        if not meta_path.is_file():
+            raise PartsimError(f"{folder}: no MixQuery index here (no {INDEX_FILE}); build one with "
+                               f"'partsim mixquery index --out {folder}'")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise PartsimError(f"{meta_path}: unreadable index metadata ({error}); rebuild it with "
+                               f"'partsim mixquery index --out {folder} --rebuild'") from None
+        fix = rebuild_command(meta, folder)
+        found = meta.get("format_version")
+        if found != FORMAT_VERSION:
+            raise PartsimError(f"{folder}: index format version {found}, but this partsim reads version "
+                               f"{FORMAT_VERSION}; rebuild it: {fix}")
+        if backend is not None and meta.get("backend") != backend:
+            raise PartsimError(f"{folder}: index built with backend {meta.get('backend')!r}, expected "
+                               f"{backend!r}; rebuild it: {fix}")
+        if model_hash is not None and meta.get("model_hash") != model_hash:
+            raise PartsimError(f"{folder}: index built with model {meta.get('model_hash')!r}, but the current "
+                               f"{meta.get('backend')} model is {model_hash!r} (retrained?); rebuild it: {fix}")
+        if check_catalog:
+            catalog = cls._check_catalog(meta, folder, catalog, fix)
+        try:
+            vectors = np.load(folder / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
+            present = np.load(folder / PRESENT_FILE, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise PartsimError(f"{folder}: index files unreadable ({error}); rebuild it: {fix}") from None
+        if vectors.dtype != np.float32 or present.dtype != bool or vectors.ndim != 3 \
+                or vectors.shape[2] != meta.get("dim"):
+            raise PartsimError(f"{folder}: {VECTORS_FILE} ({vectors.dtype}, {vectors.shape}) or {PRESENT_FILE} "
+                               f"({present.dtype}) do not fit {INDEX_FILE}; rebuild it: {fix}")
+        return cls(meta, vectors, present, folder=folder, catalog=catalog, threads=threads, coarse=coarse)
+
+    @staticmethod
+    def _check_catalog(meta: dict, folder: Path, catalog: Catalog | None, fix: str) -> Catalog:
+        info = meta.get("catalog") or {}
+        root, split = info.get("root"), info.get("split", "test")
+        if catalog is None or catalog.root != Path(str(root)) or catalog.split != split:
+            if not root or not Path(root).is_dir():
+                raise PartsimError(f"{folder}: the catalog {root} this index was built from is gone; rebuild the "
+                                   f"index from where the catalog is now: {fix}")
+            catalog = Catalog(root, split=split, sample_rate=int(meta["sample_rate"]),
+                              segment_seconds=float(meta.get("segment_seconds", SEGMENT_SECONDS)))
+        if catalog.fingerprint() != info.get("fingerprint"):
+            raise PartsimError(f"{folder}: index is stale: the audio of catalog {root} (split {split!r}) changed "
+                               f"since it was built; rebuild it: {fix}")
+        return catalog
+
+    @classmethod
+    def from_arrays(cls, vectors: np.ndarray, songs: Sequence[str], segments: Sequence[Sequence[tuple[int, int]]],
+                    sample_rate: int, present: np.ndarray | None = None, parts: Sequence[str] = INSTRUMENTS,
+                    segment_seconds: float = SEGMENT_SECONDS, threads: int = 1,
+                    coarse: str = "fp16", shards: int | None = None) -> MixQueryIndex:
+        """An in-memory index of given vectors (no catalog: :meth:`segment_audio` is unavailable).
+
+        Each part's vector is L2-normalised on the way into FAISS (zeros stay zero). Used by the tests and
+        ``benchmarks/retrieval.py``.
+
+        Args:
+            vectors: ``(n_segments, n_parts, D)`` rows grouped by song in ``songs`` order.
+            songs: Song ids.
+            segments: Per song, its ``(start, end)`` sample bounds (one per row).
+            sample_rate: Rate of the bounds.
+            present: bool ``(n_segments, n_parts)``; default all True. A song's stem parts are the parts
+                present in its first row.
+            parts: Part names of the columns.
+            segment_seconds: Nominal segment length.
+            threads: FAISS threads.
+            coarse: FAISS candidate index, ``fp16`` or ``flat`` (results are exact either way).
+            shards: Row ranges of the song-search index searched in parallel (None: one per core, at most 4).
+        """
+        vectors = np.asarray(vectors)
+        if present is None:
+            present = np.ones(vectors.shape[:2], dtype=bool)
+        present = np.asarray(present, dtype=bool)
+        if len(songs) != len(segments):
+            raise PartsimError(f"{len(songs)} songs but {len(segments)} segment lists")
+        firsts = np.r_[0, np.cumsum([len(bounds) for bounds in segments])[:-1]].astype(np.int64)
+        meta = {
+            "format_version": FORMAT_VERSION, "backend": "arrays", "model_hash": "", "preset": "",
+            "parts": list(parts), "dim": int(vectors.shape[-1]) if vectors.ndim == 3 else 0,
+            "sample_rate": int(sample_rate), "segment_seconds": float(segment_seconds), "catalog": None,
+            "songs": [{"id": str(song), "stem_parts": [part for column, part in enumerate(parts)
+                                                       if len(bounds) and present[first, column]],
+                       "segments": [list(pair) for pair in bounds]}
+                      for song, bounds, first in zip(songs, segments, firsts)],
+            "skipped": [],
+        }
+        return cls(meta, vectors, present, threads=threads, normalise=True, coarse=coarse, shards=shards)
+
+    # ---- description ----------------------------------------------------------------------------------------------
+
+    @property
+    def songs(self) -> list[str]:
+        """Song ids in catalog order."""
+        return list(self._songs)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """Parts that have embeddings (columns of :attr:`vectors`)."""
+        return self._parts
+
+    @property
+    def sample_rate(self) -> int:
+        """Rate (Hz) of the segment bounds and of :meth:`segment_audio`."""
+        return int(self.meta["sample_rate"])
+
+    @property
+    def segment_seconds(self) -> float:
+        """Nominal segment length (10 s; a song's last segment may be shorter)."""
+        return float(self.meta["segment_seconds"])
+
+    @property
+    def backend(self) -> str:
+        """Backend that embedded the catalog."""
+        return str(self.meta.get("backend", ""))
+
+    @property
+    def model_hash(self) -> str:
+        """Identity of the backend's model."""
+        return str(self.meta.get("model_hash", ""))
+
+    @property
+    def shards(self) -> int:
+        """Row ranges of the song-search index searched in parallel (see :class:`FaissSearcher`)."""
+        return self._searcher.shards
+
+    @property
+    def n_segments(self) -> int:
+        """Segments (rows) of all songs."""
+        return int(self.song_of_row.size)
+
+    @property
+    def catalog_root(self) -> Path | None:
+        """Folder of the catalog (``None`` for :meth:`from_arrays`)."""
+        info = self.meta.get("catalog")
+        return Path(info["root"]) if info else None
+
+    @property
+    def split(self) -> str | None:
+        """Catalog split (``None`` for :meth:`from_arrays`)."""
+        info = self.meta.get("catalog")
+        return info["split"] if info else None
+
+    @property
+    def skipped(self) -> list[dict]:
+        """Songs of the catalog left out as too short (``song``, ``seconds``, ``reason``)."""
+        return list(self.meta.get("skipped", []))
+
+    def _song(self, song: str) -> int:
+        try:
+            return self._song_index[song]
+        except (KeyError, TypeError):
+            raise PartsimError(f"unknown song {song!r}: not in this index ({len(self._songs)} songs)") from None
+
+    def _segment_row(self, song: str, segment: int) -> tuple[int, int]:
+        number = self._song(song)
+        count = int(self.segment_counts[number])
+        if isinstance(segment, bool) or not isinstance(segment, (int, np.integer)) or not 0 <= segment < count:
+            raise PartsimError(f"song {song!r} has no segment {segment!r} (it has segments 0..{count - 1})")
+        return number, int(self.first_row[number] + segment)
+
+    def segments(self, song: str) -> list[tuple[int, float, float]]:
+        """``(segment number, start s, end s)`` of every segment of ``song``.
+
+        Raises:
+            PartsimError: unknown song.
+        """
+        number = self._song(song)
+        first, count = int(self.first_row[number]), int(self.segment_counts[number])
+        rate = self.sample_rate
+        return [(segment, float(start) / rate, float(end) / rate)
+                for segment, (start, end) in enumerate(self.bounds[first:first + count].tolist())]
+
+    def has_part_audio(self, song: str, part: str) -> bool:
+        """Whether ``song`` has a stem of ``part`` (always True for ``"mix"``).
+
+        Raises:
+            PartsimError: unknown song or part.
+        """
+        number = self._song(song)
+        if part == MIX_PART:
+            return True
+        if part not in self._parts and part not in INSTRUMENTS:
+            raise PartsimError(f"unknown part {part!r}; this index has {', '.join((*self._parts, MIX_PART))}")
+        return part in self._stem_parts[number]
+
+    def catalog(self) -> Catalog:
+        """The catalog the index was built from (opened on first use).
+
+        Raises:
+            PartsimError: an index without a catalog (:meth:`from_arrays`) or a catalog that is gone.
+        """
+        with self._catalog_lock:
+            if self._catalog is None:
+                info = self.meta.get("catalog")
+                if not info:
+                    raise PartsimError("this index was built from arrays and has no catalog audio")
+                if not Path(info["root"]).is_dir():
+                    raise PartsimError(f"the catalog {info['root']} of index {self.folder} is gone; rebuild it: "
+                                       f"{rebuild_command(self.meta, self.folder or 'DIR')}")
+                self._catalog = Catalog(info["root"], split=info["split"], sample_rate=self.sample_rate,
+                                        segment_seconds=self.segment_seconds)
+            return self._catalog
+
+    def segment_audio(self, song: str, part: str, segment: int) -> np.ndarray:
+        """Float32 mono audio of one segment of a song's part (``"mix"`` allowed), read from the catalog at
+        :attr:`sample_rate` (zeros for a part the song has no stem of).
+
+        Raises:
+            PartsimError: unknown song, part or segment; no catalog.
+        """
+        _, row = self._segment_row(song, segment)
+        if part != MIX_PART and part not in INSTRUMENTS:
+            raise PartsimError(f"unknown part {part!r}; the catalog has audio for "
+                               f"{', '.join((*INSTRUMENTS, MIX_PART))}")
+        start, end = (int(value) for value in self.bounds[row])
+        audio = self.catalog().audio(song, part)
+        out = np.zeros(end - start, dtype=np.float32)
+        excerpt = np.asarray(audio[start:end], dtype=np.float32)
+        out[:excerpt.shape[0]] = excerpt
+        return out
+
+    # ---- searching ------------------------------------------------------------------------------------------------
+
+    def query_row(self, query: StemQuery) -> tuple[int, int]:
+        """``(segment row, part column)`` of a stem query.
+
+        Raises:
+            PartsimError: unknown song, part or segment, or a part the song has no stem of (its vector is zero:
+                there is nothing to search with; :meth:`has_part_audio` tells beforehand).
+        """
+        if not isinstance(query, StemQuery):
+            raise PartsimError(f"expected a StemQuery, got {type(query).__name__}")
+        number, row = self._segment_row(query.song, query.segment)
+        if query.part not in self._parts:
+            raise PartsimError(f"unknown part {query.part!r}; this index has embeddings of "
+                               f"{', '.join(self._parts)}")
+        column = self._parts.index(query.part)
+        if not self.present[row, column]:
+            raise PartsimError(f"song {query.song!r} has no {query.part} stem: it cannot be a stem query")
+        return row, column
+
+    def similar_stems(self, query: StemQuery, k: int = THESIS_K) -> list[StemHit]:
+        """The ``k`` segments of other songs nearest to ``query`` in its part (thesis 6.2.2: top 100).
+
+        Only segments of songs that have a stem of that part are candidates. Ties: earlier catalog rows first.
+
+        Raises:
+            PartsimError: a bad query (see :meth:`query_row`) or ``k``.
+        """
+        k = check_k(k)
+        row, column = self.query_row(query)
+        return [StemHit(self._songs[self.song_of_row[hit]], int(hit - self.first_row[self.song_of_row[hit]]),
+                        distance) for hit, distance in self._searcher.similar_stems(row, column, k)]
+
+    def search_songs(self, queries: Sequence[StemQuery], k: int = THESIS_K,
+                     exclude_query_songs: bool = False) -> list[SongHit]:
+        """Songs ranked by the eq. 6.1-6.2 distance to the query set (thesis 6.2.4: top 100), best first.
+
+        Args:
+            queries: The query set (stem queries; several of one part are averaged, eq. 6.1).
+            k: Songs returned.
+            exclude_query_songs: Leave out the songs the query set's stems come from. Default False, as the
+                thesis's app: 6.2.4 shows the top songs of the whole collection and says nothing about removing
+                them (its query songs came from a separate 85-song list, but similar stems added in Step 2-2 are
+                catalog songs and are not removed).
+
+        Raises:
+            PartsimError: an empty query set, a bad query or ``k``.
+        """
+        k = check_k(k)
+        rows = [self.query_row(query) for query in queries]
+        excluded = sorted({int(self.song_of_row[row]) for row, _ in rows}) if exclude_query_songs else []
+        return [SongHit(self._songs[song], distance, int(best - self.first_row[song]))
+                for song, distance, best in self._searcher.search_songs(rows, k, excluded)]
+
+    def describe(self) -> dict[str, Any]:
+        """Summary for the CLI: folder, backend, model hash, counts, parts, skipped songs."""
+        return {"index": str(self.folder) if self.folder else None, "backend": self.backend,
+                "model_hash": self.model_hash, "preset": self.meta.get("preset", ""),
+                "catalog": str(self.catalog_root) if self.catalog_root else None, "split": self.split,
+                "songs": len(self._songs), "segments": self.n_segments, "parts": list(self._parts),
+                "dim": int(self.vectors.shape[2]), "skipped": [entry["song"] for entry in self.skipped],
+                "reused": bool(self.reused)}

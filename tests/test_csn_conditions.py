@@ -1,0 +1,173 @@
+"""Chapter 4 conditions (``partsim_core.csn.conditions``): registry, loss, pre-training targets, smoke training."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from partsim_core import INSTRUMENTS
+from partsim_core.cli import main
+from partsim_core.csn.conditions import (
+    CONDITIONS,
+    SWITCHES,
+    CSNLoss,
+    CSNModel,
+    get_condition,
+    pretraining_targets,
+    train_condition,
+)
+from partsim_core.errors import PartsimError
+from partsim_core.presets import FrontendConfig
+
+TABLE_4_2 = Path(__file__).resolve().parents[1] / "data" / "thesis_tables" / "table_4_2.csv"
+
+
+def test_registry_matches_thesis_table_4_2():
+    with TABLE_4_2.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["row"] for row in rows] == [c.row for c in CONDITIONS.values()]
+    for row in rows:
+        condition = get_condition(row["row"])
+        assert condition.is_baseline == (row["baseline"] == "w/")
+        for switch in SWITCHES:
+            # "w/†" marks basic triplets without pseudo pieces (Fig. 4.2); still "basic on".
+            assert getattr(condition, switch) == row[switch].startswith("w/"), (row["row"], switch)
+        if row["basic"] == "w/†":
+            assert not condition.psd
+    assert get_condition("I") is CONDITIONS["i"] and get_condition("(b)").pretraining_only
+    with pytest.raises(PartsimError, match="unknown condition"):
+        get_condition("k")
+    # j is Table 4.3's "w/pre, wo/norm" row: (i) without the norm loss, not a row of Table 4.2.
+    extra = get_condition("j")
+    assert "j" not in CONDITIONS
+    assert (extra.norm, extra.psd, extra.basic, extra.add, extra.pre) == (False, True, True, True, True)
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    return {"condition": torch.tensor([0, 1]), "additional_condition": torch.tensor([2, -1]),
+            "present": torch.tensor([[[1, 0, 1, 0, 0]] * 3, [[0, 1, 0, 0, 0]] * 3], dtype=torch.float32)}
+
+
+def _embeddings() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """2 rows, 5 subspaces of 2 dims; distances worked out by hand in the test."""
+    anchor, positive, negative = (torch.zeros(2, 10) for _ in range(3))
+    # Row 0, condition 0 (dims 0-1): d(a,p) = 1, d(a,n) = 0.5 -> basic 1 - 0.5 + 0.2 = 0.7.
+    positive[0, 0] = 1.0
+    negative[0, 1] = 0.5
+    # Row 0, additional condition 2 (dims 4-5) on (a, n, p): d(a,n) = 2, d(a,p) = 0 -> 2 - 0 + 0.2 = 2.2.
+    negative[0, 4] = 2.0
+    # Row 1, condition 1 (dims 2-3): d(a,p) = 0, d(a,n) = 0.1 -> 0.1; its additional condition is -1 (ignored),
+    # although (a, n, p) in subspace 0 would give a large loss: n and p differ there.
+    negative[1, 3] = 0.1
+    positive[1, 0] = 5.0
+    return anchor, positive, negative
+
+
+def test_loss_basic_and_additional_rows():
+    anchor, positive, negative = _embeddings()
+    basic = CSNLoss(additional=False, norm=False).from_embeddings(anchor, positive, negative, _batch())
+    assert float(basic) == pytest.approx((0.7 + 0.1) / 2)
+    both = CSNLoss(additional=True, norm=False).from_embeddings(anchor, positive, negative, _batch())
+    # The additional term is the mean over the one row that has an additional condition (row 0): 2.2.
+    assert float(both) == pytest.approx((0.7 + 0.1) / 2 + 2.2)
+
+
+def test_loss_norm_term_is_scaled_by_lambda():
+    anchor, positive, negative = _embeddings()
+    model = CSNModel(n_mels=16, width=2)
+    with torch.no_grad():
+        model.norm_loss.bias.copy_(torch.tensor([0.5, -0.5, 0.0, 1.0, 0.0]))
+    batch = _batch()
+    basic = CSNLoss(norm=False).from_embeddings(anchor, positive, negative, batch)
+    loss_01 = CSNLoss(norm=True, norm_weight=0.1).from_embeddings(anchor, positive, negative, batch, model)
+    loss_1 = CSNLoss(norm=True, norm_weight=1.0).from_embeddings(anchor, positive, negative, batch, model)
+    # Reference norm loss by hand: BCE of sigmoid(log(norm + 1e-6) + b) against presence, mean over the three roles.
+    total = 0.0
+    for role, embedding in enumerate((anchor, positive, negative)):
+        norms = embedding.reshape(2, 5, 2).norm(dim=-1).numpy().astype(np.float64)
+        p = 1 / (1 + np.exp(-(np.log(norms + 1e-6) + np.array([0.5, -0.5, 0.0, 1.0, 0.0]))))
+        q = batch["present"][:, role].numpy()
+        total += float(np.mean(-(q * np.log(p) + (1 - q) * np.log(1 - p))))
+    norm = total / 3
+    assert float((loss_1 - basic).detach()) == pytest.approx(norm, rel=1e-4)
+    assert float((loss_01 - basic).detach()) == pytest.approx(0.1 * norm, rel=1e-4)
+    # The bias is a model parameter, so it gets a gradient through the loss.
+    loss_1.backward()
+    assert model.norm_loss.bias.grad is not None and float(model.norm_loss.bias.grad.abs().sum()) > 0
+    with pytest.raises(PartsimError, match="CSNModel"):
+        CSNLoss(norm=True).from_embeddings(anchor, positive, negative, batch, torch.nn.Linear(1, 1))
+
+
+class _ConstantNetwork(torch.nn.Module):
+    """Stands in for a chapter-3 network: returns ``value`` in every dimension of a 4-d embedding."""
+
+    embedding_dim = 4
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return torch.full((mel.shape[0], 4), self.value)
+
+
+def test_pretraining_targets_shape_and_zero_blocks():
+    frontend = FrontendConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16)
+    signals = np.random.default_rng(0).standard_normal((3, 5, 800)).astype(np.float32)
+    present = np.array([[1, 0, 1, 1, 0], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]], dtype=np.float32)
+    networks = {part: _ConstantNetwork(float(index + 1)) for index, part in enumerate(INSTRUMENTS)}
+    networks["guitar"] = None  # no training track has guitar: zero block everywhere
+    targets = pretraining_targets(signals, present, networks, frontend, batch_size=2)
+    assert targets.shape == (3, 5, 4)
+    expected = np.array([[1, 0, 3, 0, 0], [0, 0, 0, 0, 5], [1, 2, 3, 0, 5]], dtype=np.float32)
+    np.testing.assert_allclose(targets.numpy(), np.repeat(expected[:, :, None], 4, axis=2))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Smoke training (embedded smoke dataset, private cache)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_root():
+    from partsim_core.data.dataset import resolve_dataset_root
+
+    return resolve_dataset_root("smoke", "")
+
+
+def test_smoke_condition_trains_then_is_reused(smoke_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
+    first = train_condition("g", "smoke", data_root=str(smoke_root), device="cpu", progress=False)
+    assert not first.reused and len(first.history) == 1
+    assert np.isfinite(first.history[0]["train_loss"])
+    assert isinstance(first.model, CSNModel)
+    again = train_condition("g", "smoke", data_root=str(smoke_root), device="cpu", progress=False)
+    assert again.reused and again.out_dir == first.out_dir
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[name]), name
+    with pytest.raises(PartsimError, match="chapter-3 baseline"):
+        train_condition("a", "smoke", data_root=str(smoke_root))
+
+
+def test_smoke_pretraining_is_shared(smoke_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
+    pretrained = train_condition("b", "smoke", data_root=str(smoke_root), device="cpu", progress=False)
+    assert not pretrained.reused
+    trained = train_condition("h", "smoke", data_root=str(smoke_root), device="cpu", progress=False)
+    assert not trained.reused
+    assert train_condition("b", "smoke", data_root=str(smoke_root), device="cpu", progress=False).reused
+    assert pretrained.out_dir != trained.out_dir and pretrained.out_dir.parent == trained.out_dir.parent
+
+
+def test_cli_conditions_and_bad_condition(capsys):
+    assert main(["csn", "conditions"]) == 0
+    out = capsys.readouterr().out
+    assert "(i)" in out and "pre" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "csn", "--condition", "z"])
+    assert exit_info.value.code == 2

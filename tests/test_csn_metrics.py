@@ -1,0 +1,237 @@
+"""Chapter 4's subspace evaluations on synthetic embeddings whose answers are known by construction."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial.distance import pdist
+from scipy.stats import pearsonr
+
+from partsim_core import INSTRUMENTS
+from partsim_core.csn import metrics as evaluation
+from partsim_core.errors import PartsimError
+
+WIDTH = 4  # subspace width D in these tests (embeddings are 5 x 4 = 20 wide)
+
+
+def clustered_in_one_subspace(rng: np.random.Generator, labels: np.ndarray, part: int, spread: float = 10.0,
+                              noise: float = 0.1) -> np.ndarray:
+    """Embeddings whose subspace ``part`` places each label at its own far-apart centre; other subspaces noise."""
+    points = rng.normal(size=(labels.size, 5 * WIDTH))
+    centres = rng.normal(size=(labels.max() + 1, WIDTH)) * spread
+    points[:, part * WIDTH:(part + 1) * WIDTH] = centres[labels] + noise * rng.normal(size=(labels.size, WIDTH))
+    return points
+
+
+def test_track_accuracy_is_one_in_the_clustered_subspace_and_near_chance_elsewhere() -> None:
+    rng = np.random.default_rng(0)
+    tracks = np.repeat(np.arange(10), 10)  # 10 tracks x 10 segments: chance = 0.1
+    points = clustered_in_one_subspace(rng, tracks, part=0)
+    assert evaluation.subspace_track_accuracy(points, tracks, "drums") == 1.0
+    for part in INSTRUMENTS[1:]:
+        assert evaluation.subspace_track_accuracy(points, tracks, part) < 0.3
+    table = evaluation.subspace_track_accuracy_table({3: (points, tracks), 5: (points[::2], tracks[::2])})
+    assert list(table.index) == list(INSTRUMENTS) and list(table.columns) == [3, 5]
+    assert table.loc["drums", 3] == 100.0 and table.loc["drums", 5] == 100.0
+
+
+def test_track_accuracy_uses_only_the_subspace() -> None:
+    # Hand-made: the drums subspace groups the tracks, the bass subspace puts point 0 next to track 1. In the full
+    # space the large bass values would dominate; the drums subspace alone must give 1.
+    points = np.zeros((6, 5 * WIDTH))
+    points[:, 0] = [0.0, 0.1, 0.2, 5.0, 5.1, 5.2]  # drums: track 0 = first three
+    points[:, WIDTH] = [100.0, 0.0, 0.0, 103.0, 104.0, 105.0]  # bass
+    tracks = np.array([0, 0, 0, 1, 1, 1])
+    assert evaluation.subspace_track_accuracy(points, tracks, 0, k=2) == 1.0
+    # Bass, k = 1: 0 -> 3 (wrong), 1 <-> 2, 3 -> 4, 4 -> 3 (tie with 5, both track 1), 5 -> 4: 5 of 6 right.
+    assert evaluation.subspace_track_accuracy(points, tracks, "bass", k=1) == pytest.approx(5 / 6)
+    with pytest.raises(PartsimError, match="unknown part"):
+        evaluation.subspace_track_accuracy(points, tracks, "vocals")
+    with pytest.raises(PartsimError, match="5 x D"):
+        evaluation.subspace_track_accuracy(points[:, :7], tracks, 0)
+
+
+def test_pseudo_piece_plan_design() -> None:
+    tracks = [f"T{i:02d}" for i in range(14)]
+    having = {part: tracks[:12] for part in INSTRUMENTS}
+    plan = evaluation.test_pseudo_piece_plan(having, n_labels=10, pieces_per_label=4, seed=3)
+    assert len(plan) == 5 * 10 * 4 and plan["piece"].is_unique
+    for part, rows in plan.groupby("part"):
+        assert rows["label"].nunique() == 10 and set(rows["label"]) <= set(having[part])
+        for label, pieces in rows.groupby("label"):
+            assert len(pieces) == 4
+            assert pieces["other"].nunique() == 4  # each label combined with different other tracks
+            assert (pieces["other"] != label).all()
+            assert (pieces[part] == label).all()
+            for other_part in INSTRUMENTS:
+                if other_part != part:
+                    assert (pieces[other_part] == pieces["other"]).all()
+        # 40 other slots over 13 candidates each: least-used first keeps every track used 3 or 4 times at most.
+        assert rows["other"].value_counts().max() <= 4
+    again = evaluation.test_pseudo_piece_plan(dict(reversed(list(having.items()))), seed=3)
+    pd.testing.assert_frame_equal(plan, again)
+    assert not plan.equals(evaluation.test_pseudo_piece_plan(having, seed=4))
+
+
+def test_pseudo_piece_plan_prefers_the_tempo_class_and_rejects_too_few_tracks() -> None:
+    tracks = [f"T{i}" for i in range(10)]
+    classes = {track: i % 2 for i, track in enumerate(tracks)}  # 5 tracks per class: 4 others each
+    plan = evaluation.test_pseudo_piece_plan({"bass": tracks}, n_labels=3, pieces_per_label=4, seed=1,
+                                             tempo_class_of=classes)
+    assert set(plan["part"]) == {"bass"}
+    assert all(classes[row.label] == classes[row.other] for row in plan.itertuples())
+    with pytest.raises(PartsimError, match="only 3 test tracks have piano"):
+        evaluation.test_pseudo_piece_plan({"piano": tracks[:3]}, n_labels=10)
+    with pytest.raises(PartsimError, match="unknown part"):
+        evaluation.test_pseudo_piece_plan({"vocals": tracks})
+
+
+def pseudo_piece_segments(plan: pd.DataFrame, part: str, segments: int = 3) -> pd.DataFrame:
+    """Segment rows of the plan's pieces for ``part``: piece, label track, other track."""
+    rows = plan[plan["part"] == part]
+    return rows.loc[rows.index.repeat(segments), ["piece", "label", "other"]].reset_index(drop=True)
+
+
+def test_part_label_accuracy_separated_leaking_and_piece_exclusion() -> None:
+    rng = np.random.default_rng(1)
+    tracks = [f"T{i:02d}" for i in range(20)]
+    plan = evaluation.test_pseudo_piece_plan({"drums": tracks}, seed=0)
+    segments = pseudo_piece_segments(plan, "drums")
+    label_codes = pd.factorize(segments["label"])[0]
+    other_codes = pd.factorize(segments["other"])[0]
+    piece_codes = pd.factorize(segments["piece"])[0]
+    # Separated: the drums subspace encodes only the drum label track.
+    separated = clustered_in_one_subspace(rng, label_codes, part=0)
+    assert evaluation.part_label_accuracy(separated, segments["label"], segments["piece"], "drums") == 1.0
+    # Leaking: the drums subspace encodes the other parts' source track -> neighbours carry other drum labels.
+    leaking = clustered_in_one_subspace(rng, other_codes, part=0)
+    assert evaluation.part_label_accuracy(leaking, segments["label"], segments["piece"], "drums") < 0.3
+    # Piece-specific clusters: perfect if own-piece segments could vote, near chance (0.1) once they are excluded.
+    per_piece = clustered_in_one_subspace(rng, piece_codes, part=0)
+    from partsim_core.knn import knn_accuracy
+    assert knn_accuracy(per_piece[:, :WIDTH], segments["label"].to_numpy(), k=2) == 1.0
+    assert evaluation.part_label_accuracy(per_piece, segments["label"], segments["piece"], 0) < 0.3
+
+
+def test_identification_accuracy_and_confusion() -> None:
+    norms_wanted = np.array([
+        [3.0, 1.0, 0.0, 0.0, 0.0],  # true drums -> drums
+        [0.0, 2.0, 1.0, 0.0, 0.0],  # true bass -> bass
+        [0.0, 2.0, 1.0, 0.0, 0.0],  # true piano -> bass (wrong)
+        [0.0, 0.0, 0.0, 0.5, 0.4],  # true guitar -> guitar
+        [1.0, 0.0, 0.0, 0.0, 0.0],  # true guitar -> drums (wrong)
+    ])
+    # Spread each wanted norm over a subspace: the vector (a, 0, 0, 0) has norm |a|; flip signs to be sure.
+    points = np.zeros((5, 5 * WIDTH))
+    points[:, ::WIDTH] = -norms_wanted
+    result = evaluation.identification_accuracy(points, ["drums", "bass", 2, "guitar", 3])
+    assert result.accuracy == pytest.approx(3 / 5)
+    assert result.per_part["drums"] == 1.0 and result.per_part["bass"] == 1.0
+    assert result.per_part["piano"] == 0.0 and result.per_part["guitar"] == 0.5
+    assert math.isnan(result.per_part["others"])
+    assert result.confusion.loc["piano", "bass"] == 1 and result.confusion.loc["guitar", "drums"] == 1
+    assert result.confusion.to_numpy().sum() == 5
+    with pytest.raises(PartsimError, match="unknown part"):
+        evaluation.identification_accuracy(points, ["drums", "bass", "vocals", "guitar", "others"])
+
+
+def test_distance_matrix_correlation_hand_example() -> None:
+    # Points on a line at 0,1,2,3 and at 0,1,3,6: upper triangles (1,2,3,1,2,1) and (1,3,6,2,5,3); by hand the
+    # Pearson correlation is (20/3) / sqrt((10/3)(52/3)) = 20 / sqrt(520).
+    a = np.array([[0.0], [1.0], [2.0], [3.0]])
+    b = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [6.0, 0.0]])
+    assert evaluation.distance_matrix_correlation(a, b) == pytest.approx(20 / math.sqrt(520), abs=1e-12)
+
+
+def test_distance_matrix_correlation_self_random_and_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(300, 16))
+    b = rng.normal(size=(300, 16))
+    mixed = a + 0.7 * b
+    assert evaluation.distance_matrix_correlation(a, a) == pytest.approx(1.0, abs=1e-12)
+    assert abs(evaluation.distance_matrix_correlation(a, b)) < 0.1
+    reference = pearsonr(pdist(a), pdist(mixed))[0]
+    # Small chunks exercise the streaming merge across many row blocks.
+    monkeypatch.setattr(evaluation, "CORRELATION_CHUNK_ROWS", 7)
+    assert evaluation._correlations([a, mixed], [(0, 1)], chunk_rows=7)[0] == pytest.approx(reference, abs=1e-10)
+    assert evaluation.distance_matrix_correlation(a, mixed) == pytest.approx(reference, abs=1e-10)
+    assert math.isnan(evaluation.distance_matrix_correlation(a, np.zeros((300, 3))))  # collapsed space
+    with pytest.raises(PartsimError, match="same segments"):
+        evaluation.distance_matrix_correlation(a, b[:10])
+    with pytest.raises(PartsimError, match="NaN"):
+        evaluation.distance_matrix_correlation(np.full((4, 2), np.nan), a[:4])
+
+
+def test_subspace_correlations_matrix() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(120, WIDTH))
+    points = rng.normal(size=(120, 5 * WIDTH))
+    points[:, :WIDTH] = base
+    points[:, WIDTH:2 * WIDTH] = 2.0 * base  # bass = scaled drums: distances proportional, correlation 1
+    matrix = evaluation.subspace_correlations(points)
+    assert list(matrix.index) == list(INSTRUMENTS) and np.allclose(np.diag(matrix), 1.0)
+    assert np.allclose(matrix.to_numpy(), matrix.to_numpy().T)
+    assert matrix.loc["drums", "bass"] == pytest.approx(1.0, abs=1e-12)
+    expected = pearsonr(pdist(points[:, 2 * WIDTH:3 * WIDTH]), pdist(points[:, 4 * WIDTH:]))[0]
+    assert matrix.loc["piano", "others"] == pytest.approx(expected, abs=1e-10)
+    assert abs(matrix.loc["drums", "guitar"]) < 0.15
+
+
+def style_fixture(rng: np.random.Generator, n_tracks: int = 60, segments: int = 4) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per-track random styles (3 per part, independent across parts; piano absent on every 4th track)."""
+    track_styles = pd.DataFrame({part: rng.choice(["s0", "s1", "s2"], size=n_tracks) for part in INSTRUMENTS},
+                                dtype=object)
+    track_styles.loc[::4, "piano"] = np.nan
+    tracks = np.repeat(np.arange(n_tracks), segments)
+    return track_styles.iloc[tracks].reset_index(drop=True), tracks
+
+
+def style_embeddings(rng: np.random.Generator, styles: pd.DataFrame, leak_piano: float) -> np.ndarray:
+    """Drums subspace = drums-style centre (+ ``leak_piano`` x piano-style centre) + noise; rest noise."""
+    centres = {style: rng.normal(size=WIDTH) * 10 for style in ["s0", "s1", "s2"]}
+    piano_centres = {style: rng.normal(size=WIDTH) * 10 for style in ["s0", "s1", "s2"]}
+    points = rng.normal(size=(len(styles), 5 * WIDTH))
+    drums = np.stack([centres[style] for style in styles["drums"]])
+    piano = np.stack([piano_centres.get(style, np.zeros(WIDTH)) for style in styles["piano"]])
+    points[:, :WIDTH] = drums + leak_piano * piano + 0.1 * rng.normal(size=(len(styles), WIDTH))
+    return points
+
+
+def test_style_leakage_separated_subspace() -> None:
+    rng = np.random.default_rng(4)
+    styles, tracks = style_fixture(rng)
+    points = style_embeddings(rng, styles, leak_piano=0.0)
+    frame = evaluation.style_leakage(points, styles, "drums", k=10, exclude_groups=tracks)
+    assert list(frame["part"]) == list(INSTRUMENTS) and set(frame["subspace"]) == {"drums"}
+    same = frame.set_index("part").loc["drums"]
+    assert same["relation"] == "same" and same["precision"] == 1.0 and same["excess"] > 0.5
+    others = frame[frame["relation"] == "other"]
+    assert (others["excess"].abs() < 0.08).all()
+    assert frame.set_index("part").loc["piano", "n_targets"] == 4 * 45  # 15 of 60 tracks lack piano
+
+
+def test_style_leakage_detects_a_leaking_subspace() -> None:
+    rng = np.random.default_rng(5)
+    styles, tracks = style_fixture(rng)
+    points = style_embeddings(rng, styles, leak_piano=0.5)
+    frame = evaluation.style_leakage(points, styles, 0, k=10, exclude_groups=tracks).set_index("part")
+    assert frame.loc["piano", "excess"] > 0.3
+    assert abs(frame.loc["bass", "excess"]) < 0.08
+
+
+def test_style_leakage_chance_by_hand() -> None:
+    # 4 segments, two tracks; drums styles a, a, b, a. Excluding own track, target 0 (a) sees segments 2 (b) and
+    # 3 (a): chance 1/2; target 2 (b) sees 0, 1: chance 0; target 3 sees 0, 1: chance 1 -> mean (1/2+1/2+0+1)/4.
+    styles = pd.DataFrame({part: ["a", "a", "b", "a"] for part in INSTRUMENTS})
+    tracks = np.array([0, 0, 1, 1])
+    points = np.zeros((4, 5 * WIDTH))
+    points[:, 0] = [0.0, 19.0, 1.0, 20.0]
+    frame = evaluation.style_leakage(points, styles, "drums", k=1, exclude_groups=tracks).set_index("part")
+    assert frame.loc["drums", "chance"] == pytest.approx(0.5)
+    # Nearest eligible: 0 -> 2 (b, miss), 1 -> 3 (a, hit), 2 -> 0 (a, miss), 3 -> 1 (a, hit): precision 1/2.
+    assert frame.loc["drums", "precision"] == pytest.approx(0.5)
+    with pytest.raises(PartsimError, match="no column"):
+        evaluation.style_leakage(points, styles.drop(columns="bass"), "drums")
