@@ -16,17 +16,32 @@ from pathlib import Path
 from partsim_core.presets import PRESETS
 
 
+def _load(args: argparse.Namespace):
+    """Load ``--abx`` (refusing or dropping invalid rows) and describe where the data came from (one line)."""
+    from partsim_core.perceptual.abx import check_published_counts, is_published_dataset, load_abx
+
+    data = load_abx(args.abx, drop_invalid=args.drop_invalid)
+    check_published_counts(data)
+    if is_published_dataset(data):
+        which = "published Inst-Sim ABX data (SHA-256 verified)"
+    else:
+        which = "modified or non-published data: files differ from the published Inst-Sim ABX checksums"
+    if len(data.dropped):
+        reasons = data.dropped["reason"].str.replace(r"line \d+", "line N", regex=True)
+        reasons = reasons.str.replace(r"'[^']*'", "'...'", regex=True).value_counts()
+        detail = "; ".join(f"{count} x {reason}" for reason, count in reasons.items())
+        which += f"; dropped {len(data.dropped)} invalid row(s): {detail}"
+    return data, which
+
+
 def run_tables(args: argparse.Namespace) -> int:
     """``partsim perceptual tables``: load, check the published count, compute and write the JSON."""
     from partsim_core.data.cache import atomic_write_json
-    from partsim_core.perceptual.abx import check_published_counts, is_published_dataset, load_abx
     from partsim_core.perceptual.analysis import thesis_tables
 
-    data = load_abx(args.abx)
-    check_published_counts(data)
+    data, which = _load(args)
     tables = thesis_tables(data.responses)
     atomic_write_json(args.out, tables)
-    which = "published Inst-Sim ABX data" if is_published_dataset(data) else "non-published (e.g. simulated) data"
     print(f"partsim perceptual tables: {tables['valid_responses']} valid responses ({which}) -> {args.out}",
           file=sys.stderr)
     return 0
@@ -71,6 +86,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     tables.add_argument("--abx", required=True, help="ABX dataset folder (e.g. ../shared/abx)")
     tables.add_argument("--out", required=True, help="JSON file to write (atomically)")
+    tables.add_argument("--drop-invalid", action="store_true",
+                        help="drop rows that break the published format (duplicates, N/A overall, ...) and say how "
+                             "many, instead of refusing the file")
     tables.set_defaults(func=run_tables)
 
     simulate = commands.add_parser(

@@ -414,6 +414,8 @@ def within_between(responses: pd.DataFrame, confidence: float = 0.95) -> pd.Data
     table["percent"] = 100.0 * table["same_track"] / table["responses"]
     table["ci_low"] = 100.0 * low
     table["ci_high"] = 100.0 * high
+    if table.empty:  # no xyc response at all
+        return table
     table["na"] = pd.Categorical(table["na"], ["including_na", "excluding_na"], ordered=True)
     ordered = pd.concat([_ordered(part) for _, part in table.groupby("na", observed=True)], ignore_index=True)
     ordered["na"] = ordered["na"].astype(str)
