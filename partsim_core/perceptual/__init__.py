@@ -4,10 +4,11 @@
 * :mod:`~partsim_core.perceptual.analysis` - Fig. 5.4, 5.6, 5.8, 5.9 and Tables 5.1-5.4 as tidy data frames.
 * :mod:`~partsim_core.perceptual.agreement` - stimulus extraction from a Slakh root and model agreement
   (Fig. 5.12, Table 4.6).
+* :mod:`~partsim_core.perceptual.published` - what the thesis prints about chapter 5 and how ours compares
+  (Table 5.3 readings, Table 5.1 p-value robustness).
+* :mod:`~partsim_core.perceptual.validate` - row checks of the published format and the published checksums.
 * :mod:`~partsim_core.perceptual.simulate` - a simulated test over the embedded mini-Slakh when the real data is
   absent.
-
-Used by ``notebooks/ch5_perceptual_analysis.py``, the chapter-4 evaluation and ``partsim perceptual ...``.
 """
 
 from partsim_core.perceptual.abx import (
@@ -37,6 +38,9 @@ from partsim_core.perceptual.agreement import (
     write_stimuli,
 )
 from partsim_core.perceptual.analysis import (
+    AGREEMENT_RULES,
+    SAMPLE_SET_UNITS,
+    TABLE_5_3_AGREEMENT,
     agreement_filter,
     all_na_participants,
     category_agreement,
@@ -48,6 +52,7 @@ from partsim_core.perceptual.analysis import (
     part_track_matches,
     perspective_matching_rates,
     response_counts,
+    sample_set_units,
     thesis_tables,
     to_thesis_layout,
     tsne_embedding,
@@ -56,9 +61,21 @@ from partsim_core.perceptual.analysis import (
     ward_linkage,
     within_between,
 )
+from partsim_core.perceptual.published import (
+    consistent_trials,
+    filter_rule_counts,
+    filter_rule_evidence,
+    implied_evaluations,
+    p_value_jackknife,
+    p_value_variants,
+    rates_from_table,
+)
 from partsim_core.perceptual.simulate import SimulationConfig, ensure_simulated_test, simulate_listening_test
 
 __all__ = [
+    "AGREEMENT_RULES", "SAMPLE_SET_UNITS", "TABLE_5_3_AGREEMENT", "consistent_trials", "filter_rule_counts",
+    "filter_rule_evidence", "implied_evaluations", "p_value_jackknife", "p_value_variants", "rates_from_table",
+    "sample_set_units",
     "ABXData", "CATEGORIES", "EmbedFunction", "NA", "PART_CATEGORIES", "PERSPECTIVES", "PUBLISHED_VALID_RESPONSES",
     "SET_TYPES", "SimulationConfig", "agreement_filter", "all_na_participants", "all_subjects", "category_agreement",
     "check_published_counts", "default_abx_dir", "ensure_simulated_test", "clopper_pearson", "dendrogram_order", "extract_from_slakh", "extract_stimuli",

@@ -197,25 +197,31 @@ def model_choices(sample_sets: pd.DataFrame, stimuli: Mapping[str, np.ndarray], 
 def model_listener_agreement(responses: pd.DataFrame, stimuli: Mapping[str, np.ndarray], embed: EmbedFunction,
                              perspectives: Sequence[str] = PERSPECTIVES,
                              categories: Sequence[str] = PART_CATEGORIES,
-                             threshold: float = AGREEMENT_THRESHOLD, progress: bool = True) -> pd.DataFrame:
+                             threshold: float = AGREEMENT_THRESHOLD, progress: bool = True,
+                             agreement: str = "all", sample_set: str = "files") -> pd.DataFrame:
     """Matching rate between an embedding's A/B choices and the filtered listener choices (Fig. 5.12, Table 4.6).
 
     For every perspective the sample sets kept by the 80 % filter (:func:`~partsim_core.perceptual.analysis.
     agreement_filter`) contribute all their A/B responses; a response matches when it chose the file the model
-    puts nearer to X.
+    puts nearer to X. ``agreement`` and ``sample_set`` choose the filter's reading (see
+    :func:`~partsim_core.perceptual.analysis.agreement_filter`).
 
     Returns:
         Columns ``set_type, perspective, category, sets, evaluations, matches, percent, ci_low, ci_high``
         (percent, Clopper-Pearson 95 %).
     """
     subset = responses[responses["category"].isin(list(categories))]
-    filtered = agreement_filter(subset, threshold=threshold, perspectives=perspectives)
-    kept_keys = set(filtered.loc[filtered["kept"], "set_key"])
-    kept_sets = subset[subset["set_key"].isin(kept_keys)]
-    choices = model_choices(kept_sets, stimuli, embed, progress=progress).set_index("set_key")["model_choice"]
+    filtered = agreement_filter(subset, threshold=threshold, perspectives=perspectives, agreement=agreement,
+                                sample_set=sample_set)
+    kept = {perspective: kept_evaluations(subset, filtered, perspective) for perspective in perspectives}
+    kept_sets = pd.concat([frame for frame in kept.values()], ignore_index=True)
+    if len(kept_sets):
+        choices = model_choices(kept_sets, stimuli, embed, progress=progress).set_index("set_key")["model_choice"]
+    else:
+        choices = pd.Series(dtype=object)
     rows = []
     for perspective in perspectives:
-        evaluations = kept_evaluations(subset, filtered, perspective)
+        evaluations = kept[perspective]
         evaluations["match"] = evaluations["chosen"].to_numpy() == evaluations["set_key"].map(choices).to_numpy()
         for set_type in SET_TYPES:
             for category in categories:
