@@ -6,6 +6,7 @@
   (Fig. 5.12, Table 4.6).
 * :mod:`~partsim_core.perceptual.published` - what the thesis prints about chapter 5 and how ours compares
   (Table 5.3 readings, Table 5.1 p-value robustness).
+* :mod:`~partsim_core.perceptual.report` - results shaped for the chapter page (thesis-vs-ours tables, matrices).
 * :mod:`~partsim_core.perceptual.results` - every chapter result as one JSON-ready dict (``partsim perceptual run``).
 * :mod:`~partsim_core.perceptual.validate` - row checks of the published format and the published checksums.
 * :mod:`~partsim_core.perceptual.simulate` - a simulated test over the embedded mini-Slakh when the real data is
@@ -33,6 +34,8 @@ from partsim_core.perceptual.agreement import (
     EmbedFunction,
     extract_from_slakh,
     extract_stimuli,
+    kept_stimulus_paths,
+    mean_log_mel_embedding,
     model_choices,
     model_listener_agreement,
     slakh_signal_source,
@@ -71,13 +74,24 @@ from partsim_core.perceptual.published import (
     p_value_variants,
     rates_from_table,
 )
+from partsim_core.perceptual.report import (
+    agreement_matrix,
+    data_description,
+    filter_layouts,
+    interval_layout,
+    printed_rates,
+    text_checks,
+    with_printed,
+)
 from partsim_core.perceptual.results import chapter_results, rate_cell
 from partsim_core.perceptual.simulate import SimulationConfig, ensure_simulated_test, simulate_listening_test
 
 __all__ = [
     "AGREEMENT_RULES", "SAMPLE_SET_UNITS", "TABLE_5_3_AGREEMENT", "consistent_trials", "filter_rule_counts",
     "filter_rule_evidence", "implied_evaluations", "p_value_jackknife", "p_value_variants", "rates_from_table",
-    "sample_set_units", "chapter_results", "rate_cell",
+    "sample_set_units", "chapter_results", "rate_cell", "kept_stimulus_paths", "mean_log_mel_embedding",
+    "agreement_matrix", "data_description", "filter_layouts", "interval_layout", "printed_rates", "text_checks",
+    "with_printed",
     "ABXData", "CATEGORIES", "EmbedFunction", "NA", "PART_CATEGORIES", "PERSPECTIVES", "PUBLISHED_VALID_RESPONSES",
     "SET_TYPES", "SimulationConfig", "agreement_filter", "all_na_participants", "all_subjects", "category_agreement",
     "check_published_counts", "default_abx_dir", "ensure_simulated_test", "clopper_pearson", "dendrogram_order", "extract_from_slakh", "extract_stimuli",
