@@ -50,7 +50,6 @@ def load_rows(tmp_path: Path, rows: list[tuple]) -> pd.DataFrame:
 
 
 def test_non_na_agreement_ignores_na_but_drops_na_majorities(tmp_path: Path) -> None:
-    x, a, b = XAB
     # Set 1 (xab) timbre: NA, NA, A, A, A -> all answers: A holds 3/5 = 60 % -> dropped;
     # non-N/A answers: A holds 3/3 and N/A (2) is not the most frequent -> kept, 3 evaluations.
     rows = [(f"p{i}", XAB, timbre, "A+") for i, timbre in enumerate(["NA", "NA", "A+", "A-", "A+"])]
@@ -76,7 +75,6 @@ def test_non_na_agreement_drops_when_na_leads_or_ties(tmp_path: Path) -> None:
 
 
 def test_default_reading_is_all_for_xab_and_non_na_for_xyc(tmp_path: Path) -> None:
-    x, y, c = XYC
     # The same answers to an xab and an xyc set: timbre NA, NA, first file x3.
     rows = [(f"p{i}", XAB, timbre, "A+") for i, timbre in enumerate(["NA", "NA", "A+", "A-", "A+"])]
     rows += [(f"p{i}", XYC, timbre, "A+") for i, timbre in enumerate(["NA", "NA", "A+", "A-", "A+"])]

@@ -71,7 +71,8 @@ BAD_INPUTS = [
     ("choice_time fraction", {"rows": with_row(1, 9, "1.5")}, "choice_time '1.5'", True),
     ("N/A overall", {"rows": with_row(0, 8, "NA")}, "N/A in answer_total", True),
     ("empty overall", {"rows": with_row(1, 8, "")}, "N/A in answer_total", True),
-    ("three N/A", {"rows": [GOOD[0][:5] + ["NA", "NA", "NA"] + GOOD[0][8:], *GOOD[1:]]}, "N/A in all of timbre, rhythm and melody", True),
+    ("three N/A", {"rows": [GOOD[0][:5] + ["NA", "NA", "NA"] + GOOD[0][8:], *GOOD[1:]]},
+     "N/A in all of timbre, rhythm and melody", True),
     ("unknown code", {"rows": with_row(2, 6, "C+")}, "unknown answer code 'C+'", True),
     ("exact duplicate", {"rows": GOOD + [GOOD[1]]}, "exact duplicate of line 3", True),
     ("second answer to one set", {"rows": GOOD + [with_row(0, 8, "B+")[0]]}, "second answer of subject 'p1'", True),
@@ -181,7 +182,8 @@ def stimulus_paths(draw) -> tuple[str, str, str]:
     roles = draw(st.sampled_from(["AB", "BA", "YC", "CY", "AY", "XA"]))
     x_place = place if draw(st.integers(0, 9)) else "set9/9/drums"
     return (f"{x_place}/X_{draw(st.integers(1, 4))}-0.wav",
-            f"{place}/{roles[0]}_{draw(st.integers(1, 4))}-1.wav", f"{place}/{roles[1]}_{draw(st.integers(1, 4))}-2.wav")
+            f"{place}/{roles[0]}_{draw(st.integers(1, 4))}-1.wav",
+            f"{place}/{roles[1]}_{draw(st.integers(1, 4))}-2.wav")
 
 
 @st.composite
@@ -233,7 +235,7 @@ def test_loader_survives_arbitrary_bytes(data: bytes, drop_invalid: bool) -> Non
         path = Path(tmp) / "answers.csv"
         path.write_bytes(",".join(COLUMNS).encode() + b"\n" + data)
         try:
-            responses, catch, dropped = read_answers_table(path, drop_invalid=drop_invalid)
+            responses, _, _ = read_answers_table(path, drop_invalid=drop_invalid)
         except PartsimError:
             return
     assert len(responses) > 0

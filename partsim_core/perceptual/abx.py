@@ -34,7 +34,13 @@ import numpy as np
 import pandas as pd
 
 from partsim_core.errors import PartsimError
-from partsim_core.perceptual.validate import NA_ANSWERS, STIMULUS_PATH, VALID_ANSWERS, invalid_rows, matches_published
+from partsim_core.perceptual.validate import (  # VALID_ANSWERS is re-exported for callers of this module
+    NA_ANSWERS,
+    STIMULUS_PATH,
+    VALID_ANSWERS,  # noqa: F401
+    invalid_rows,
+    matches_published,
+)
 
 #: The four perspectives of a response; "overall" is the CSV's ``answer_total``.
 PERSPECTIVES: tuple[str, ...] = ("overall", "timbre", "rhythm", "melody")

@@ -29,7 +29,8 @@ def data_description(published: bool, simulated: bool, folder_name: str, valid: 
     else:
         shown = (f"the ABX folder given as `abx_dir` (`{folder_name}`), which is **not** the published data (its "
                  f"files differ from the published checksums)")
-    text = f"**Data shown in this chapter:** {shown}. {valid:,} valid responses after excluding {catch:,} catch-trial rows"
+    text = (f"**Data shown in this chapter:** {shown}. {valid:,} valid responses after excluding {catch:,} "
+            f"catch-trial rows")
     if dropped:
         text += f" and dropping {dropped:,} rows that break the published format"
     return text + "."

@@ -63,9 +63,9 @@ def chapter_results(data: ABXData) -> dict:
         "schema": RESULTS_SCHEMA,
         "data": {
             "published": bool(data.published),
-            "valid_responses": int(len(responses)),
-            "catch_trials": int(len(data.catch_trials)),
-            "dropped_rows": int(len(data.dropped)),
+            "valid_responses": len(responses),
+            "catch_trials": len(data.catch_trials),
+            "dropped_rows": len(data.dropped),
             "dropped_reasons": {str(k): int(v) for k, v in pd.Series(reasons, dtype=object).value_counts().items()},
         },
         "participants": {row.quantity: int(row.ours) for row in
@@ -82,7 +82,7 @@ def chapter_results(data: ABXData) -> dict:
     for row in category_agreement(responses).itertuples(index=False):
         if row.category_1 == row.category_2:
             continue
-        agreeing = int(round(row.agreement * row.pairs)) if row.pairs else 0
+        agreeing = int(round(row.agreement * row.pairs)) if row.pairs else 0  # noqa: RUF046 (numpy float)
         fig_5_6.setdefault(row.set_type, {}).setdefault(row.category_1, {})[row.category_2] = rate_cell(
             agreeing, int(row.pairs))
     result["fig_5_6"] = fig_5_6
