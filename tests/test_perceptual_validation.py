@@ -172,15 +172,16 @@ time_cells = st.one_of(st.sampled_from(["15000", "0", "-1", "1.5", "inf", "nan",
 
 
 @st.composite
-def stimulus_paths(draw) -> tuple[str, str, str]:
+def stimulus_paths(draw, valid: bool) -> tuple[str, str, str]:
     if draw(st.integers(0, 9)) == 0:
         x = "samples/dummyX1.wav"
         return x, draw(st.sampled_from([x, "samples/dummyA1.wav"])), draw(st.sampled_from([x, "samples/dummyB1.wav"]))
-    if draw(st.integers(0, 14)) == 0:
+    if not valid and draw(st.integers(0, 3)) == 0:
         return draw(st.text(max_size=8)), draw(st.text(max_size=8)), draw(st.text(max_size=8))
-    place = f"set{draw(st.integers(0, 2))}/{draw(st.integers(0, 1))}/{draw(st.sampled_from(FOLDERS))}"
-    roles = draw(st.sampled_from(["AB", "BA", "YC", "CY", "AY", "XA"]))
-    x_place = place if draw(st.integers(0, 9)) else "set9/9/drums"
+    folders = FOLDERS[:4] if valid else FOLDERS
+    place = f"set{draw(st.integers(0, 2))}/{draw(st.integers(0, 1))}/{draw(st.sampled_from(folders))}"
+    roles = draw(st.sampled_from(["AB", "BA", "YC", "CY"] if valid else ["AB", "YC", "AY", "XA"]))
+    x_place = place if valid or draw(st.booleans()) else "set9/9/drums"
     return (f"{x_place}/X_{draw(st.integers(1, 4))}-0.wav",
             f"{place}/{roles[0]}_{draw(st.integers(1, 4))}-1.wav",
             f"{place}/{roles[1]}_{draw(st.integers(1, 4))}-2.wav")
@@ -188,9 +189,18 @@ def stimulus_paths(draw) -> tuple[str, str, str]:
 
 @st.composite
 def answer_rows(draw) -> list[str]:
-    reference, sample_a, sample_b = draw(stimulus_paths())
-    return ["ex1", draw(st.sampled_from(["p1", "p2", "p3"])), reference, sample_a, sample_b,
-            draw(answer_cells), draw(answer_cells), draw(answer_cells), draw(answer_cells), draw(time_cells)]
+    """Three rows in four follow the published format; the others may break it anywhere."""
+    valid = draw(st.integers(0, 3)) > 0
+    reference, sample_a, sample_b = draw(stimulus_paths(valid))
+    if valid:
+        codes = st.sampled_from(["A+", "A-", "B+", "B-"])
+        answers = [draw(st.sampled_from(["A+", "A-", "B+", "B-", "NA", ""])) for _ in range(2)] + [draw(codes)]
+        answers += [draw(codes)]  # overall
+        time = str(draw(st.integers(min_value=0, max_value=10**7)))
+    else:
+        answers = [draw(answer_cells) for _ in range(4)]
+        time = draw(time_cells)
+    return ["ex1", draw(st.sampled_from(["p1", "p2", "p3", "p4"])), reference, sample_a, sample_b, *answers, time]
 
 
 @st.composite
