@@ -31,6 +31,7 @@ from partsim_core.perceptual.analysis import (
     clopper_pearson,
     kept_evaluations,
 )
+from partsim_core.presets import FrontendConfig
 
 #: ``embed(audio, category) -> vector``: any embedding of one stimulus (the category lets a CSN pick its subspace).
 EmbedFunction = Callable[[np.ndarray, str], np.ndarray]
@@ -258,12 +259,12 @@ def kept_stimulus_paths(responses: pd.DataFrame, categories: Sequence[str] = PAR
     return sorted(paths)
 
 
-def mean_log_mel_embedding(frontend) -> EmbedFunction:
+def mean_log_mel_embedding(frontend: FrontendConfig) -> EmbedFunction:
     """A transparent baseline :data:`EmbedFunction`: the time-averaged log-mel spectrum of a stimulus.
 
     Temporal average pooling is the property the thesis blames for the models' weak rhythm scores, so this baseline
-    shows what pooling alone keeps. ``frontend`` is a :class:`partsim_core.frontend.FrontendConfig` (a preset's
-    ``frontend``); the category is ignored.
+    shows what pooling alone keeps. ``frontend`` is a preset's front end (``get_preset(name).frontend``); the
+    category is ignored.
     """
     from partsim_core.frontend import log_mel
 
