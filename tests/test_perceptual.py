@@ -6,6 +6,7 @@ Expected values are worked out by hand in the comments (tiny tables) or typed in
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -317,12 +318,15 @@ PUBLISHED_TABLE_5_2 = {
 }
 
 
+#: The published dataset: ../shared/abx beside the repository (PARTSIM_ABX_DIR overrides it, e.g. in a worktree).
+ABX_ROOT = Path(os.environ.get("PARTSIM_ABX_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "abx")
+
+
 @pytest.fixture(scope="module")
 def published() -> object:
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "abx"
-    if not (root / "csvs" / "inst_sim_abx_answers.csv").is_file():
+    if not (ABX_ROOT / "csvs" / "inst_sim_abx_answers.csv").is_file():
         pytest.skip("../shared/abx (the published Inst-Sim ABX dataset) is not beside the repository")
-    return load_abx(root)
+    return load_abx(ABX_ROOT)
 
 
 def test_published_counts(published) -> None:

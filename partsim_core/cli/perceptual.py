@@ -3,6 +3,11 @@
 * ``partsim perceptual tables --abx DIR --out FILE.json`` computes Tables 5.1-5.4 from an ABX dataset folder (the
   published one or a simulated one) and writes ONE JSON object atomically (see
   :func:`partsim_core.perceptual.analysis.thesis_tables`); a one-line summary goes to stderr.
+* ``partsim perceptual run --abx DIR --out FILE.json`` writes every chapter-5 result as one JSON object (see
+  :func:`partsim_core.perceptual.results.chapter_results`), rates from single responses with Clopper-Pearson 95 %
+  intervals as ``{"value", "low", "high"}`` cells.
+* Both refuse rows that break the published format (``--drop-invalid`` drops them and says how many) and call the
+  data "published" only when the files have the published SHA-256.
 * ``partsim perceptual simulate [--data-root DIR] --out DIR [--seed 0]`` writes a simulated listening test in the
   published format over an embedded mini-Slakh dataset (default: the preset's generated dataset).
 """
@@ -13,21 +18,61 @@ import argparse
 import sys
 from pathlib import Path
 
+from partsim_core.errors import PartsimError
 from partsim_core.presets import PRESETS
+
+
+def _load(args: argparse.Namespace):
+    """Load ``--abx`` (refusing or dropping invalid rows) and describe where the data came from (one line)."""
+    from partsim_core.perceptual.abx import check_published_counts, is_published_dataset, load_abx
+
+    data = load_abx(args.abx, drop_invalid=args.drop_invalid)
+    check_published_counts(data)
+    if is_published_dataset(data):
+        which = "published Inst-Sim ABX data (SHA-256 verified)"
+    else:
+        which = "modified or non-published data: files differ from the published Inst-Sim ABX checksums"
+    if len(data.dropped):
+        reasons = data.dropped["reason"].str.replace(r"line \d+", "line N", regex=True)
+        reasons = reasons.str.replace(r"'[^']*'", "'...'", regex=True).value_counts()
+        detail = "; ".join(f"{count} x {reason}" for reason, count in reasons.items())
+        which += f"; dropped {len(data.dropped)} invalid row(s): {detail}"
+    return data, which
+
+
+def _check_out_file(out: str) -> None:
+    """``--out`` names a JSON file to write, never a folder."""
+    path = Path(out)
+    if path.is_dir():
+        raise PartsimError(f"--out {out} is a folder; give the JSON file to write (e.g. {path / 'chapter5.json'})")
+    if path.suffix.lower() != ".json":
+        raise PartsimError(f"--out {out}: give a .json file name")
 
 
 def run_tables(args: argparse.Namespace) -> int:
     """``partsim perceptual tables``: load, check the published count, compute and write the JSON."""
     from partsim_core.data.cache import atomic_write_json
-    from partsim_core.perceptual.abx import check_published_counts, is_published_dataset, load_abx
     from partsim_core.perceptual.analysis import thesis_tables
 
-    data = load_abx(args.abx)
-    check_published_counts(data)
+    _check_out_file(args.out)
+    data, which = _load(args)
     tables = thesis_tables(data.responses)
     atomic_write_json(args.out, tables)
-    which = "published Inst-Sim ABX data" if is_published_dataset(data) else "non-published (e.g. simulated) data"
     print(f"partsim perceptual tables: {tables['valid_responses']} valid responses ({which}) -> {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def run_chapter(args: argparse.Namespace) -> int:
+    """``partsim perceptual run``: every chapter-5 result, rates with Clopper-Pearson intervals, as one JSON."""
+    from partsim_core.data.cache import atomic_write_json
+    from partsim_core.perceptual.results import chapter_results
+
+    _check_out_file(args.out)
+    data, which = _load(args)
+    results = chapter_results(data)
+    atomic_write_json(args.out, results)
+    print(f"partsim perceptual run: {results['data']['valid_responses']} valid responses ({which}) -> {args.out}",
           file=sys.stderr)
     return 0
 
@@ -50,7 +95,7 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``perceptual`` group with ``tables`` and ``simulate``."""
+    """Add the ``perceptual`` group with ``tables``, ``run`` and ``simulate``."""
     parser = subparsers.add_parser(
         "perceptual",
         help="Inst-Sim ABX listening test: chapter-5 tables, simulated test",
@@ -71,7 +116,26 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     tables.add_argument("--abx", required=True, help="ABX dataset folder (e.g. ../shared/abx)")
     tables.add_argument("--out", required=True, help="JSON file to write (atomically)")
+    tables.add_argument("--drop-invalid", action="store_true",
+                        help="drop rows that break the published format (duplicates, N/A overall, ...) and say how "
+                             "many, instead of refusing the file")
     tables.set_defaults(func=run_tables)
+
+    run = commands.add_parser(
+        "run",
+        help="compute every chapter-5 result and write it as one JSON file",
+        description=(
+            "Load an Inst-Sim ABX dataset folder and write the chapter's results as one JSON object: data "
+            "provenance (published by SHA-256 or not, dropped rows), participant counts, Fig. 5.4 counts, Fig. 5.6 "
+            "agreement, Tables 5.1-5.4. Rates computed from single responses are {value, low, high} cells (percent "
+            "with exact Clopper-Pearson 95 %% intervals)."
+        ),
+    )
+    run.add_argument("--abx", required=True, help="ABX dataset folder (e.g. ../shared/abx)")
+    run.add_argument("--out", required=True, help="JSON file to write (atomically; a file, never a folder)")
+    run.add_argument("--drop-invalid", action="store_true",
+                     help="drop rows that break the published format and say how many, instead of refusing the file")
+    run.set_defaults(func=run_chapter)
 
     simulate = commands.add_parser(
         "simulate",

@@ -19,14 +19,16 @@ analysis: the published file then leaves 26,898 valid responses (thesis 5.2.4).
 Note: the dataset's Readme calls test 1 "XAB" but its JSON files hold the X/Y/C roles under ``test1``; this loader
 decides the sample-set type from the roles, never from the ``test1``/``test2`` key.
 
-Used by chapter 5 (``notebooks/ch5_perceptual_analysis.py``), ``partsim perceptual tables`` and the chapter-4
-listener-agreement evaluation.
+Rows are checked against the published format (:mod:`partsim_core.perceptual.validate`) and the files against the
+published checksums: only unchanged published files are reported as "published".
 """
 
 from __future__ import annotations
 
+import csv
+
+import dataclasses
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,13 @@ import numpy as np
 import pandas as pd
 
 from partsim_core.errors import PartsimError
+from partsim_core.perceptual.validate import (  # VALID_ANSWERS is re-exported for callers of this module
+    NA_ANSWERS,
+    STIMULUS_PATH,
+    VALID_ANSWERS,  # noqa: F401
+    invalid_rows,
+    matches_published,
+)
 
 #: The four perspectives of a response; "overall" is the CSV's ``answer_total``.
 PERSPECTIVES: tuple[str, ...] = ("overall", "timbre", "rhythm", "melody")
@@ -58,9 +67,7 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "ex_name", "subject_id", "reference", "sample_a", "sample_b",
     "answer_timbre", "answer_rhythm", "answer_melody", "answer_total", "choice_time",
 )
-#: Answer codes; "NA" and the empty string mean N/A.
-VALID_ANSWERS: frozenset[str] = frozenset({"A+", "A-", "B+", "B-"})
-NA_ANSWERS: frozenset[str] = frozenset({"NA", ""})
+#: Answer codes (:data:`VALID_ANSWERS`); "NA" and the empty string (:data:`NA_ANSWERS`) mean N/A.
 #: Value used for N/A in the derived ``choice_*``/``chosen_*``/``strength_*`` columns.
 NA = "N/A"
 
@@ -77,10 +84,7 @@ PUBLISHED_ROWS = 28095
 COMBINED_CSV = "inst_sim_abx_answers.csv"
 SPLIT_CSVS: dict[str, str] = {"xab": "inst_sim_abx_answers_XAB.csv", "xyc": "inst_sim_abx_answers_XYC.csv"}
 
-_PATH_PATTERN = re.compile(
-    r"^set(?P<evaluation_set>\d+)/(?P<sample_set>\d+)/(?P<folder>[a-z]+)/"
-    r"(?P<role>[XABYC])_(?P<track>\d+)-(?P<segment>\d+)\.wav$"
-)
+_PATH_PATTERN = STIMULUS_PATH
 
 
 @dataclass(frozen=True)
@@ -93,22 +97,96 @@ class ABXData:
         catch_trials: the catch-trial rows (A or B identical to X), kept for reporting only.
         configs: stimulus table from the ``sample_configs`` JSON files (:func:`read_sample_configs`); empty when
             the folder has none.
+        dropped: rows left out because they break the published format (``row``, ``reason``); empty unless the
+            data was loaded with ``drop_invalid``.
+        published: every file read (the answers CSV and the sample-config JSONs) has the SHA-256 of the published
+            dataset (:data:`~partsim_core.perceptual.validate.PUBLISHED_SHA256`) and no row was dropped.
     """
 
     root: Path
     responses: pd.DataFrame
     catch_trials: pd.DataFrame
     configs: pd.DataFrame
+    dropped: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=["row", "reason"]))
+    published: bool = False
 
 
-def _parse_stimulus_path(path: str) -> dict | None:
-    match = _PATH_PATTERN.match(path)
-    if match is None:
-        return None
-    return match.groupdict()
+def read_answers_table(path: str | Path, drop_invalid: bool = False) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                                                 pd.DataFrame]:
+    """Read one answers CSV, check every row against the published format, and derive the analysis columns.
+
+    Args:
+        path: an answers CSV of the dataset (combined or a split file).
+        drop_invalid: drop the rows that break the format (see :mod:`partsim_core.perceptual.validate`: unknown
+            answer codes, N/A overall, three N/A, a ``choice_time`` that is not a whole number of milliseconds,
+            malformed stimulus paths, exact duplicates, a second answer of one subject to one sample set) instead
+            of refusing the file. Only rows are dropped: a file that cannot be read, lacks columns or holds no
+            response is always refused.
+
+    Returns:
+        ``(responses, catch_trials, dropped)``: see :func:`read_answers_csv` for the first two; ``dropped`` has the
+        columns ``row`` (line number) and ``reason`` (empty unless ``drop_invalid``).
+
+    Raises:
+        PartsimError: a missing or unreadable file (not UTF-8, not CSV), missing columns, no response rows, no
+            valid response once catch trials are left out, or (without ``drop_invalid``) a row that breaks the
+            format; the message names the file, the line and the value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PartsimError(f"ABX answers file not found: {path}")
+    # The csv module, not pandas: pandas' parser splits a record at a quoted carriage return, which would make one
+    # row two (found by the property-based loader test).
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            records = list(csv.reader(handle))
+    except (csv.Error, UnicodeDecodeError, ValueError) as error:
+        raise PartsimError(f"cannot parse ABX answers file {path}: {error}") from None
+    if not records:
+        raise PartsimError(f"cannot parse ABX answers file {path}: the file is empty")
+    header, body = records[0], records[1:]
+    ragged = next((number for number, record in enumerate(body, start=2) if len(record) != len(header)), None)
+    if ragged is not None:
+        raise PartsimError(f"cannot parse ABX answers file {path}: record {ragged} has "
+                           f"{len(body[ragged - 2])} fields, the header {len(header)}")
+    raw = pd.DataFrame(body, columns=header, dtype=str)
+    missing = [column for column in REQUIRED_COLUMNS if column not in raw.columns]
+    if missing:
+        raise PartsimError(f"ABX answers file {path} lacks column(s): {', '.join(missing)}")
+    if raw.empty:
+        raise PartsimError(f"ABX answers file {path} has a header but no response rows")
+    raw = raw[list(REQUIRED_COLUMNS)].copy()
+    # Line number in the file (header is line 1) so errors can point at the row.
+    raw.insert(0, "row", np.arange(2, len(raw) + 2))
+    for column in ANSWER_COLUMNS.values():
+        raw[column] = raw[column].str.strip()
+
+    reasons = invalid_rows(raw, list(CATEGORY_FROM_FOLDER))
+    bad = reasons != ""
+    dropped = pd.DataFrame({"row": raw.loc[bad, "row"].to_numpy(), "reason": reasons[bad].to_numpy()})
+    if bad.any() and not drop_invalid:
+        first = raw.index[bad][0]
+        more = f" ({int(bad.sum())} invalid rows in all; drop them with --drop-invalid)" if bad.sum() > 1 else ""
+        raise PartsimError(f"{path}, line {raw.at[first, 'row']}: {reasons[first]}{more}")
+    if not drop_invalid:
+        dropped = dropped.iloc[:0]
+    raw = raw[~bad].reset_index(drop=True)
+    for column in ANSWER_COLUMNS.values():
+        raw[column] = raw[column].where(~raw[column].isin(NA_ANSWERS), NA)
+    raw["choice_time"] = raw["choice_time"].str.strip().astype(np.int64)
+
+    is_catch = (raw["reference"] == raw["sample_a"]) | (raw["reference"] == raw["sample_b"])
+    catch = raw[is_catch].reset_index(drop=True)
+    valid = raw[~is_catch].reset_index(drop=True)
+    if valid.empty:
+        what = "only catch trials" if len(catch) else "no row"
+        after = f" after dropping {len(dropped)} invalid row(s)" if len(dropped) else ""
+        raise PartsimError(f"ABX answers file {path} has no valid response{after}: {what} (A or B identical to X) "
+                           f"left")
+    return _derive_columns(valid), catch, dropped
 
 
-def read_answers_csv(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_answers_csv(path: str | Path, drop_invalid: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read one answers CSV of the dataset (combined or a split file) and derive the analysis columns.
 
     Returns ``(responses, catch_trials)``. ``responses`` has one row per valid response with the columns
@@ -124,78 +202,18 @@ def read_answers_csv(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     triplet a role names the same track in every category).
 
     Raises:
-        PartsimError: missing file or column, unknown answer code, or a stimulus path that does not follow the
-            dataset's naming (message names the file and line).
+        PartsimError: see :func:`read_answers_table` (which also returns the dropped rows).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise PartsimError(f"ABX answers file not found: {path}")
-    try:
-        raw = pd.read_csv(path, keep_default_na=False, dtype=str)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise PartsimError(f"cannot parse ABX answers file {path}: {error}") from None
-    missing = [column for column in REQUIRED_COLUMNS if column not in raw.columns]
-    if missing:
-        raise PartsimError(f"ABX answers file {path} lacks column(s): {', '.join(missing)}")
-    raw = raw[list(REQUIRED_COLUMNS)].copy()
-    # Line number in the file (header is line 1) so errors can point at the row.
-    raw.insert(0, "row", np.arange(2, len(raw) + 2))
-
-    for perspective, column in ANSWER_COLUMNS.items():
-        values = raw[column].str.strip()
-        bad = ~(values.isin(VALID_ANSWERS) | values.isin(NA_ANSWERS))
-        if bad.any():
-            first = raw.index[bad][0]
-            raise PartsimError(
-                f"{path}, line {raw.at[first, 'row']}: unknown answer code {raw.at[first, column]!r} in {column} "
-                f"(expected A+, A-, B+, B-, NA or empty)"
-            )
-        raw[column] = values.where(~values.isin(NA_ANSWERS), NA)
-
-    times = pd.to_numeric(raw["choice_time"], errors="coerce")
-    if times.isna().any():
-        first = raw.index[times.isna()][0]
-        raise PartsimError(f"{path}, line {raw.at[first, 'row']}: choice_time {raw.at[first, 'choice_time']!r} "
-                           f"is not a number")
-    raw["choice_time"] = times.astype(np.int64)
-
-    is_catch = (raw["reference"] == raw["sample_a"]) | (raw["reference"] == raw["sample_b"])
-    catch = raw[is_catch].reset_index(drop=True)
-    valid = raw[~is_catch].reset_index(drop=True)
-    return _derive_columns(valid, path), catch
+    responses, catch, _ = read_answers_table(path, drop_invalid=drop_invalid)
+    return responses, catch
 
 
-def _derive_columns(valid: pd.DataFrame, path: Path) -> pd.DataFrame:
-    parsed = {}
-    for column, role_key in (("reference", "x"), ("sample_a", "a"), ("sample_b", "b")):
-        parts = valid[column].str.extract(_PATH_PATTERN)
-        bad = parts["role"].isna()
-        if bad.any():
-            first = valid.index[bad][0]
-            raise PartsimError(
-                f"{path}, line {valid.at[first, 'row']}: {column} {valid.at[first, column]!r} does not follow "
-                f"set<N>/<sample set>/<category>/<ROLE>_<track>-<segment>.wav"
-            )
-        parsed[role_key] = parts
+def _derive_columns(valid: pd.DataFrame) -> pd.DataFrame:
+    """Analysis columns of rows that passed :func:`~partsim_core.perceptual.validate.invalid_rows`."""
+    parsed = {role_key: valid[column].str.extract(STIMULUS_PATH)
+              for column, role_key in (("reference", "x"), ("sample_a", "a"), ("sample_b", "b"))}
     ref = parsed["x"]
-    unknown = ~ref["folder"].isin(list(CATEGORY_FROM_FOLDER))
-    if unknown.any():
-        first = valid.index[unknown][0]
-        raise PartsimError(f"{path}, line {valid.at[first, 'row']}: unknown category folder "
-                           f"{ref.at[first, 'folder']!r}")
-    for role_key in ("a", "b"):
-        same_place = (parsed[role_key][["evaluation_set", "sample_set", "folder"]] ==
-                      ref[["evaluation_set", "sample_set", "folder"]]).all(axis=1)
-        if not same_place.all():
-            first = valid.index[~same_place][0]
-            raise PartsimError(f"{path}, line {valid.at[first, 'row']}: sample_{role_key} lies in another set or "
-                               f"category than the reference")
     roles = parsed["a"]["role"] + parsed["b"]["role"]
-    bad_roles = ~(roles.isin(["AB", "BA", "YC", "CY"]) & (ref["role"] == "X"))
-    if bad_roles.any():
-        first = valid.index[bad_roles][0]
-        raise PartsimError(f"{path}, line {valid.at[first, 'row']}: roles X/{roles[first][0]}/{roles[first][1]} "
-                           f"are neither X/A/B nor X/Y/C")
 
     out = pd.DataFrame({
         "row": valid["row"].to_numpy(),
@@ -254,9 +272,11 @@ def read_sample_configs(folder: str | Path) -> pd.DataFrame:
     rows: dict[tuple[str, str], dict] = {}
     for json_path in sorted(folder.glob("*.json")):
         try:
-            tree = json.loads(json_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            tree = json.loads(json_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
             raise PartsimError(f"cannot read sample config {json_path}: {error}") from None
+        if not isinstance(tree, dict):
+            raise PartsimError(f"malformed sample config {json_path}: expected a JSON object at the top level")
         try:
             for set_no, sample_sets in tree.items():
                 for sample_no, tests in sample_sets.items():
@@ -283,7 +303,7 @@ def read_sample_configs(folder: str | Path) -> pd.DataFrame:
                                     raise PartsimError(f"{json_path}: stimulus {stim_path} disagrees with an "
                                                        f"earlier sample-config file")
                                 rows[(stim_path, test)] = row
-        except (AttributeError, KeyError, TypeError, ValueError) as error:
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as error:
             raise PartsimError(f"malformed sample config {json_path}: {error!r}") from None
     columns = ["evaluation_set", "sample_set", "test", "set_type", "category", "role", "track", "segment",
                "filename", "sr", "index_s", "index_e", "path"]
@@ -292,29 +312,34 @@ def read_sample_configs(folder: str | Path) -> pd.DataFrame:
                              ignore_index=True)
 
 
-def load_abx(root: str | Path, split: str | None = None) -> ABXData:
+def load_abx(root: str | Path, split: str | None = None, drop_invalid: bool = False) -> ABXData:
     """Load an ABX dataset folder (the published one or a simulated one from :mod:`partsim_core.perceptual.simulate`).
 
     Args:
         root: folder holding ``csvs/`` (and ``sample_configs/``).
         split: ``None`` reads the combined CSV; ``"xab"``/``"xyc"`` reads that split file instead.
+        drop_invalid: drop rows that break the published format instead of refusing the file (see
+            :func:`read_answers_table`); ``ABXData.dropped`` lists them.
 
     Raises:
-        PartsimError: a missing folder or file, or a malformed CSV/JSON (see :func:`read_answers_csv`).
+        PartsimError: a missing folder or file, or a malformed CSV/JSON (see :func:`read_answers_table`).
     """
     root = Path(root)
     if not root.is_dir():
         raise PartsimError(f"ABX dataset folder not found: {root}")
     if split is None:
-        csv_path = root / "csvs" / COMBINED_CSV
+        csv_name = COMBINED_CSV
     elif split in SPLIT_CSVS:
-        csv_path = root / "csvs" / SPLIT_CSVS[split]
+        csv_name = SPLIT_CSVS[split]
     else:
         raise PartsimError(f"unknown ABX split {split!r}; choose xab or xyc (or none for the combined file)")
-    responses, catch = read_answers_csv(csv_path)
+    responses, catch, dropped = read_answers_table(root / "csvs" / csv_name, drop_invalid=drop_invalid)
     config_folder = root / "sample_configs"
     configs = read_sample_configs(config_folder)  # an absent folder gives an empty table
-    return ABXData(root=root, responses=responses, catch_trials=catch, configs=configs)
+    read_files = [f"csvs/{csv_name}"] + sorted(f"sample_configs/{path.name}" for path in config_folder.glob("*.json"))
+    published = len(dropped) == 0 and matches_published(root, read_files) and len(read_files) == 3
+    return ABXData(root=root, responses=responses, catch_trials=catch, configs=configs, dropped=dropped,
+                   published=published)
 
 
 def default_abx_dir() -> Path | None:
@@ -329,8 +354,8 @@ def default_abx_dir() -> Path | None:
 
 
 def is_published_dataset(data: ABXData) -> bool:
-    """True when ``data`` is the published Inst-Sim ABX file (28,095 rows in the combined CSV)."""
-    return len(data.responses) + len(data.catch_trials) == PUBLISHED_ROWS
+    """True when ``data`` was read from the published Inst-Sim ABX files, unchanged (checked by SHA-256)."""
+    return bool(data.published)
 
 
 def check_published_counts(data: ABXData) -> None:
@@ -339,7 +364,8 @@ def check_published_counts(data: ABXData) -> None:
     Raises:
         PartsimError: the published file does not leave 26,898 valid responses after catch-trial exclusion.
     """
-    if is_published_dataset(data) and len(data.responses) != PUBLISHED_VALID_RESPONSES:
+    if (is_published_dataset(data) and len(data.responses) + len(data.catch_trials) == PUBLISHED_ROWS
+            and len(data.responses) != PUBLISHED_VALID_RESPONSES):
         raise PartsimError(f"{data.root}: expected {PUBLISHED_VALID_RESPONSES} valid responses after excluding catch "
                            f"trials, found {len(data.responses)}")
 

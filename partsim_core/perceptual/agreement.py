@@ -11,8 +11,6 @@ and keeps the category's subspace).
 puts nearer to X and counts how many of the kept listener evaluations chose that file, with Clopper-Pearson 95 %
 intervals. On the published data this needs a local Slakh2100 copy; on the embedded mini-Slakh the simulated
 listening test (:mod:`partsim_core.perceptual.simulate`) writes the same JSON format, so the same code runs.
-
-Used by chapter 5 (``notebooks/ch5_perceptual_analysis.py``) and the chapter-4 evaluation notebook.
 """
 
 from __future__ import annotations
@@ -26,7 +24,14 @@ from tqdm.auto import tqdm
 
 from partsim_core.errors import PartsimError
 from partsim_core.perceptual.abx import FOLDER_FROM_CATEGORY, PART_CATEGORIES, PERSPECTIVES, SET_TYPES
-from partsim_core.perceptual.analysis import AGREEMENT_THRESHOLD, agreement_filter, clopper_pearson, kept_evaluations
+from partsim_core.perceptual.analysis import (
+    AGREEMENT_THRESHOLD,
+    TABLE_5_3_AGREEMENT,
+    agreement_filter,
+    clopper_pearson,
+    kept_evaluations,
+)
+from partsim_core.presets import FrontendConfig
 
 #: ``embed(audio, category) -> vector``: any embedding of one stimulus (the category lets a CSN pick its subspace).
 EmbedFunction = Callable[[np.ndarray, str], np.ndarray]
@@ -197,25 +202,32 @@ def model_choices(sample_sets: pd.DataFrame, stimuli: Mapping[str, np.ndarray], 
 def model_listener_agreement(responses: pd.DataFrame, stimuli: Mapping[str, np.ndarray], embed: EmbedFunction,
                              perspectives: Sequence[str] = PERSPECTIVES,
                              categories: Sequence[str] = PART_CATEGORIES,
-                             threshold: float = AGREEMENT_THRESHOLD, progress: bool = True) -> pd.DataFrame:
+                             threshold: float = AGREEMENT_THRESHOLD, progress: bool = True,
+                             agreement: str | Mapping[str, str] = TABLE_5_3_AGREEMENT,
+                             sample_set: str = "files") -> pd.DataFrame:
     """Matching rate between an embedding's A/B choices and the filtered listener choices (Fig. 5.12, Table 4.6).
 
     For every perspective the sample sets kept by the 80 % filter (:func:`~partsim_core.perceptual.analysis.
     agreement_filter`) contribute all their A/B responses; a response matches when it chose the file the model
-    puts nearer to X.
+    puts nearer to X. ``agreement`` and ``sample_set`` choose the filter's reading (see
+    :func:`~partsim_core.perceptual.analysis.agreement_filter`).
 
     Returns:
         Columns ``set_type, perspective, category, sets, evaluations, matches, percent, ci_low, ci_high``
         (percent, Clopper-Pearson 95 %).
     """
     subset = responses[responses["category"].isin(list(categories))]
-    filtered = agreement_filter(subset, threshold=threshold, perspectives=perspectives)
-    kept_keys = set(filtered.loc[filtered["kept"], "set_key"])
-    kept_sets = subset[subset["set_key"].isin(kept_keys)]
-    choices = model_choices(kept_sets, stimuli, embed, progress=progress).set_index("set_key")["model_choice"]
+    filtered = agreement_filter(subset, threshold=threshold, perspectives=perspectives, agreement=agreement,
+                                sample_set=sample_set)
+    kept = {perspective: kept_evaluations(subset, filtered, perspective) for perspective in perspectives}
+    kept_sets = pd.concat([frame for frame in kept.values()], ignore_index=True)
+    if len(kept_sets):
+        choices = model_choices(kept_sets, stimuli, embed, progress=progress).set_index("set_key")["model_choice"]
+    else:
+        choices = pd.Series(dtype=object)
     rows = []
     for perspective in perspectives:
-        evaluations = kept_evaluations(subset, filtered, perspective)
+        evaluations = kept[perspective]
         evaluations["match"] = evaluations["chosen"].to_numpy() == evaluations["set_key"].map(choices).to_numpy()
         for set_type in SET_TYPES:
             for category in categories:
@@ -229,6 +241,37 @@ def model_listener_agreement(responses: pd.DataFrame, stimuli: Mapping[str, np.n
     table["ci_low"] = 100.0 * low
     table["ci_high"] = 100.0 * high
     return table
+
+
+def kept_stimulus_paths(responses: pd.DataFrame, categories: Sequence[str] = PART_CATEGORIES,
+                        perspectives: Sequence[str] = PERSPECTIVES, threshold: float = AGREEMENT_THRESHOLD,
+                        agreement: str | Mapping[str, str] = TABLE_5_3_AGREEMENT,
+                        sample_set: str = "files") -> list[str]:
+    """Every stimulus (X, A, B) of the sample sets the 80 % filter keeps for any of ``perspectives`` (sorted): the
+    audio :func:`model_listener_agreement` needs, so that only these are extracted from Slakh."""
+    subset = responses[responses["category"].isin(list(categories))]
+    filtered = agreement_filter(subset, threshold=threshold, perspectives=perspectives, agreement=agreement,
+                                sample_set=sample_set)
+    paths: set[str] = set()
+    for perspective in perspectives:
+        kept = kept_evaluations(subset, filtered, perspective)
+        paths |= set(kept["reference"]) | set(kept["sample_a"]) | set(kept["sample_b"])
+    return sorted(paths)
+
+
+def mean_log_mel_embedding(frontend: FrontendConfig) -> EmbedFunction:
+    """A transparent baseline :data:`EmbedFunction`: the time-averaged log-mel spectrum of a stimulus.
+
+    Temporal average pooling is the property the thesis blames for the models' weak rhythm scores, so this baseline
+    shows what pooling alone keeps. ``frontend`` is a preset's front end (``get_preset(name).frontend``); the
+    category is ignored.
+    """
+    from partsim_core.frontend import log_mel
+
+    def embed(audio: np.ndarray, category: str) -> np.ndarray:
+        return log_mel(np.asarray(audio, dtype=np.float32)[None, :], frontend)[0].mean(dim=-1).numpy()
+
+    return embed
 
 
 def stimulus_folder_name(category: str) -> str:
