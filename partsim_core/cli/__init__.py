@@ -58,7 +58,8 @@ CRASH_LOG_FOLDER = "logs"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Create the full argument parser (all groups registered, ``--debug`` accepted by every command)."""
+    """Create the full argument parser (all groups registered, ``--debug`` accepted by every command, long options
+    only in full)."""
     parser = argparse.ArgumentParser(
         prog="partsim",
         description="partsim: reproduce the thesis on part-level music similarity, chapter by chapter. Each "
@@ -72,8 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="command groups", dest="group", metavar="GROUP")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register_commands(subparsers)
+    parser.allow_abbrev = False
     for sub in _descendants(parser):
         _add_debug(sub)
+        # No prefixes of long options: '--out' must never be taken for '--out-dir' (a file is not a folder).
+        sub.allow_abbrev = False
     return parser
 
 
