@@ -47,7 +47,7 @@ from partsim_core.data.compose import (
     program_name,
     song_to_midi_bytes,
 )
-from partsim_core.data.outputs import MARKER, output_directory
+from partsim_core.data.outputs import MARKER, check_not_inside_inputs, output_directory
 from partsim_core.errors import PartsimError
 from partsim_core.presets import SynthConfig, get_preset
 
@@ -461,6 +461,7 @@ def synthesize_dataset(out: str | os.PathLike, preset: str = "smoke", seed: int 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise PartsimError(f"jobs must be a positive integer, got {jobs!r}")
     soundfont_path = resolve_soundfont(soundfont)
+    check_not_inside_inputs(out, [soundfont_path], "--out-dir")
     generator = {"name": GENERATOR_NAME, "version": GENERATOR_VERSION, "preset": preset, "seed": int(seed),
                  "soundfont": soundfont_path.name, "soundfont_sha256": file_digest(soundfont_path),
                  "config": asdict(config)}
