@@ -447,6 +447,7 @@ def run_partsim(*argv: str, cache: Path) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+@pytest.mark.slow
 def test_subprocess_errors_are_one_line_without_traceback(tmp_path):
     work = tmp_path / "work"
     root = make_root(work)
