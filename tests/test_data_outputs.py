@@ -345,8 +345,11 @@ def test_stale_siblings_are_removed_live_and_foreign_ones_kept(tmp_path):
     stale_tmp.write_bytes(b"half")
     live = tmp_path / f".out.{cache.writer_token()}.zz.partial"
     live.mkdir()
-    reused_pid = tmp_path / f".out.w{os.getpid()}-1.rr.partial"  # same pid, another start time: a dead writer
+    host = cache.writer_token().rsplit("-", 1)[1]
+    reused_pid = tmp_path / f".out.w{os.getpid()}-1-{host}.rr.partial"  # same pid, another start: a dead writer
     reused_pid.mkdir()
+    other_host = tmp_path / f".out.{dead.rsplit('-', 1)[0]}-{'0' * 6 if host != '0' * 6 else '1' * 6}.h.partial"
+    other_host.mkdir()  # a writer on another machine sharing the cache: cannot be judged from here, kept
     foreign = [tmp_path / ".out.mine.partial", tmp_path / ".other.partial", tmp_path / f".outer.{dead}.a.partial",
                tmp_path / "out.partial"]
     for path in foreign:
@@ -361,7 +364,7 @@ def test_stale_siblings_are_removed_live_and_foreign_ones_kept(tmp_path):
     if Path("/proc/self/stat").is_file():
         expected.add(reused_pid)
     assert set(removed) == expected
-    assert live.is_dir() and all(path.is_dir() for path in foreign)
+    assert live.is_dir() and other_host.is_dir() and all(path.is_dir() for path in foreign)
     assert (target_of_link / "file").read_text() == "keep"
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import platform
 import re
 import shutil
 import tempfile
@@ -65,7 +66,12 @@ def _current_umask() -> int:
 #: Suffixes of the temporary siblings partsim creates beside a file or folder it writes.
 TEMPORARY_SUFFIXES: tuple[str, ...] = (".partial", ".old", ".tmp")
 
-_TOKEN_PATTERN = re.compile(r"^w(\d+)-(\d+)$")
+_TOKEN_PATTERN = re.compile(r"^w(\d+)-(\d+)-([0-9a-f]{6})$")
+
+
+def _host_tag() -> str:
+    """Short tag of this machine: a process id means something only on the machine (container) that issued it."""
+    return hashlib.blake2b(platform.node().encode(), digest_size=3).hexdigest()
 
 
 def _process_start_ticks(pid: int) -> int:
@@ -78,15 +84,16 @@ def _process_start_ticks(pid: int) -> int:
 
 
 def writer_token(pid: int | None = None) -> str:
-    """``w<pid>-<start ticks>``: identifies a process even after its id is reused by another one."""
+    """``w<pid>-<start ticks>-<host tag>``: identifies a process even after its id is reused by another one."""
     pid = os.getpid() if pid is None else pid
-    return f"w{pid}-{_process_start_ticks(pid)}"
+    return f"w{pid}-{_process_start_ticks(pid)}-{_host_tag()}"
 
 
 def writer_alive(token: str) -> bool:
-    """Whether the process a :func:`writer_token` names is still running (unknown tokens count as alive)."""
+    """Whether the process a :func:`writer_token` names is still running; a token of another machine (a cache
+    shared between containers) or of an unknown form counts as alive, since that cannot be known from here."""
     match = _TOKEN_PATTERN.match(token)
-    if match is None:
+    if match is None or match.group(3) != _host_tag():
         return True
     pid, start = int(match.group(1)), int(match.group(2))
     try:
