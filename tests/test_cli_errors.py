@@ -411,7 +411,7 @@ def guard_datasets(monkeypatch, no_work) -> None:
 
 @pytest.mark.parametrize("command, case, spec", list(chapter_rows()))
 def test_chapter_commands_shared_mechanisms(command, case, spec, work: Path, capsys, guard_datasets) -> None:
-    words, option, kind, extra = CHAPTER_COMMANDS[command]
+    words, option, _, extra = CHAPTER_COMMANDS[command]
     parser = _parser_for(words)
     if parser is None:
         pytest.skip(f"'partsim {' '.join(w for w in words if not w.startswith('-'))}' does not exist (yet)")
@@ -430,7 +430,7 @@ def test_chapter_commands_shared_mechanisms(command, case, spec, work: Path, cap
         flags = tuple(flag for flag in flags if flag in options)
         item = Row(command, (*words, *extra, *preset, option, f"{{w}}/{target}", *flags), damage, 2, fragment,
                    root=False)
-    code, out, err = run_row(item, work, capsys)
+    code, _, err = run_row(item, work, capsys)
     assert code == 2, err
     assert item.fragment in err, err
     assert "Traceback" not in err
@@ -444,7 +444,7 @@ def test_chapter_commands_shared_mechanisms(command, case, spec, work: Path, cap
 def run_partsim(*argv: str, cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PARTSIM_CACHE": str(cache)}
     return subprocess.run([sys.executable, "-m", "partsim_core.cli", *argv], capture_output=True, text=True, env=env,
-                          timeout=120)
+                          timeout=120, check=False)
 
 
 @pytest.mark.slow
@@ -555,19 +555,17 @@ def test_interrupt_and_broken_pipe(monkeypatch, capsys, work):
 def test_reading_user_file(tmp_path):
     bad = tmp_path / "responses.csv"
     bad.write_bytes(b"a,b\n\xff\xfe\n")
-    with pytest.raises(PartsimError, match=r"responses.csv: responses csv is not UTF-8 text \(invalid byte at "
-                                           r"position 4\)"):
-        with reading_user_file(bad, "responses csv"):
-            bad.read_text(encoding="utf-8")
-    with pytest.raises(PartsimError, match="none.csv: responses csv not found"):
-        with reading_user_file(tmp_path / "none.csv", "responses csv"):
-            (tmp_path / "none.csv").read_text()
-    with pytest.raises(PartsimError, match="expected, found a folder"):
-        with reading_user_file(tmp_path, "responses csv"):
-            tmp_path.read_text()
-    with pytest.raises(ValueError):  # other errors are not the file's
-        with reading_user_file(bad):
-            raise ValueError("a bug")
+    not_utf8 = r"responses.csv: responses csv is not UTF-8 text \(invalid byte at position 4\)"
+    with pytest.raises(PartsimError, match=not_utf8), reading_user_file(bad, "responses csv"):
+        bad.read_text(encoding="utf-8")
+    missing = tmp_path / "none.csv"
+    with pytest.raises(PartsimError, match="none.csv: responses csv not found"), \
+            reading_user_file(missing, "responses csv"):
+        missing.read_text()
+    with pytest.raises(PartsimError, match="expected, found a folder"), reading_user_file(tmp_path, "responses csv"):
+        tmp_path.read_text()
+    with pytest.raises(ValueError, match="a bug"), reading_user_file(bad):  # other errors are not the file's
+        raise ValueError("a bug")
 
 
 def _commands(parser) -> list[tuple[str, str | None, object]]:

@@ -28,7 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from partsim_core import __version__
-from partsim_core.data.cache import atomic_write_text, clean_stale_partials, make_partial_dir, move_into_place
+from partsim_core.data.cache import (
+    atomic_write_text,
+    clean_stale_partials,
+    make_partial_dir,
+    move_into_place,
+)
 from partsim_core.errors import PartsimError
 
 __all__ = [

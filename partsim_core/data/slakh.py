@@ -553,8 +553,8 @@ def check_slakh(root: str | Path, redux_json: str | Path | None = None, progress
                 seconds = mix_info[1] / mix_info[0]
                 if segment_seconds is not None and seconds < segment_seconds:
                     problems.append({"file": str(track.mix_path),
-                                     "problem": f"track is {seconds:.3f} s long, shorter than one {segment_seconds:g}-s "
-                                                "segment (it would give no segment)"})
+                                     "problem": f"track is {seconds:.3f} s long, shorter than one "
+                                                f"{segment_seconds:g}-s segment (it would give no segment)"})
         for stem in track.stems:
             if stem.audio_path is None:
                 if stem.audio_rendered:
