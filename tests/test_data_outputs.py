@@ -133,6 +133,17 @@ def test_out_file_in_an_unwritable_place():
     assert not Path("/sys/kernel/partsim-test-output.json").exists()
 
 
+def test_read_only_folder_is_refused_before_work(tmp_path, monkeypatch):
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == tmp_path else real_access(path, mode))
+    with pytest.raises(PartsimError, match="permission denied") as error:
+        check_output_file(tmp_path / "new" / "r.json")
+    assert str(tmp_path) in str(error.value)
+    with pytest.raises(PartsimError, match="permission denied"):
+        check_output_dir(tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_write_failure_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="partsim",
         description="partsim: reproduce the thesis on part-level music similarity, chapter by chapter. Each "
                     "group below holds the commands of one chapter (or of the data and the book).",
-        epilog="Run 'partsim GROUP --help' or 'partsim GROUP COMMAND --help' for details. Errors print "
+        epilog="Run 'partsim GROUP --help' or 'partsim GROUP COMMAND --help' for details. The flags mean the same "
+               "in every command: --out FILE writes a result file, --out-dir DIR a folder, --fresh replaces "
+               "partsim's own earlier output (never a file or folder partsim did not write). Errors print "
                "'partsim: error: ...' (exit status 2); an unexpected failure names a crash log (exit status 1).",
     )
     parser.add_argument("--version", action="version", version=f"partsim {__version__}")
