@@ -54,7 +54,8 @@ def truth(tiny: Path) -> dict:
 
 
 def test_layout_matches_slakh_redux(tiny: Path, truth: dict) -> None:
-    assert sorted(path.name for path in tiny.iterdir()) == [synth.GROUND_TRUTH_FILE, "test", "train", "validation"]
+    assert sorted(path.name for path in tiny.iterdir()) == sorted([MARKER, synth.GROUND_TRUTH_FILE, "test", "train",
+                                                                   "validation"])
     assert [folder.name for folder in track_folders(tiny)] == ["Track00001", "Track00002", "Track00003"]
     assert {name: entry["split"] for name, entry in truth["tracks"].items()} == {
         "Track00001": "train", "Track00002": "validation", "Track00003": "test"}
