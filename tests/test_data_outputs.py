@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from partsim_core.data import cache, outputs
 from partsim_core.data.outputs import (
     MARKER,
+    check_not_inside_inputs,
     check_output_dir,
     check_output_file,
     is_partsim_file,
@@ -402,3 +405,23 @@ def test_atomic_directory_cleans_and_replaces_cache_folders(tmp_path):
         (tmp / "v2").write_text("2")
     assert sorted(p.name for p in (tmp_path / "entry").iterdir()) == ["v2"]
     assert leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Property: the overlap rule is the component-wise prefix relation
+# --------------------------------------------------------------------------------------------------------------
+
+_PARTS = st.lists(st.sampled_from(["a", "b", "ab", "a.b", "a b"]), min_size=1, max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(output=_PARTS, source=_PARTS)
+def test_overlap_is_the_component_prefix_relation(output, source):
+    base = Path("/nonexistent-partsim-test-root")
+    overlapping = output[: len(source)] == source or source[: len(output)] == output  # computed on the parts
+    try:
+        check_not_inside_inputs(base.joinpath(*output), [base.joinpath(*source)])
+        refused = False
+    except PartsimError:
+        refused = True
+    assert refused == overlapping
