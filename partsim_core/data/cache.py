@@ -2,7 +2,10 @@
 
 Every generated artefact (datasets, decoded stems, results, executed notebooks) lives under one git-ignored
 cache root and is written atomically: to a temporary sibling first, then renamed, so that an interrupted run
-never leaves a file or folder that looks complete.
+never leaves a file or folder that looks complete. A temporary sibling is named after its writer process
+(``.NAME.w<pid>-<start>-<host>.*.partial|.tmp|.old``); the next write of ``NAME`` removes those whose writer is
+gone, so a killed run leaves nothing behind for long. :func:`atomic_directory` replaces what it finds and is for the
+cache only; folders a user names go through :mod:`partsim_core.data.outputs`.
 """
 
 from __future__ import annotations
@@ -264,6 +267,9 @@ STEM_CACHE_FORMAT_VERSION = 1
 #: Parts the stem cache serves besides the five groups.
 MIX_PART = "mix"
 
+#: Stem-cache entries whose header was checked in this process, with the (size, mtime) they had then.
+_CHECKED_ENTRIES: dict[Path, tuple[int, int]] = {}
+
 
 def file_identity(path: str | os.PathLike) -> dict[str, Any]:
     """Identity of a source file for cache keys: resolved path, size and modification time (ns)."""
@@ -321,7 +327,8 @@ class StemCache:
     def get(self, track: Track, part: str) -> np.ndarray:
         """Mono float32 audio of one part of a track at :attr:`sample_rate`, read-only and memory-mapped.
 
-        Decodes and resamples only on the first request; later calls (and later processes) map the cached file.
+        Decodes and resamples only on the first request; later calls (and later processes) map the cached file
+        after checking its header (type and length); a damaged entry is decoded again.
 
         Raises:
             PartsimError: unknown part, corrupt/NaN audio, or stems whose sample rate differs from the mix.
@@ -336,12 +343,33 @@ class StemCache:
             zeros.flags.writeable = False
             return zeros
         target = self.path(track, part)
-        if not target.is_file():
-            audio = self._decode(track, part, groups)
-            buffer = io.BytesIO()
-            np.save(buffer, audio, allow_pickle=False)
-            atomic_write_bytes(target, buffer.getvalue())
+        if target.is_file():
+            cached = self._load_checked(target, track)
+            if cached is not None:
+                return cached
+        # Absent, or damaged (unreadable header, wrong shape or type): decode again, replacing the entry atomically.
+        audio = self._decode(track, part, groups)
+        buffer = io.BytesIO()
+        np.save(buffer, audio, allow_pickle=False)
+        atomic_write_bytes(target, buffer.getvalue())
         return np.load(target, mmap_mode="r", allow_pickle=False)
+
+    def _load_checked(self, target: Path, track: Track) -> np.ndarray | None:
+        """The memory-mapped entry when its header says what it must hold (1-D float32 of the track's length),
+        else ``None`` (a truncated or overwritten file is never served). The check runs once per process and
+        file version (size, modification time)."""
+        try:
+            stat = target.stat()
+            array = np.load(target, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        version = (stat.st_size, stat.st_mtime_ns)
+        if _CHECKED_ENTRIES.get(target) == version:
+            return array
+        if array.dtype != np.float32 or array.shape != (self.track_length(track),):
+            return None
+        _CHECKED_ENTRIES[target] = version
+        return array
 
     def get_all(self, track: Track) -> dict[str, np.ndarray]:
         """The five groups (in :data:`~partsim_core.INSTRUMENTS` order) and ``"mix"`` of one track."""
