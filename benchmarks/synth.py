@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out) if args.out else cache_root() / "bench" / f"mini-slakh-{args.preset}"
     start = time.perf_counter()
-    synthesize_dataset(out, args.preset, seed=args.seed, jobs=args.jobs, force=True, progress=args.progress)
+    synthesize_dataset(out, args.preset, seed=args.seed, jobs=args.jobs, fresh=True, progress=args.progress)
     seconds = time.perf_counter() - start
     summary = dataset_summary(out)
     if not args.keep:

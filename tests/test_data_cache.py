@@ -138,3 +138,24 @@ def test_real_sample_resampled_to_16k(tmp_path):
 def test_bad_sample_rate_is_refused(dataset):
     with pytest.raises(PartsimError, match="sample_rate"):
         StemCache(dataset, 0)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble-header", "other-length", "other-type"])
+def test_a_damaged_entry_is_decoded_again(dataset, tmp_path, damage):
+    track = dataset.track("Track00001")
+    cache = StemCache(dataset, RATE, root=tmp_path / "cache")
+    expected = np.array(cache.get(track, "guitar"))
+    path = cache.path(track, "guitar")
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garble-header":
+        path.write_bytes(b"\x00" * 16 + data[16:])
+    elif damage == "other-length":
+        np.save(path, np.zeros(RATE // 2, dtype=np.float32))
+    else:
+        np.save(path, np.zeros(RATE, dtype=np.float64))
+    again = cache.get(track, "guitar")
+    assert again.dtype == np.float32 and again.shape == (RATE,)
+    np.testing.assert_array_equal(again, expected)
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary file left

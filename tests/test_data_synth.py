@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import mido
@@ -15,6 +21,7 @@ import yaml
 
 from partsim_core import INSTRUMENTS
 from partsim_core.data import compose, synth
+from partsim_core.data.outputs import MARKER
 from partsim_core.errors import PartsimError
 from partsim_core.presets import SynthConfig
 
@@ -47,7 +54,8 @@ def truth(tiny: Path) -> dict:
 
 
 def test_layout_matches_slakh_redux(tiny: Path, truth: dict) -> None:
-    assert sorted(path.name for path in tiny.iterdir()) == [synth.GROUND_TRUTH_FILE, "test", "train", "validation"]
+    assert sorted(path.name for path in tiny.iterdir()) == sorted([MARKER, synth.GROUND_TRUTH_FILE, "test", "train",
+                                                                   "validation"])
     assert [folder.name for folder in track_folders(tiny)] == ["Track00001", "Track00002", "Track00003"]
     assert {name: entry["split"] for name, entry in truth["tracks"].items()} == {
         "Track00001": "train", "Track00002": "validation", "Track00003": "test"}
@@ -243,13 +251,13 @@ def test_different_seed_differs(tiny: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------- completion, errors
 
 
-def test_second_call_returns_at_once_and_force_rebuilds(tmp_path: Path) -> None:
+def test_second_call_returns_at_once_and_fresh_rebuilds(tmp_path: Path) -> None:
     out = make_tiny(tmp_path / "ds")
     marker = out / synth.GROUND_TRUTH_FILE
     first = marker.stat().st_mtime_ns
     make_tiny(tmp_path / "ds")
     assert marker.stat().st_mtime_ns == first
-    synth.synthesize_dataset(out, "smoke", seed=0, jobs=1, progress=False, config=TINY, force=True)
+    synth.synthesize_dataset(out, "smoke", seed=0, jobs=1, progress=False, config=TINY, fresh=True)
     assert marker.stat().st_mtime_ns != first
     assert sorted(path.name for path in tmp_path.iterdir()) == ["ds"]  # no temporary folders left behind
 
@@ -288,8 +296,92 @@ def test_bad_inputs_raise_partsim_error(tmp_path: Path) -> None:
     (foreign / "train").mkdir(parents=True)
     with pytest.raises(PartsimError, match="not a partsim-generated dataset"):
         make_tiny(foreign)
+    with pytest.raises(PartsimError, match="not a partsim-generated dataset"):
+        synth.synthesize_dataset(foreign, "smoke", progress=False, config=TINY, fresh=True)
     assert (foreign / "train").is_dir()
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    with pytest.raises(PartsimError, match="is a file"):
+        make_tiny(afile)
+    assert afile.read_text() == "keep"
     assert not (tmp_path / "a").exists()
+
+
+def test_another_partsim_dataset_is_replaced_only_when_allowed(tmp_path: Path) -> None:
+    out = make_tiny(tmp_path / "ds", seed=0)
+    assert (out / MARKER).is_file()
+    before = (out / synth.GROUND_TRUTH_FILE).read_text()
+    with pytest.raises(PartsimError, match="seed 0.*--fresh"):
+        synth.synthesize_dataset(out, "smoke", seed=1, jobs=1, progress=False, config=TINY, replace_other=False)
+    assert (out / synth.GROUND_TRUTH_FILE).read_text() == before
+    synth.synthesize_dataset(out, "smoke", seed=1, jobs=1, progress=False, config=TINY, replace_other=False,
+                             fresh=True)
+    assert json.loads((out / synth.GROUND_TRUTH_FILE).read_text())["generator"]["seed"] == 1
+    # A dataset from before the marker existed is recognised by its ground truth; an empty folder is used.
+    (out / MARKER).unlink()
+    assert synth.is_generated_dataset(out)
+    make_tiny(out, seed=2)
+    (tmp_path / "empty").mkdir()
+    assert (make_tiny(tmp_path / "empty") / synth.GROUND_TRUTH_FILE).is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ds", "empty"]
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2:].split()[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2:].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table from Linux /proc")
+def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        from partsim_core.data import synth
+        from partsim_core.presets import SynthConfig
+        config = SynthConfig(n_train=60, n_validation=0, n_test=0, min_seconds=4.0, max_seconds=4.0,
+                             sample_rate=16000)
+        synth.synthesize_dataset({str(tmp_path / "ds")!r}, "smoke", jobs=2, progress=False, config=config)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        children: set[int] = set()
+        while time.monotonic() < deadline and parent.poll() is None:
+            children |= _children(parent.pid)
+            # two workers and multiprocessing's resource tracker, and the workers are rendering
+            if len(children) >= 3 and list(tmp_path.glob(".ds.*.partial/train/Track*")):
+                break
+            time.sleep(0.2)
+        assert parent.poll() is None and len(children) >= 3, "the generator did not start its workers"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_running(pid) for pid in children):
+            time.sleep(0.2)
+        assert not [pid for pid in children if _running(pid)]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for pid in children if "children" in locals() else ():
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert not (tmp_path / "ds").exists()
 
 
 def test_soundfont_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,9 +1,12 @@
 """``partsim data ...``: check a Slakh-format root, generate the embedded mini-Slakh dataset.
 
-* ``partsim data check ROOT [--redux-json FILE] [--json-out FILE]`` prints one JSON summary line on stdout (a
-  human summary on stderr); exit 0 when no problem is found, 1 when some are, 2 for unusable input.
-* ``partsim data synth [--preset smoke] [--out DIR] [--seed 0] [--jobs N] [--force] [--soundfont SF2]`` writes the mini-Slakh
-  dataset the book's chapters run on (Data chapter, ``notebooks/data.py``).
+* ``partsim data check ROOT [--redux-json FILE] [--segment-seconds S] [--out FILE [--fresh]]`` prints one JSON
+  summary line on stdout (a human summary on stderr); exit 0 when no problem is found, 1 when some are, 2 for
+  unusable input.
+* ``partsim data synth [--preset smoke] [--out-dir DIR] [--seed 0] [--jobs N] [--fresh] [--soundfont SF2]`` writes
+  the mini-Slakh dataset the book's chapters run on (Data chapter, ``notebooks/data.py``).
+
+Both follow the output rule (:mod:`partsim_core.data.outputs`): nothing partsim did not write is replaced.
 """
 
 from __future__ import annotations
@@ -13,18 +16,30 @@ import json
 import sys
 from pathlib import Path
 
-from partsim_core.presets import PRESETS
+from partsim_core.cli.options import (
+    add_fresh,
+    add_no_progress,
+    add_out,
+    add_out_dir,
+    add_preset,
+    add_seed,
+    positive_int,
+)
+from partsim_core.data.outputs import check_output_file, write_json_output
+from partsim_core.data.slakh import check_slakh, open_slakh
+from partsim_core.data.synth import default_dataset_root, synthesize_dataset
 
 
 def run_check(args: argparse.Namespace) -> int:
     """``partsim data check``: validate a root, print the JSON summary, exit 1 when problems were found."""
-    from partsim_core.data.cache import atomic_write_json
-    from partsim_core.data.slakh import check_slakh
-
-    summary = check_slakh(args.root, redux_json=args.redux_json, progress=sys.stderr.isatty())
+    inputs = [args.root, args.redux_json]
+    if args.out is not None:
+        check_output_file(args.out, inputs, args.fresh)  # before the (long) check, not after it
+    summary = check_slakh(args.root, redux_json=args.redux_json, progress=sys.stderr.isatty(),
+                          segment_seconds=args.segment_seconds)
     print(json.dumps(summary, allow_nan=False))
-    if args.json_out is not None:
-        atomic_write_json(args.json_out, summary)
+    if args.out is not None:
+        write_json_output(args.out, summary, inputs, args.fresh, command="data check")
     n_tracks = sum(summary["tracks"].values())
     n_problems = len(summary["problems"])
     print(
@@ -37,11 +52,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_synth(args: argparse.Namespace) -> int:
     """``partsim data synth``: generate (or reuse) the mini-Slakh dataset and print a one-line summary."""
-    from partsim_core.data.slakh import open_slakh
-    from partsim_core.data.synth import default_dataset_root, synthesize_dataset
-
-    out = Path(args.out) if args.out is not None else default_dataset_root(args.preset)
-    root = synthesize_dataset(out, args.preset, args.seed, args.jobs, args.force, soundfont=args.soundfont)
+    named = args.out_dir is not None
+    out = Path(args.out_dir) if named else default_dataset_root(args.preset)
+    # A folder the user names is replaced only with --fresh; the cache's default folder follows the settings.
+    root = synthesize_dataset(out, args.preset, args.seed, args.jobs, args.fresh, progress=not args.no_progress,
+                              soundfont=args.soundfont, replace_other=not named)
     counts = open_slakh(root).split_counts()
     splits = ", ".join(f"{count} {split}" for split, count in counts.items() if count)
     print(f"partsim data synth: mini-Slakh preset {args.preset}, seed {args.seed} at {root} ({splits})")
@@ -52,10 +67,13 @@ def _duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.1f} s"
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
 
 
@@ -74,10 +92,11 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         help="validate a Slakh-format root and print a JSON summary",
         description=(
             "Validate a Slakh-format root (Slakh2100 redux flac, original 2100, babyslakh, or 'partsim data synth' "
-            "output) without decoding whole files. Prints one JSON line on stdout: root, variant, tracks per "
+            "output) without decoding whole flac files. Prints one JSON line on stdout: root, variant, tracks per "
             "split, stems (with audio) per group, total mix duration in seconds (from file headers) and the "
-            "problems found (missing mix, stem marked rendered without a file, unreadable/truncated audio, "
-            "sample rate or length differing from the mix, missing or malformed metadata.yaml). "
+            "problems found, each naming its file (missing mix, stem marked rendered without a file, "
+            "unreadable/truncated audio, NaN or infinite samples, sample rate or length differing from the mix, "
+            "missing or malformed metadata.yaml, with --segment-seconds a track shorter than one segment). "
             "Exit status: 0 no problem, 1 problems found, 2 unusable input (e.g. missing root)."
         ),
     )
@@ -86,8 +105,11 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--redux-json", metavar="FILE", default=None,
                        help="slakh-utils redux.json to apply to a root without split folders: tracks it omits get "
                             "split 'omitted' (default: none)")
-    check.add_argument("--json-out", metavar="FILE", default=None,
-                       help="also write the JSON summary (indented) to FILE, atomically (default: stdout only)")
+    check.add_argument("--segment-seconds", type=_positive_seconds, default=None, metavar="S",
+                       help="also report tracks shorter than one S-second segment (the chapters use 3; default: no "
+                            "length check)")
+    add_out(check, "the JSON summary (indented, with a provenance block)")
+    add_fresh(check, "a summary file partsim wrote earlier")
     check.set_defaults(func=run_check)
 
     synth = commands.add_parser(
@@ -96,19 +118,19 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Generate the mini-Slakh dataset (procedural MIDI rendered with a SoundFont) in the Slakh2100 redux "
             "flac layout, plus partsim_ground_truth.json. Returns at once when the folder already holds a "
-            "complete dataset of the same preset, seed and generator version."
+            "complete dataset of the same preset, seed, SoundFont and generator version. A folder named with "
+            "--out-dir must be new, empty, or a dataset partsim generated (replaced only with --fresh); the "
+            "default folder in the cache is regenerated when the settings change."
         ),
     )
-    synth.add_argument("--preset", choices=sorted(PRESETS), default="smoke",
-                       help="dataset size and sample rate (default: smoke)")
-    synth.add_argument("--out", metavar="DIR", default=None,
-                       help="output folder (default: <cache>/datasets/mini-slakh-<preset>)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same dataset (default: 0)")
-    synth.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
-                       help="parallel rendering processes (default: the generator picks one from the CPU count)")
-    synth.add_argument("--force", action="store_true",
-                       help="regenerate even when a complete dataset of the same preset and seed is present")
+    add_preset(synth)
+    add_out_dir(synth, "the dataset", default_text="<cache>/datasets/mini-slakh-<preset>")
+    add_seed(synth)
+    synth.add_argument("--jobs", type=positive_int, default=None, metavar="N",
+                       help="parallel rendering processes (default: the CPU count); the output does not depend on it")
+    add_fresh(synth, "a dataset partsim generated there (even a complete one)")
     synth.add_argument("--soundfont", metavar="SF2", default=None,
                        help="General-MIDI SoundFont to render with (default: $PARTSIM_SOUNDFONT, else the TimGM6mb.sf2 "
                             "shipped inside pretty_midi); e.g. FluidR3_GM.sf2 for fuller sounds")
+    add_no_progress(synth)
     synth.set_defaults(func=run_synth)

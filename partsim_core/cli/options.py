@@ -80,20 +80,26 @@ def add_no_progress(parser: argparse.ArgumentParser) -> None:
 def add_fresh(parser: argparse.ArgumentParser, what: str = "partsim's own earlier output") -> None:
     """``--fresh``: the only "start over" (never replaces what partsim did not create)."""
     parser.add_argument("--fresh", action="store_true",
-                        help=f"start over: replace {what} instead of resuming or refusing")
+                        help=f"start over: replace {what} instead of reusing it or refusing (what partsim did not "
+                             "write is never replaced)")
 
 
-def add_out(parser: argparse.ArgumentParser, what: str = "the results as JSON", required: bool = False) -> None:
-    """``--out FILE``: always a file."""
+def add_out(parser: argparse.ArgumentParser, what: str = "the results as JSON", required: bool = False,
+            default_text: str = "") -> None:
+    """``--out FILE``: always a file (checked and written with :mod:`partsim_core.data.outputs`)."""
+    default = f" (default: {default_text})" if default_text else ""
     parser.add_argument("--out", type=Path, default=None, required=required, metavar="FILE",
-                        help=f"write {what} to FILE (a file, never a folder; refuses to replace a file partsim did "
-                             "not write unless --fresh)")
+                        help=f"write {what} to the file FILE{default}; an existing file is replaced only with "
+                             "--fresh and only when partsim wrote it")
 
 
-def add_out_dir(parser: argparse.ArgumentParser, what: str = "the output", required: bool = False) -> None:
-    """``--out-dir DIR``: always a folder."""
+def add_out_dir(parser: argparse.ArgumentParser, what: str = "the output", required: bool = False,
+                default_text: str = "") -> None:
+    """``--out-dir DIR``: always a folder (built with :func:`partsim_core.data.outputs.output_directory`)."""
+    default = f" (default: {default_text})" if default_text else ""
     parser.add_argument("--out-dir", type=Path, default=None, required=required, metavar="DIR",
-                        help=f"write {what} into the folder DIR (refuses an existing folder partsim did not create)")
+                        help=f"write {what} into the folder DIR{default}; it must be new, empty, or an earlier "
+                             "partsim output (replaced only with --fresh)")
 
 
 def add_run_options(parser: argparse.ArgumentParser, seeds_default: int = 1) -> None:

@@ -479,8 +479,16 @@ def load_audio(path: Path, sample_rate: int) -> np.ndarray:
     return resample(audio, native_rate, int(sample_rate))
 
 
+#: Sample formats that can hold NaN or infinity (integer PCM, e.g. every flac, cannot).
+FLOAT_SUBTYPES: frozenset[str] = frozenset({"FLOAT", "DOUBLE"})
+
+#: Frames decoded at a time when scanning a floating-point file for non-finite samples.
+_SCAN_BLOCK = 1 << 16
+
+
 def _check_audio_file(path: Path) -> tuple[Any | None, str | None]:
-    """Header plus a read of the last frames (catches truncated flac cheaply); returns (info, problem)."""
+    """Header plus a read of the last frames (catches truncated flac cheaply); floating-point files are decoded in
+    full to find NaN or infinite samples. Returns ``((sample rate, frames), problem)``."""
     try:
         with soundfile.SoundFile(str(path)) as handle:
             info = (handle.samplerate, handle.frames)
@@ -490,27 +498,43 @@ def _check_audio_file(path: Path) -> tuple[Any | None, str | None]:
                 got = handle.read(tail, dtype="float32", always_2d=True).shape[0]
                 if got < tail:
                     return info, f"truncated audio (only {got} of the last {tail} frames readable)"
+            if handle.subtype in FLOAT_SUBTYPES:
+                handle.seek(0)
+                position = 0
+                for block in handle.blocks(blocksize=_SCAN_BLOCK, dtype="float64", always_2d=True):
+                    finite = np.isfinite(block).all(axis=1)
+                    if not finite.all():
+                        first = position + int(np.argmin(finite))
+                        return info, f"non-finite audio: NaN or infinite samples (the first at {first / info[0]:.3f} s)"
+                    position += block.shape[0]
     except (RuntimeError, OSError) as error:
         return None, f"unreadable, corrupt or truncated audio ({' '.join(str(error).split())})"
     return info, None
 
 
-def check_slakh(root: str | Path, redux_json: str | Path | None = None, progress: bool = False) -> dict:
+def check_slakh(root: str | Path, redux_json: str | Path | None = None, progress: bool = False,
+                segment_seconds: float | None = None) -> dict:
     """Validate a Slakh-format root without decoding whole files: the summary ``partsim data check`` prints.
 
     Detects: track folders without or with malformed metadata, missing mix, a stem marked rendered whose file is
-    missing, unreadable or truncated audio (header + last frames), a stem whose sample rate or length differs
-    from the mix. Durations come from the file headers.
+    missing, unreadable or truncated audio (header + last frames), NaN or infinite samples (floating-point files are
+    decoded in full; integer formats such as flac cannot hold them), a stem whose sample rate or length differs
+    from the mix, and (with ``segment_seconds``) a track shorter than one segment. Durations come from the file
+    headers. Every problem names its file.
 
     Returns:
         ``{"root", "variant", "tracks": {split: n}, "stems_per_group": {group: n}, "total_duration_s",
         "problems": [{"file", "problem"}]}``.
 
     Raises:
-        PartsimError: the root is missing or holds no track folder at all (unusable input).
+        PartsimError: the root is missing or holds no track folder at all (unusable input), or a
+            ``segment_seconds`` that is not a positive number.
     """
     from tqdm import tqdm
 
+    if segment_seconds is not None and not (isinstance(segment_seconds, (int, float))
+                                            and math.isfinite(segment_seconds) and segment_seconds > 0):
+        raise PartsimError(f"segment length must be a positive number of seconds, got {segment_seconds!r}")
     dataset = open_slakh(root, redux_json=redux_json, strict=False)
     problems = list(dataset.problems)
     stems_per_group = {group: 0 for group in GROUPS}
@@ -525,6 +549,12 @@ def check_slakh(root: str | Path, redux_json: str | Path | None = None, progress
                 problems.append({"file": str(track.mix_path), "problem": problem})
             elif mix_info is not None:
                 total_duration += mix_info[1] / mix_info[0]
+            if mix_info is not None:
+                seconds = mix_info[1] / mix_info[0]
+                if segment_seconds is not None and seconds < segment_seconds:
+                    problems.append({"file": str(track.mix_path),
+                                     "problem": f"track is {seconds:.3f} s long, shorter than one "
+                                                f"{segment_seconds:g}-s segment (it would give no segment)"})
         for stem in track.stems:
             if stem.audio_path is None:
                 if stem.audio_rendered:

@@ -11,14 +11,20 @@ Songs come from :mod:`partsim_core.data.compose`; audio comes from a real SoundF
 ``tinysoundfont``: the ``TimGM6mb.sf2`` shipped inside ``pretty_midi`` unless a ``soundfont`` argument or the
 ``PARTSIM_SOUNDFONT`` environment variable names another ``.sf2`` (e.g. FluidR3_GM). Each track's random generator
 is derived from ``(seed, track index)``, so output does not depend on the number of workers, and the same seed gives
-byte-identical MIDI and metadata. The dataset folder is built under a temporary name and renamed when complete;
-the ground-truth file doubles as the completion marker.
+byte-identical MIDI and metadata. The dataset folder is built under a temporary name and renamed when complete
+(:func:`partsim_core.data.outputs.output_directory`: a folder partsim did not write is never replaced); the
+ground-truth file doubles as the completion marker. Worker processes end with their parent, even a killed one.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
@@ -31,7 +37,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from partsim_core import INSTRUMENTS
-from partsim_core.data.cache import atomic_directory, atomic_write_json, cache_root
+from partsim_core.data.cache import atomic_write_json, cache_root
 from partsim_core.data.compose import (
     DRUM_CHANNEL,
     Layer,
@@ -41,6 +47,7 @@ from partsim_core.data.compose import (
     program_name,
     song_to_midi_bytes,
 )
+from partsim_core.data.outputs import MARKER, check_not_inside_inputs, output_directory
 from partsim_core.errors import PartsimError
 from partsim_core.presets import SynthConfig, get_preset
 
@@ -400,29 +407,49 @@ def is_complete(out: Path, generator: dict) -> bool:
                for track_id, entry in truth.get("tracks", {}).items())
 
 
+def is_generated_dataset(out: str | os.PathLike) -> bool:
+    """Whether ``out`` is a folder this generator wrote (the output marker, or a ground truth naming the generator,
+    as datasets written before the marker have); only such a folder may ever be replaced."""
+    out = Path(out)
+    if (out / MARKER).is_file():
+        return True
+    truth = read_ground_truth(out)
+    return isinstance(truth, dict) and isinstance(truth.get("generator"), dict) \
+        and truth["generator"].get("name") == GENERATOR_NAME
+
+
+def _describe(generator: dict | None) -> str:
+    if not isinstance(generator, dict):
+        return "an unfinished one"
+    return (f"preset {generator.get('preset')}, seed {generator.get('seed')}, SoundFont {generator.get('soundfont')}, "
+            f"generator version {generator.get('version')}")
+
+
 def synthesize_dataset(out: str | os.PathLike, preset: str = "smoke", seed: int = 0, jobs: int | None = None,
-                       force: bool = False, progress: bool = True, *, soundfont: str | os.PathLike | None = None,
-                       config: SynthConfig | None = None) -> Path:
+                       fresh: bool = False, progress: bool = True, *, soundfont: str | os.PathLike | None = None,
+                       config: SynthConfig | None = None, replace_other: bool = True) -> Path:
     """Generate the mini-Slakh of a preset into ``out`` (Slakh2100 redux flac layout), atomically.
 
-    Used by ``partsim data synth``, ``partsim book build`` and the Data chapter.
-
     Args:
-        out: dataset folder to create (or replace).
+        out: dataset folder to create (or replace, see ``fresh`` and ``replace_other``).
         preset: preset name; its ``synth`` section sets the number of tracks, their length and the sample rate.
         seed: the dataset seed; track ``i`` uses a generator derived from ``(seed, i)``.
         jobs: worker processes (default ``os.cpu_count()``); the output does not depend on it.
-        force: regenerate even when ``out`` already holds this dataset.
+        fresh: regenerate even when ``out`` already holds this dataset.
         progress: show a progress bar over tracks.
         soundfont: ``.sf2`` to render with (default ``$PARTSIM_SOUNDFONT``, else pretty_midi's TimGM6mb.sf2).
         config: overrides the preset's synth section (tests use tiny ones); recorded in the ground truth.
+        replace_other: replace a dataset this generator wrote with other settings (another seed, preset,
+            SoundFont or generator version) without ``fresh``: right for the cache's default folder; a folder the
+            user names (``--out-dir``) is replaced only with ``fresh``.
 
     Returns:
         ``out``, as a :class:`~pathlib.Path`.
 
     Raises:
-        PartsimError: unknown preset, bad seed/jobs/config, unusable SoundFont, or an ``out`` that exists but was
-        not made by this generator (never overwritten).
+        PartsimError: unknown preset, bad seed/jobs/config, unusable SoundFont, an ``out`` that is a file, overlaps
+        the SoundFont, or exists but was not made by this generator (never replaced, even with ``fresh``), or
+        holds a dataset of other settings while ``replace_other`` and ``fresh`` are both false.
     """
     out = Path(out).expanduser().resolve()
     preset_config = get_preset(preset).synth  # an unknown preset raises even with a config override
@@ -431,19 +458,27 @@ def synthesize_dataset(out: str | os.PathLike, preset: str = "smoke", seed: int 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise PartsimError(f"seed must be a non-negative integer, got {seed!r}")
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
-    if not isinstance(jobs, int) or jobs < 1:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise PartsimError(f"jobs must be a positive integer, got {jobs!r}")
     soundfont_path = resolve_soundfont(soundfont)
+    check_not_inside_inputs(out, [soundfont_path], "--out-dir")
     generator = {"name": GENERATOR_NAME, "version": GENERATOR_VERSION, "preset": preset, "seed": int(seed),
                  "soundfont": soundfont_path.name, "soundfont_sha256": file_digest(soundfont_path),
                  "config": asdict(config)}
-    if not force and is_complete(out, generator):
-        return out
-    if out.exists() and any(out.iterdir()) and read_ground_truth(out) is None:
-        raise PartsimError(f"{out} exists and is not a partsim-generated dataset; refusing to overwrite it")
+    if out.is_dir() and not out.is_symlink():
+        if not fresh and is_complete(out, generator):
+            return out
+        if any(out.iterdir()):
+            if not is_generated_dataset(out):
+                raise PartsimError(f"{out} exists and is not a partsim-generated dataset (it holds files partsim "
+                                   "did not write); refusing to replace it: choose a new or empty folder")
+            if not (fresh or replace_other):
+                truth = read_ground_truth(out) or {}
+                raise PartsimError(f"{out} holds another partsim dataset ({_describe(truth.get('generator'))}); "
+                                   "pass --fresh to replace it, or choose another folder")
 
     plan = plan_tracks(config)
-    with atomic_directory(out) as tmp:
+    with output_directory(out, inputs=[soundfont_path], fresh=True, is_own=is_generated_dataset) as tmp:
         work = [TrackJob(folder=tmp / split / track_id, index=index, track_id=track_id, split=split, seed=int(seed),
                          preset=preset, config=config, soundfont=soundfont_path) for index, track_id, split in plan]
         results: dict[str, dict] = {}
@@ -455,7 +490,8 @@ def synthesize_dataset(out: str | os.PathLike, preset: str = "smoke", seed: int 
                     bar.update()
             else:
                 # spawn, not fork: the caller may hold torch threads, which fork does not survive reliably.
-                with ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=get_context("spawn")) as pool:
+                with ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=get_context("spawn"),
+                                         initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
                     for result in pool.map(build_track, work, chunksize=1):
                         results[result["track_id"]] = result
                         bar.update()
@@ -465,6 +501,36 @@ def synthesize_dataset(out: str | os.PathLike, preset: str = "smoke", seed: int 
                  "tracks": {track_id: results[track_id]["truth"] for _, track_id, _ in plan}}
         atomic_write_json(tmp / GROUND_TRUTH_FILE, truth)
     return out
+
+
+#: ``prctl`` option: the signal a process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker-process initializer: end this process when its parent ends, even by SIGKILL.
+
+    On Linux the kernel sends SIGKILL at the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon
+    thread polls the parent id every half second. Without this, workers of a killed ``partsim data synth --jobs N``
+    (and with them multiprocessing's resource tracker) ran on indefinitely.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+        if armed:
+            if os.getppid() != parent_pid:  # the parent died before the signal was armed
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="partsim-parent-watch", daemon=True).start()
 
 
 def dataset_summary(out: str | os.PathLike) -> dict:

@@ -1,0 +1,7 @@
+"""``python -m partsim_core.cli``: the ``partsim`` command without the installed script."""
+
+import sys
+
+from partsim_core.cli import main
+
+sys.exit(main())
