@@ -391,7 +391,6 @@ PENDING: dict[str, str] = {
     "baseline-run": "cli/baseline.py does not check --out before running chapter 3 yet",
     "csn-evaluate": "cli/csn.py does not check --out before running chapter 4 yet",
     "mixquery-evaluate": "cli/mixquery.py does not check --out before evaluating yet",
-    "perceptual-tables": "cli/perceptual.py reads the ABX folder before checking --out, and writes without the rule",
 }
 
 
@@ -594,8 +593,6 @@ def test_every_group_and_command_explains_itself():
             assert command_parser.description or command_parser.format_help()
 
 
-@pytest.mark.xfail(reason="'perceptual tables --help' prints '80 %%' (cli/perceptual.py, owned by the chapter-5 "
-                          "helper); remove this mark once it passes", strict=False)
 def test_no_help_prints_a_doubled_percent_sign():
     """argparse formats help with %: a literal percent sign must be written '%%' in the source, never shown so."""
     doubled = []

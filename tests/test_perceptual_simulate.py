@@ -91,9 +91,13 @@ def test_simulation_needs_enough_tracks(tmp_path: Path) -> None:
     data_root = make_dataset(tmp_path / "data", n_tracks=3)
     with pytest.raises(PartsimError, match="needs at least 4"):
         simulate_listening_test(data_root, tmp_path / "sim")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(PartsimError, match="partsim_ground_truth.json not found"):
-        simulate_listening_test(tmp_path, tmp_path / "sim")
-    assert not (tmp_path / "sim").exists()
+        simulate_listening_test(empty, tmp_path / "sim")
+    with pytest.raises(PartsimError, match="inside the input"):
+        simulate_listening_test(data_root, data_root / "sim")
+    assert not (tmp_path / "sim").exists() and not (data_root / "sim").exists()
 
 
 def test_extract_from_real_slakh_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -154,9 +154,9 @@ def test_published_only_when_unchanged(abx_root: Path, tmp_path: Path, capsys: p
     answers.chmod(0o644)
     lines = answers.read_text().splitlines(keepends=True)
     answers.write_text("".join(lines + lines[1:3]))  # two exact duplicate rows appended
-    assert partsim_main(["perceptual", "tables", "--abx", str(copy), "--out", str(out)]) == 2
+    assert partsim_main(["perceptual", "tables", "--abx", str(copy), "--out", str(out), "--fresh"]) == 2
     assert "exact duplicate of line 2" in capsys.readouterr().err
-    assert partsim_main(["perceptual", "tables", "--abx", str(copy), "--out", str(out), "--drop-invalid"]) == 0
+    assert partsim_main(["perceptual", "tables", "--abx", str(copy), "--out", str(out), "--drop-invalid", "--fresh"]) == 0
     err = capsys.readouterr().err
     assert "modified or non-published data" in err and "dropped 2 invalid row(s)" in err
     assert json.loads(out.read_text())["valid_responses"] == 26898

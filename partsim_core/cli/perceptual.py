@@ -8,7 +8,7 @@
   intervals as ``{"value", "low", "high"}`` cells.
 * Both refuse rows that break the published format (``--drop-invalid`` drops them and says how many) and call the
   data "published" only when the files have the published SHA-256.
-* ``partsim perceptual simulate [--data-root DIR] --out DIR [--seed 0]`` writes a simulated listening test in the
+* ``partsim perceptual simulate [--data-root DIR] --out-dir DIR [--seed 0]`` writes a simulated listening test in the
   published format over an embedded mini-Slakh dataset (default: the preset's generated dataset).
 """
 
@@ -18,8 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from partsim_core.cli.options import add_fresh, add_out, add_out_dir, add_preset, add_seed
+from partsim_core.data.outputs import check_output_file, write_json_output
 from partsim_core.errors import PartsimError
-from partsim_core.presets import PRESETS
 
 
 def _load(args: argparse.Namespace):
@@ -40,24 +41,22 @@ def _load(args: argparse.Namespace):
     return data, which
 
 
-def _check_out_file(out: str) -> None:
-    """``--out`` names a JSON file to write, never a folder."""
-    path = Path(out)
-    if path.is_dir():
-        raise PartsimError(f"--out {out} is a folder; give the JSON file to write (e.g. {path / 'chapter5.json'})")
-    if path.suffix.lower() != ".json":
-        raise PartsimError(f"--out {out}: give a .json file name")
+def _check_out_file(args: argparse.Namespace) -> None:
+    """``--out`` names a JSON file to write, never a folder, outside the ABX input; checked before any work."""
+    path = Path(args.out)
+    if path.suffix.lower() != ".json" and not path.is_dir():
+        raise PartsimError(f"--out {args.out}: give a .json file name")
+    check_output_file(path, inputs=[args.abx], fresh=args.fresh)
 
 
 def run_tables(args: argparse.Namespace) -> int:
     """``partsim perceptual tables``: load, check the published count, compute and write the JSON."""
-    from partsim_core.data.cache import atomic_write_json
     from partsim_core.perceptual.analysis import thesis_tables
 
-    _check_out_file(args.out)
+    _check_out_file(args)
     data, which = _load(args)
     tables = thesis_tables(data.responses)
-    atomic_write_json(args.out, tables)
+    write_json_output(args.out, tables, inputs=[args.abx], fresh=args.fresh, command="perceptual tables")
     print(f"partsim perceptual tables: {tables['valid_responses']} valid responses ({which}) -> {args.out}",
           file=sys.stderr)
     return 0
@@ -65,13 +64,12 @@ def run_tables(args: argparse.Namespace) -> int:
 
 def run_chapter(args: argparse.Namespace) -> int:
     """``partsim perceptual run``: every chapter-5 result, rates with Clopper-Pearson intervals, as one JSON."""
-    from partsim_core.data.cache import atomic_write_json
     from partsim_core.perceptual.results import chapter_results
 
-    _check_out_file(args.out)
+    _check_out_file(args)
     data, which = _load(args)
     results = chapter_results(data)
-    atomic_write_json(args.out, results)
+    write_json_output(args.out, results, inputs=[args.abx], fresh=args.fresh, command="perceptual run")
     print(f"partsim perceptual run: {results['data']['valid_responses']} valid responses ({which}) -> {args.out}",
           file=sys.stderr)
     return 0
@@ -88,7 +86,7 @@ def run_simulate(args: argparse.Namespace) -> int:
 
         data_root = default_dataset_root(args.preset)
     config = SimulationConfig(splits=tuple(args.splits.split(",")))
-    out = simulate_listening_test(data_root, args.out, seed=args.seed, config=config)
+    out = simulate_listening_test(data_root, args.out_dir, seed=args.seed, config=config, fresh=args.fresh)
     print(f"partsim perceptual simulate: simulated listening test (seed {args.seed}) over {data_root} -> {out}",
           file=sys.stderr)
     return 0
@@ -109,13 +107,14 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         help="compute Tables 5.1-5.4 and write them as one JSON object",
         description=(
             "Load an Inst-Sim ABX dataset folder (csvs/ and sample_configs/), exclude catch trials, and write "
-            "valid_responses, table_5_1 (variance comparison), table_5_2 (matching rate with overall, %%), "
-            "table_5_3 (sample sets and evaluations passing the 80 %% filter) and table_5_4 (Clopper-Pearson "
-            "95 %% intervals of choosing the same-track segment, %%) as one JSON object."
+            "valid_responses, table_5_1 (variance comparison), table_5_2 (matching rate with overall, %), "
+            "table_5_3 (sample sets and evaluations passing the 80 % filter) and table_5_4 (Clopper-Pearson "
+            "95 % intervals of choosing the same-track segment, %) as one JSON object."
         ),
     )
     tables.add_argument("--abx", required=True, help="ABX dataset folder (e.g. ../shared/abx)")
-    tables.add_argument("--out", required=True, help="JSON file to write (atomically)")
+    add_out(tables, "the tables as one JSON object", required=True)
+    add_fresh(tables)
     tables.add_argument("--drop-invalid", action="store_true",
                         help="drop rows that break the published format (duplicates, N/A overall, ...) and say how "
                              "many, instead of refusing the file")
@@ -128,11 +127,12 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             "Load an Inst-Sim ABX dataset folder and write the chapter's results as one JSON object: data "
             "provenance (published by SHA-256 or not, dropped rows), participant counts, Fig. 5.4 counts, Fig. 5.6 "
             "agreement, Tables 5.1-5.4. Rates computed from single responses are {value, low, high} cells (percent "
-            "with exact Clopper-Pearson 95 %% intervals)."
+            "with exact Clopper-Pearson 95 % intervals)."
         ),
     )
     run.add_argument("--abx", required=True, help="ABX dataset folder (e.g. ../shared/abx)")
-    run.add_argument("--out", required=True, help="JSON file to write (atomically; a file, never a folder)")
+    add_out(run, "the chapter's results as one JSON object", required=True)
+    add_fresh(run)
     run.add_argument("--drop-invalid", action="store_true",
                      help="drop rows that break the published format and say how many, instead of refusing the file")
     run.set_defaults(func=run_chapter)
@@ -147,10 +147,10 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     simulate.add_argument("--data-root", default="",
                           help="embedded dataset from 'partsim data synth' (default: the preset's dataset)")
-    simulate.add_argument("--preset", default="smoke", choices=sorted(PRESETS),
-                          help="preset whose generated dataset is used when --data-root is not given")
-    simulate.add_argument("--out", required=True, help="folder to write (atomically)")
-    simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_preset(simulate)
+    add_out_dir(simulate, "the simulated test (csvs/, sample_configs/)", required=True)
+    add_fresh(simulate, "a simulated test partsim wrote earlier")
+    add_seed(simulate)
     simulate.add_argument("--splits", default="test",
                           help="comma-separated splits whose tracks are used (default: test)")
     simulate.set_defaults(func=run_simulate)

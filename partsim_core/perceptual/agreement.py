@@ -140,14 +140,15 @@ def extract_from_slakh(configs: pd.DataFrame, slakh_root: str | Path, sample_rat
     return extract_stimuli(configs, source_fn, int(sample_rate), paths=paths, progress=progress)
 
 
-def write_stimuli(stimuli: Mapping[str, np.ndarray], out: str | Path, sample_rate: int) -> Path:
-    """Write extracted stimuli as ``out/<csv path>`` wav files (the dataset's own layout), atomically as a folder."""
+def write_stimuli(stimuli: Mapping[str, np.ndarray], out: str | Path, sample_rate: int, fresh: bool = False) -> Path:
+    """Write extracted stimuli as ``out/<csv path>`` wav files (the dataset's own layout), atomically as a folder,
+    under the output rule (an existing folder partsim did not write is never replaced)."""
     import soundfile
 
-    from partsim_core.data.cache import atomic_directory
+    from partsim_core.data.outputs import output_directory
 
     out = Path(out)
-    with atomic_directory(out) as tmp:
+    with output_directory(out, fresh=fresh) as tmp:
         for path, audio in stimuli.items():
             target = tmp / path
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -166,7 +166,7 @@ def _answer(listener: _Listener, margins: np.ndarray, category: str, x_silent: b
     return answers
 
 
-def simulate_listening_test(data_root: str | Path, out: str | Path, seed: int = 0,
+def simulate_listening_test(data_root: str | Path, out: str | Path, seed: int = 0, fresh: bool = False,
                             config: SimulationConfig | None = None) -> Path:
     """Write a simulated listening test in the published Inst-Sim ABX format to ``out`` (atomically).
 
@@ -184,14 +184,15 @@ def simulate_listening_test(data_root: str | Path, out: str | Path, seed: int = 
         PartsimError: no ground truth, fewer than four usable tracks (an xab set needs three, xyc four distinct
             ones across a triplet), or a non-positive size.
     """
-    from partsim_core.data.cache import atomic_directory, atomic_write_json, atomic_write_text
+    from partsim_core.data.cache import atomic_write_json, atomic_write_text
+    from partsim_core.data.outputs import check_output_dir, output_directory
 
     config = config or SimulationConfig()
     for name in ("n_evaluation_sets", "sample_sets_per_type", "listeners", "sessions_complete"):
         if getattr(config, name) <= 0:
             raise PartsimError(f"simulation setting {name} must be positive, got {getattr(config, name)}")
     data_root = Path(data_root)
-    out = Path(out)
+    out = check_output_dir(out, inputs=[data_root], fresh=fresh)
     truth = _read_truth(data_root)["tracks"]
     rng = np.random.default_rng(seed)
 
@@ -316,7 +317,7 @@ def simulate_listening_test(data_root: str | Path, out: str | Path, seed: int = 
                        "noise": round(lst.noise, 6), "na_margin": round(lst.na_margin, 6),
                        "drum_melody_na": lst.drum_melody_na} for lst in listeners],
     }
-    with atomic_directory(out) as tmp:
+    with output_directory(out, inputs=[data_root], fresh=fresh) as tmp:
         atomic_write_text(tmp / "csvs" / COMBINED_CSV, answers.to_csv(index=True))
         for split, name in SPLIT_CSVS.items():
             chosen = answers[~is_catch & (is_xab if split == "xab" else ~is_xab)]
@@ -352,7 +353,7 @@ def ensure_simulated_test(data_root: str | Path, seed: int = 0, config: Simulati
                 "config": asdict(config), "version": SIMULATION_VERSION}
     out = cache_root() / "perceptual" / f"simulated-{stable_hash(identity)}"
     if not (out / "csvs" / COMBINED_CSV).is_file():
-        simulate_listening_test(data_root, out, seed=seed, config=config)
+        simulate_listening_test(data_root, out, seed=seed, config=config, fresh=True)
     return out
 
 
