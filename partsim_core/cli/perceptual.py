@@ -18,14 +18,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from partsim_core.cli.options import add_fresh, add_out, add_out_dir, add_preset, add_seed
+from partsim_core.cli.options import (
+    add_fresh,
+    add_out,
+    add_out_dir,
+    add_preset,
+    add_seed,
+)
 from partsim_core.data.outputs import check_output_file, write_json_output
+from partsim_core.data.synth import default_dataset_root
 from partsim_core.errors import PartsimError
+from partsim_core.perceptual.abx import (
+    check_published_counts,
+    is_published_dataset,
+    load_abx,
+)
+from partsim_core.perceptual.analysis import thesis_tables
+from partsim_core.perceptual.results import chapter_results
+from partsim_core.perceptual.simulate import SimulationConfig, simulate_listening_test
 
 
 def _load(args: argparse.Namespace):
     """Load ``--abx`` (refusing or dropping invalid rows) and describe where the data came from (one line)."""
-    from partsim_core.perceptual.abx import check_published_counts, is_published_dataset, load_abx
 
     data = load_abx(args.abx, drop_invalid=args.drop_invalid)
     check_published_counts(data)
@@ -51,7 +65,6 @@ def _check_out_file(args: argparse.Namespace) -> None:
 
 def run_tables(args: argparse.Namespace) -> int:
     """``partsim perceptual tables``: load, check the published count, compute and write the JSON."""
-    from partsim_core.perceptual.analysis import thesis_tables
 
     _check_out_file(args)
     data, which = _load(args)
@@ -64,7 +77,6 @@ def run_tables(args: argparse.Namespace) -> int:
 
 def run_chapter(args: argparse.Namespace) -> int:
     """``partsim perceptual run``: every chapter-5 result, rates with Clopper-Pearson intervals, as one JSON."""
-    from partsim_core.perceptual.results import chapter_results
 
     _check_out_file(args)
     data, which = _load(args)
@@ -77,12 +89,10 @@ def run_chapter(args: argparse.Namespace) -> int:
 
 def run_simulate(args: argparse.Namespace) -> int:
     """``partsim perceptual simulate``: write a simulated listening test over an embedded dataset."""
-    from partsim_core.perceptual.simulate import SimulationConfig, simulate_listening_test
 
     if args.data_root:
         data_root = Path(args.data_root)
     else:
-        from partsim_core.data.synth import default_dataset_root
 
         data_root = default_dataset_root(args.preset)
     config = SimulationConfig(splits=tuple(args.splits.split(",")))

@@ -84,7 +84,11 @@ from partsim_core.perceptual.report import (
     with_printed,
 )
 from partsim_core.perceptual.results import chapter_results, rate_cell
-from partsim_core.perceptual.simulate import SimulationConfig, ensure_simulated_test, simulate_listening_test
+from partsim_core.perceptual.simulate import (
+    SimulationConfig,
+    ensure_simulated_test,
+    simulate_listening_test,
+)
 
 __all__ = [
     "AGREEMENT_RULES",

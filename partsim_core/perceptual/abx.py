@@ -26,7 +26,6 @@ published checksums: only unchanged published files are reported as "published".
 from __future__ import annotations
 
 import csv
-
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from partsim_core.data.cache import repository_root
 from partsim_core.errors import PartsimError
 from partsim_core.perceptual.validate import (  # VALID_ANSWERS is re-exported for callers of this module
     NA_ANSWERS,
@@ -344,7 +344,6 @@ def load_abx(root: str | Path, split: str | None = None, drop_invalid: bool = Fa
 
 def default_abx_dir() -> Path | None:
     """``../shared/abx`` beside the source checkout when it holds the answers CSV, else ``None``."""
-    from partsim_core.data.cache import repository_root
 
     repo = repository_root()
     if repo is None:

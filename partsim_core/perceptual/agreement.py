@@ -20,10 +20,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile
 from tqdm.auto import tqdm
 
+from partsim_core.data.cache import StemCache
+from partsim_core.data.outputs import output_directory
+from partsim_core.data.slakh import open_slakh
 from partsim_core.errors import PartsimError
-from partsim_core.perceptual.abx import FOLDER_FROM_CATEGORY, PART_CATEGORIES, PERSPECTIVES, SET_TYPES
+from partsim_core.frontend import log_mel
+from partsim_core.perceptual.abx import (
+    FOLDER_FROM_CATEGORY,
+    PART_CATEGORIES,
+    PERSPECTIVES,
+    SET_TYPES,
+)
 from partsim_core.perceptual.analysis import (
     AGREEMENT_THRESHOLD,
     TABLE_5_3_AGREEMENT,
@@ -51,7 +61,6 @@ def slakh_signal_source(dataset, sample_rate: int, source: str = "category", cac
         source: ``"category"`` (the part's summed stems; ``mix`` gives the mix) or ``"mix"`` (always the mix).
         cache: an existing :class:`~partsim_core.data.cache.StemCache` at ``sample_rate`` (default: a new one).
     """
-    from partsim_core.data.cache import StemCache
 
     if source not in SOURCES:
         raise PartsimError(f"unknown stimulus source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -128,7 +137,6 @@ def extract_from_slakh(configs: pd.DataFrame, slakh_root: str | Path, sample_rat
 
     ``sample_rate`` defaults to the configs' ``sr`` (44.1 kHz for the published test). See :func:`extract_stimuli`.
     """
-    from partsim_core.data.slakh import open_slakh
 
     if sample_rate is None:
         rates = sorted(set(configs["sr"]))
@@ -143,9 +151,7 @@ def extract_from_slakh(configs: pd.DataFrame, slakh_root: str | Path, sample_rat
 def write_stimuli(stimuli: Mapping[str, np.ndarray], out: str | Path, sample_rate: int, fresh: bool = False) -> Path:
     """Write extracted stimuli as ``out/<csv path>`` wav files (the dataset's own layout), atomically as a folder,
     under the output rule (an existing folder partsim did not write is never replaced)."""
-    import soundfile
 
-    from partsim_core.data.outputs import output_directory
 
     out = Path(out)
     with output_directory(out, fresh=fresh) as tmp:
@@ -267,7 +273,6 @@ def mean_log_mel_embedding(frontend: FrontendConfig) -> EmbedFunction:
     shows what pooling alone keeps. ``frontend`` is a preset's front end (``get_preset(name).frontend``); the
     category is ignored.
     """
-    from partsim_core.frontend import log_mel
 
     def embed(audio: np.ndarray, category: str) -> np.ndarray:
         return log_mel(np.asarray(audio, dtype=np.float32)[None, :], frontend)[0].mean(dim=-1).numpy()

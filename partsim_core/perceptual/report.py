@@ -11,7 +11,11 @@ from collections.abc import Sequence
 import pandas as pd
 
 from partsim_core.perceptual.abx import CATEGORIES, PART_CATEGORIES
-from partsim_core.perceptual.analysis import all_na_participants, filter_summary, to_thesis_layout
+from partsim_core.perceptual.analysis import (
+    all_na_participants,
+    filter_summary,
+    to_thesis_layout,
+)
 from partsim_core.perceptual.published import rates_from_table
 
 

@@ -36,6 +36,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from partsim_core.data.cache import (
+    atomic_write_json,
+    atomic_write_text,
+    cache_root,
+    stable_hash,
+)
+from partsim_core.data.outputs import check_output_dir, output_directory
+from partsim_core.data.slakh import audio_info
 from partsim_core.errors import PartsimError
 from partsim_core.perceptual.abx import (
     CATEGORIES,
@@ -96,7 +104,6 @@ def _read_truth(data_root: Path) -> dict:
 
 
 def _track_audio_info(data_root: Path, track_id: str, split: str) -> tuple[int, int]:
-    from partsim_core.data.slakh import audio_info
 
     folder = data_root / split / track_id
     for name in ("mix.flac", "mix.wav"):
@@ -184,8 +191,6 @@ def simulate_listening_test(data_root: str | Path, out: str | Path, seed: int = 
         PartsimError: no ground truth, fewer than four usable tracks (an xab set needs three, xyc four distinct
             ones across a triplet), or a non-positive size.
     """
-    from partsim_core.data.cache import atomic_write_json, atomic_write_text
-    from partsim_core.data.outputs import check_output_dir, output_directory
 
     config = config or SimulationConfig()
     for name in ("n_evaluation_sets", "sample_sets_per_type", "listeners", "sessions_complete"):
@@ -344,7 +349,6 @@ def ensure_simulated_test(data_root: str | Path, seed: int = 0, config: Simulati
     Lives under ``cache_root()/perceptual/simulated-<hash>`` where the hash covers the dataset's ground truth, the
     seed, the configuration and :data:`SIMULATION_VERSION`. Used by the chapter-5 notebook.
     """
-    from partsim_core.data.cache import cache_root, stable_hash
 
     config = config or SimulationConfig()
     data_root = Path(data_root)
