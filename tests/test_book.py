@@ -150,20 +150,22 @@ def test_cli_build_help_explains_every_option(capsys: pytest.CaptureFixture[str]
         partsim_main(["book", "build", "--help"])
     assert exited.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--preset", "--data-root", "--abx", "--out", "--no-progress", "smoke", "default", "paper"):
+    for option in ("--preset", "--data-root", "--abx", "--out-dir", "--device", "--seed", "--fresh", "--no-progress",
+                   "smoke", "default", "paper"):
         assert option in text
+    assert "--out " not in text  # --out is always a file; the book is a folder
 
 
 def test_build_refuses_to_replace_a_foreign_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "thesis.tex").write_text("precious", encoding="utf-8")
-    assert partsim_main(["book", "build", "--preset", "smoke", "--out", str(tmp_path), "--no-progress"]) == 2
-    assert "not a partsim book build" in capsys.readouterr().err
+    assert partsim_main(["book", "build", "--preset", "smoke", "--out-dir", str(tmp_path), "--no-progress"]) == 2
+    assert "did not write" in capsys.readouterr().err
     assert (tmp_path / "thesis.tex").read_text(encoding="utf-8") == "precious"
 
 
 def test_unknown_data_root_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(PartsimError, match="no_such_dataset"):
-        build_book("smoke", data_root=tmp_path / "no_such_dataset", out=tmp_path / "html", progress=False)
+        build_book("smoke", data_root=tmp_path / "no_such_dataset", out_dir=tmp_path / "book", progress=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,11 +175,11 @@ def test_unknown_data_root_is_a_user_error(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole book built with ``partsim book build --preset smoke --out <tmp>``, once."""
-    out = tmp_path_factory.mktemp("book") / "html"
-    code = partsim_main(["book", "build", "--preset", "smoke", "--out", str(out), "--no-progress"])
+    """The HTML of the whole book built with ``partsim book build --preset smoke --out-dir <tmp>``, once."""
+    out = tmp_path_factory.mktemp("book") / "build"
+    code = partsim_main(["book", "build", "--preset", "smoke", "--out-dir", str(out), "--no-progress"])
     assert code == 0, "partsim book build --preset smoke failed (see the captured stderr)"
-    return out
+    return out / "html"
 
 
 def _html_pages(html_dir: Path) -> list[Path]:
@@ -196,7 +198,13 @@ def test_smoke_book_has_every_chapter(smoke_book: Path) -> None:
     assert info["preset"] == "smoke"
     data_page = (smoke_book / "notebooks" / "data.html").read_text(encoding="utf-8")
     assert data_page.count('class="plotly-graph-div"') >= 4  # durations, shares, tempo, spectrogram
-    assert data_page.count("<audio") >= 2 and "data:audio/wav;base64," in data_page
+    # Audio plays from OGG files beside the page at the model's rate, never inlined.
+    sources = re.findall(r'<audio[^>]*\bsrc="([^"]+)"', data_page)
+    assert len(sources) >= 2 and "base64" not in data_page
+    for source in sources:
+        assert source.startswith("data_media/") and source.endswith(".ogg")
+        clip = smoke_book / "notebooks" / source
+        assert clip.read_bytes()[:4] == b"OggS"
     assert "Traceback" not in data_page
 
 
