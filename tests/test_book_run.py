@@ -149,6 +149,7 @@ def test_cli_book_run_reports_a_failing_cell(tiny_repo: Path, tmp_path: Path, mo
     _percent_notebook(tiny_repo / "notebooks" / "tinier.py", ['preset = "smoke"\ndata_root = ""',
                                                               "raise ValueError('boom')"])
     monkeypatch.setattr("partsim_core.book.execute.repository_root", lambda: tiny_repo)
+    monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))  # the failed copy goes there
     code = partsim_main(["book", "run", "tinier", "--out-dir", str(tmp_path / "o")])
     assert code == 2
     error = capsys.readouterr().err

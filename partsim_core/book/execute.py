@@ -268,6 +268,9 @@ def execute_notebook(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".tmp.ipynb", dir=output.parent)
     os.close(fd)
     tmp_path = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes it private; the executed notebook is for readers
     # papermill re-parses the parameters cell and warns about lines it cannot read (comments with "=") and about
     # parameters it thinks unknown; notebook_parameter_names has already done that check properly.
     papermill_logger = logging.getLogger("papermill")
