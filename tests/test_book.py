@@ -225,6 +225,49 @@ def test_smoke_book_loads_no_remote_script(smoke_book: Path) -> None:
             assert html.index("plotly.min.js") < html.index("Plotly.newPlot")
 
 
+#: Folders of the machine that built the book; no published file may name them.
+MACHINE_PATHS = ("/work/", "/home/", "/root/", "/tmp/", str(REPO_ROOT), str(Path.home()))
+
+#: Files that are not text (audio, images, fonts) and need no check.
+BINARY_SUFFIXES = {".ogg", ".png", ".jpg", ".svg", ".woff", ".woff2", ".ttf", ".eot", ".ico", ".gif"}
+
+
+@pytest.mark.slow
+def test_smoke_book_prints_no_machine_paths(smoke_book: Path) -> None:
+    build = smoke_book.parent  # html/ and results/
+    checked = 0
+    for path in sorted(build.rglob("*")):
+        if not path.is_file() or path.suffix in BINARY_SUFFIXES:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found = sorted({machine for machine in MACHINE_PATHS if machine in text})
+        assert not found, f"{path.relative_to(build)} names {found}"
+        checked += 1
+    assert checked > 10
+
+
+@pytest.mark.slow
+def test_smoke_book_collapses_every_code_cell(smoke_book: Path) -> None:
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    for name in (name for name in _toc_files(toc) if name.startswith("notebooks/")):
+        page = (smoke_book / f"{name}.html").read_text(encoding="utf-8")
+        cells = re.findall(r'<div class="cell((?: tag_[^ "]+)*) docutils container">', page)
+        assert cells, f"{name}: no code cells found"
+        visible = [tags for tags in cells if " tag_hide-input" not in tags and " tag_remove-input" not in tags]
+        assert not visible, f"{name}: {len(visible)} code cell(s) shown without a toggle"
+        assert page.count('<details class="admonition hide above-input">') >= len(cells) - page.count("tag_remove")
+        assert 'class="cell_output' in page  # outputs stay in view
+
+
+@pytest.mark.slow
+def test_smoke_book_writes_each_chapters_results(smoke_book: Path) -> None:
+    results = smoke_book.parent / "results"
+    data = json.loads((results / "data.json").read_text(encoding="utf-8"))
+    assert data["preset"] == "smoke" and data["tracks"]["test"] >= 1
+    info = json.loads((smoke_book / BUILD_INFO_NAME).read_text(encoding="utf-8"))
+    assert sorted(info["results"]) == sorted(path.stem for path in results.glob("*.json"))
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - signature of the base class
         pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -33,7 +34,7 @@ TINY_CELLS = [
 def _percent_notebook(path: Path, cells: list[str]) -> Path:
     """A jupytext percent notebook whose first cell is tagged ``parameters``; cells starting with "# %%" keep
     their own header."""
-    parts = ['# %% tags=["parameters"]\n' + cells[0] + "\n"]
+    parts = [f"# %% [markdown]\n# # Chapter {path.stem}\n", '# %% tags=["parameters"]\n' + cells[0] + "\n"]
     parts += [cell + "\n" if cell.startswith("# %%") else f"# %%\n{cell}\n" for cell in cells[1:]]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")
@@ -155,3 +156,41 @@ def test_cli_book_run_reports_a_failing_cell(tiny_repo: Path, tmp_path: Path, mo
     error = capsys.readouterr().err
     assert "notebooks/tinier.py failed" in error and "ValueError: boom" in error and "Traceback" not in error
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_build_book_collapses_code_publishes_media_and_results(tiny_repo: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole (tiny) book: jupyter-book renders code behind toggles, audio beside the page, results collected."""
+    import shutil
+
+    from partsim_core.book.build import build_book
+
+    monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
+    for name in ("_config.yml", "book"):  # the real configuration and static files
+        source = Path(__file__).resolve().parents[1] / name
+        if source.is_dir():
+            shutil.copytree(source, tiny_repo / name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, tiny_repo / name)
+    data = tmp_path / "data"
+    data.mkdir()
+    result = build_book("smoke", data_root=data, out_dir=tmp_path / "built", seed=5, repo=tiny_repo, progress=False,
+                        log=lambda message: None)
+    html_dir = tmp_path / "built" / "html"
+    assert result.html_dir == html_dir and (tmp_path / "built" / MARKER).is_file()
+    page = (html_dir / "notebooks" / "tiny.html").read_text(encoding="utf-8")
+    assert "smoke|5|1.5" in page  # seed passed on because tiny declares it
+    # Every code cell is collapsed behind a toggle; its output stays in view.
+    cells = re.findall(r'<div class="cell((?: tag_[^ "]+)*) docutils container">', page)
+    assert len(cells) == 5 and all(" tag_hide-input" in tags for tags in cells)
+    assert page.count('<details class="admonition hide above-input">') == 5  # myst-nb's toggle around each input
+    assert 'src="tiny_media/tiny-mix-a.ogg"' in page
+    assert (html_dir / "notebooks" / "tiny_media" / "tiny-mix-a.ogg").read_bytes()[:4] == b"OggS"
+    assert json.loads((tmp_path / "built" / "results" / "tiny.json").read_text()) == {
+        "preset": "smoke", "seed": 5, "value": 3.0, "nan": None}
+    assert result.results == {"tiny": "notebooks/tiny"}
+    for path in html_dir.rglob("*"):
+        if path.is_file() and path.suffix in (".html", ".ipynb", ".json", ".txt", ".js"):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            assert str(tmp_path) not in text, f"{path.relative_to(html_dir)} names the build machine's folders"

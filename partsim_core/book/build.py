@@ -144,6 +144,13 @@ def _run_jupyter_book(stage: Path, log_path: Path) -> None:
         raise PartsimError(f"jupyter-book build failed (exit {completed.returncode}; full log: {log_path}):\n{shown}")
 
 
+def relative_paths(parameters: dict[str, Any], cwd: Path) -> dict[str, Any]:
+    """``parameters`` with every path made relative to the kernel's working folder ``cwd``, so that the pages
+    (whose parameter cells show the values) name no absolute folder of the machine that built them."""
+    return {name: os.path.relpath(value, cwd) if isinstance(value, Path) else value
+            for name, value in parameters.items()}
+
+
 def media_folder_name(entry_name: str) -> str:
     """Folder beside a page holding its audio: ``notebooks/data`` -> ``data_media`` (in ``notebooks/``)."""
     return f"{Path(entry_name).name}{MEDIA_SUFFIX}"
@@ -229,10 +236,10 @@ def build_book(
 
     say(f"book: data step for preset {preset!r}" + (" (given data root)" if data_root else ""))
     dataset_root = resolve_dataset_root(preset, data_root or "", progress=progress)
-    parameters: dict[str, Any] = {"preset": preset, "data_root": str(dataset_root) if data_root else "",
+    parameters: dict[str, Any] = {"preset": preset, "data_root": dataset_root if data_root else "",
                                   "device": device, "seed": int(seed), "fresh": bool(fresh)}
     if abx_dir is not None:
-        parameters["abx_dir"] = str(Path(abx_dir).expanduser().resolve())
+        parameters["abx_dir"] = Path(abx_dir).expanduser().resolve()
 
     build_root = Path(out_dir).expanduser() if out_dir is not None else repo / "_build"
     result = BookBuildResult(preset=preset, html_dir=build_root / "html", results_dir=build_root / "results",
@@ -251,7 +258,8 @@ def build_book(
             environment = {MEDIA_DIR_ENV: str(stage / MEDIA_STAGE / entry.name),
                            MEDIA_URL_ENV: media_folder_name(entry.name),
                            RESULTS_DIR_ENV: str(stage / RESULTS_STAGE / entry.name)}
-            execute_notebook(entry.source, stage / f"{entry.name}.ipynb", parameters, cwd=entry.source.parent,
+            execute_notebook(entry.source, stage / f"{entry.name}.ipynb",
+                             relative_paths(parameters, entry.source.parent), cwd=entry.source.parent,
                              display_name=label, failed_copy=book_cache / "failed" / f"{Path(entry.name).name}.ipynb",
                              environment=environment, collapse_code=True)
             seconds = time.perf_counter() - tick

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import importlib.resources
+import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -182,10 +183,14 @@ def run_chapter(
         raise PartsimError(f"{label} has no parameter {', '.join(map(repr, unknown))}; its parameters: "
                            f"{', '.join(declared)}")
     values = {name: value for name, value in parameters.items() if name in declared}
+    for name in ("data_root", "abx_dir"):  # shown in the page's parameter cell: relative to the kernel's folder
+        if values.get(name):
+            values[name] = os.path.relpath(Path(values[name]).expanduser().resolve(), entry.source.parent)
     values.update({name: parse_parameter_value(text) for name, text in overrides})
     default_out = repo / "_build" / "run" / stem
     target = Path(out_dir).expanduser() if out_dir is not None else default_out
-    inputs = [values.get("data_root"), values.get("abx_dir"), repo / "notebooks"]
+    inputs = [entry.source.parent / values[name] for name in ("data_root", "abx_dir") if values.get(name)]
+    inputs.append(repo / "notebooks")
     plotly_js = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
     with output_directory(target, inputs, fresh=fresh or out_dir is None) as folder:
         environment = {MEDIA_DIR_ENV: str(folder / f"{stem}_media"), MEDIA_URL_ENV: f"{stem}_media",
