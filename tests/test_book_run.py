@@ -23,9 +23,9 @@ from partsim_core.errors import PartsimError
 TINY_CELLS = [
     'preset = "smoke"\ndata_root = ""\nseed = 0\nscale = 1.5',
     "# %% [markdown]\n# ## A section",
-    "import numpy as np\nfrom partsim_core.book.audio import audio_table\n"
-    "from partsim_core.book.notebook import publish_results\n"
-    "print(f'{preset}|{seed}|{scale}')",
+    ("import numpy as np\nfrom partsim_core.book.audio import audio_table\n"
+     "from partsim_core.book.notebook import publish_results\n"
+     "print(f'{preset}|{seed}|{scale}')"),
     "audio_table({'mix': {'a': np.sin(np.arange(8000) / 3.0) * 0.2}}, sample_rate=8000, name='tiny')",
     "publish_results('tiny', {'preset': preset, 'seed': seed, 'value': np.float32(scale) * 2, 'nan': float('nan')})",
 ]

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from partsim_core.errors import PartsimError
 from partsim_core.book.thesis_tables import side_by_side
 from partsim_core.book.viz import (
     comparison_table,
@@ -16,6 +15,7 @@ from partsim_core.book.viz import (
     tsne_scatter,
     wide_comparison,
 )
+from partsim_core.errors import PartsimError
 
 
 def test_comparison_table_formats_and_colours() -> None:

@@ -96,7 +96,7 @@ def audio_player(audio: Any, sample_rate: int, name: str, seconds: float | None 
         return ABSENT
     clip = np.asarray(audio, dtype=np.float32)
     if seconds is not None:
-        clip = clip[: max(1, int(round(seconds * sample_rate)))]
+        clip = clip[: max(1, round(seconds * sample_rate))]
     if clip.size == 0 or not np.any(clip):
         return SILENT
     folder, url = media_location()

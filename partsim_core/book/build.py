@@ -44,7 +44,13 @@ from partsim_core.book.execute import (
     read_toc,
 )
 from partsim_core.book.notebook import RESULTS_DIR_ENV, publish_results, setup_notebook
-from partsim_core.data.cache import atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text, cache_root
+from partsim_core.data.cache import (
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    cache_root,
+)
 from partsim_core.data.dataset import resolve_dataset_root
 from partsim_core.data.outputs import check_output_dir, output_directory
 from partsim_core.errors import PartsimError
@@ -104,8 +110,7 @@ class BookBuildResult:
 
 
 def copy_plotly_js(static_dir: Path) -> Path:
-    """Copy ``plotly.min.js`` from the installed plotly package into ``static_dir`` (a built artefact).
-    """
+    """Copy ``plotly.min.js`` from the installed plotly package into ``static_dir`` (a built artefact)."""
     source = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
     if not source.is_file():
         raise PartsimError(f"the installed plotly package has no {source}; reinstall plotly")

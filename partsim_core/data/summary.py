@@ -95,7 +95,7 @@ def non_silent_minutes(durations: pd.DataFrame, splits: Sequence[str] = SPLITS) 
 
 def filtered_test_counts(handle: DatasetHandle) -> dict[str, int]:
     """Test tracks before and after the chapters' 10 % filter, and how many it removed."""
-    before = int(len(handle.filter_table))
+    before = len(handle.filter_table)
     kept = int(handle.filter_table["kept"].sum()) if before else 0
     return {"before": before, "kept": kept, "removed": before - kept}
 
