@@ -23,7 +23,8 @@ from partsim_core.errors import PartsimError
 TINY_CELLS = [
     'preset = "smoke"\ndata_root = ""\nseed = 0\nscale = 1.5',
     "# %% [markdown]\n# ## A section",
-    ("import numpy as np\nfrom partsim_core.book.audio import audio_table\n"
+    ("import numpy as np\nimport partsim_core.book.build  # imports tqdm.auto, which warns in a kernel\n"
+     "from partsim_core.book.audio import audio_table\n"
      "from partsim_core.book.notebook import publish_results\n"
      "print(f'{preset}|{seed}|{scale}')"),
     "audio_table({'mix': {'a': np.sin(np.arange(8000) / 3.0) * 0.2}}, sample_rate=8000, name='tiny')",
@@ -89,6 +90,8 @@ def test_executed_notebook_gets_environment_collapsed_code_and_no_paths(tiny_rep
     executed = nbformat.read(output, as_version=4)
     printed = "".join(out.get("text", "") for cell in executed.cells for out in cell.get("outputs", []))
     assert "paper|7|1.5" in printed
+    stderr = [out for cell in executed.cells for out in cell.get("outputs", []) if out.get("name") == "stderr"]
+    assert not stderr  # e.g. tqdm's IProgress warning, which names its installed file
     code_cells = [cell for cell in executed.cells if cell.cell_type == "code"]
     assert len(code_cells) == 5  # parameters, papermill's injected parameters, three more
     assert all(HIDE_INPUT_TAG in cell.metadata.get("tags", []) for cell in code_cells)
