@@ -32,22 +32,18 @@ preset = "smoke"  # smoke | default | paper (partsim_core.presets)
 data_root = ""  # a Slakh2100-format folder, or empty for the embedded generated dataset of the preset
 
 # %%
-from partsim_core.book.notebook import setup_notebook
-
-setup_notebook()  # plotly figures as offline HTML divs, pandas display options
-
-# %%
 import plotly.express as px
 import plotly.graph_objects as go
 from IPython.display import display
 from plotly.subplots import make_subplots
 
 from partsim_core.book.audio import audio_table
-from partsim_core.book.notebook import publish_results
+from partsim_core.book.notebook import publish_results, setup_notebook
 from partsim_core.data import summary
 from partsim_core.data.dataset import load_dataset
 from partsim_core.data.synth import read_ground_truth
 
+setup_notebook()  # plotly figures as offline HTML divs, pandas display options
 data = load_dataset(preset, data_root)
 settings = data.preset
 SPLITS = summary.present_splits(data)

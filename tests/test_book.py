@@ -327,6 +327,15 @@ def test_every_page_renders_in_headless_chromium(smoke_book: Path, served_book: 
                                       ".filter(d => d.querySelector('.main-svg')).length")
                 assert drawn == n_figures, f"{path.name}: {drawn} of {n_figures} figures drawn"
                 figures_seen += n_figures
+                # Every audio player's file (OGG beside the page) loads and has a duration.
+                audio = page.evaluate("""async () => Promise.all([...document.querySelectorAll('audio')].map(
+                    a => new Promise(done => {
+                        a.addEventListener('loadedmetadata', () => done([a.getAttribute('src'), a.duration]),
+                                           {once: true});
+                        a.addEventListener('error', () => done([a.getAttribute('src'), -1]), {once: true});
+                        a.preload = 'metadata'; a.load(); })))""")
+                broken = [source for source, duration in audio if not duration > 0]
+                assert not broken, f"{path.name}: audio that does not load: {broken}"
                 page.wait_for_timeout(200)  # let late console errors arrive
                 assert not errors, f"{path.name}: JavaScript errors: {errors}"
                 remote = [request for request in requests
