@@ -230,16 +230,14 @@ def wide_comparison(comparison: pd.DataFrame, digits: int = 2, caption: str | No
     ours = _ours_label(comparison, "wide_comparison")
     rows = list(dict.fromkeys(comparison["row"]))
     columns = list(dict.fromkeys(comparison["column"]))
-    frame = comparison.copy()
-    if "low" in frame.columns:
+    frame = comparison
+    if "low" in comparison.columns:  # ours as "value [low, high]" text; the thesis stays a number
+        frame = comparison.copy()
         frame[ours] = [format_interval(v, lo, hi, digits)
                        for v, lo, hi in zip(frame[ours], frame["low"], frame["high"], strict=True)]
-    frame["thesis"] = [format_interval(value, digits=digits) for value in frame["thesis"]]
-    frame[ours] = [format_interval(value, digits=digits) if not isinstance(value, str) else value
-                   for value in frame[ours]]
     wide = frame.pivot(index="row", columns="column", values=["thesis", ours])
     wide = wide.swaplevel(axis=1).reindex(index=rows, columns=pd.MultiIndex.from_product([columns, ["thesis", ours]]))
-    wide = wide.fillna(MISSING)
     wide.index.name = None
-    styler = wide.style.set_properties(subset=[(column, ours) for column in columns], **{"font-weight": "bold"})
+    styler = wide.style.format(lambda value: value if isinstance(value, str) else format_interval(value, digits=digits))
+    styler = styler.set_properties(subset=[(column, ours) for column in columns], **{"font-weight": "bold"})
     return styler.set_caption(caption) if caption else styler
