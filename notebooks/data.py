@@ -32,36 +32,23 @@ preset = "smoke"  # smoke | default | paper (partsim_core.presets)
 data_root = ""  # a Slakh2100-format folder, or empty for the embedded generated dataset of the preset
 
 # %%
-from partsim_core.book.build import setup_notebook
-
-setup_notebook()  # plotly figures as offline HTML divs, pandas display options
-
-# %%
-import numpy as np
-import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
-from IPython.display import HTML, Audio, display
+from IPython.display import display
 from plotly.subplots import make_subplots
 
-from partsim_core import INSTRUMENTS
-from partsim_core.data.dataset import resolve_dataset_root
-from partsim_core.data.cache import StemCache
-from partsim_core.data.segments import filter_test_tracks, non_silent_seconds, tempo_classes, track_tempo
-from partsim_core.data.slakh import open_slakh
+from partsim_core.book.audio import audio_table
+from partsim_core.book.notebook import publish_results, setup_notebook
+from partsim_core.data import summary
+from partsim_core.data.dataset import load_dataset
 from partsim_core.data.synth import read_ground_truth
-from partsim_core.frontend import log_mel
-from partsim_core.presets import get_preset
 
-settings = get_preset(preset)
-root = resolve_dataset_root(preset, data_root)
-dataset = open_slakh(root)
-cache = StemCache(dataset, sample_rate=settings.frontend.sample_rate)
-# Tracks the redux release omits (duplicates) take no part in any chapter.
-SPLITS = [split for split in ("train", "validation", "test") if dataset.tracks(split)]
-tracks = [track for split in SPLITS for track in dataset.tracks(split)]
-print(f"preset {preset!r}: {len(tracks)} tracks ({dataset.variant}) at {root.name}; "
-      f"analysed at {cache.sample_rate} Hz")
+setup_notebook()  # plotly figures as offline HTML divs, pandas display options
+data = load_dataset(preset, data_root)
+settings = data.preset
+SPLITS = summary.present_splits(data)
+print(f"preset {preset!r}: {len(summary.all_tracks(data))} tracks ({data.dataset.variant}) at {data.root.name}; "
+      f"analysed at {data.cache.sample_rate} Hz")
 
 # %% [markdown]
 # ## Tracks, splits and parts
@@ -70,29 +57,14 @@ print(f"preset {preset!r}: {len(tracks)} tracks ({dataset.variant}) at {root.nam
 # when at least one of its stems with audio belongs to that part's group).
 
 # %%
-split_rows = []
-for split in SPLITS:
-    split_tracks = dataset.tracks(split)
-    minutes = sum(len(cache.get(track, "mix")) for track in split_tracks) / cache.sample_rate / 60
-    row = {"split": split, "tracks": len(split_tracks), "minutes of audio": minutes}
-    for part in INSTRUMENTS:
-        row[f"with {part}"] = sum(part in track.stems_by_group() for track in split_tracks)
-    split_rows.append(row)
-split_table = pd.DataFrame(split_rows).set_index("split")
-split_table.loc["total"] = split_table.sum()
-split_table["tracks"] = split_table["tracks"].astype(int)
-split_table
+summary.split_table(data)
 
 # %% [markdown]
 # Stems per part: how many individual instrument stems feed each part (the "others" part gathers everything
 # outside the four named groups, e.g. strings, brass, synth leads and pads).
 
 # %%
-stem_counts = pd.DataFrame(
-    [{"split": track.split, "part": stem.group, "stems": 1}
-     for track in tracks for stem in track.stems if stem.audio_path is not None]
-).pivot_table(index="split", columns="part", values="stems", aggfunc="sum", fill_value=0)
-stem_counts.reindex(index=SPLITS, columns=[part for part in INSTRUMENTS if part in stem_counts.columns])
+summary.stem_counts(data)
 
 # %% [markdown]
 # ## How long each part is playing
@@ -102,26 +74,13 @@ stem_counts.reindex(index=SPLITS, columns=[part for part in INSTRUMENTS if part 
 # that decides which segments can serve as triplet anchors and which test tracks survive the filter below.
 
 # %%
-segment_seconds = settings.segment_seconds
-duration_rows = []
-for track in tracks:
-    present = track.stems_by_group()
-    for part in INSTRUMENTS:
-        if part in present:
-            audio = cache.get(track, part)
-            duration_rows.append({
-                "split": track.split, "track": track.track_id, "part": part,
-                "non-silent seconds": non_silent_seconds(audio, cache.sample_rate, segment_seconds,
-                                                         settings.silence_threshold),
-                "track seconds": len(audio) / cache.sample_rate,
-            })
-durations = pd.DataFrame(duration_rows)
-per_split = durations.pivot_table(index="split", columns="part", values="non-silent seconds", aggfunc="sum")
-per_split = (per_split / 60).reindex(index=SPLITS, columns=[p for p in INSTRUMENTS if p in per_split.columns])
+durations = summary.part_durations(data)
+per_split = summary.non_silent_minutes(durations, SPLITS)
 fig = px.bar(
     per_split.reset_index().melt(id_vars="split", var_name="part", value_name="minutes"),
     x="part", y="minutes", color="split", barmode="group",
-    title=f"Non-silent minutes per part ({segment_seconds:g}-s segments, threshold {settings.silence_threshold:g})",
+    title=f"Non-silent minutes per part ({settings.segment_seconds:g}-s segments, "
+          f"threshold {settings.silence_threshold:g})",
 )
 fig.show()
 per_split.round(2).rename_axis(columns="non-silent minutes")
@@ -131,9 +90,8 @@ per_split.round(2).rename_axis(columns="non-silent minutes")
 # the part. Drums and bass tend to play throughout; the other parts come and go with the song's sections.
 
 # %%
-durations["share playing"] = durations["non-silent seconds"] / durations["track seconds"]
 fig = px.box(durations, x="part", y="share playing", color="split", points="all",
-             category_orders={"part": list(INSTRUMENTS), "split": SPLITS},
+             category_orders={"part": list(summary.GROUPS), "split": SPLITS},
              title="Share of the track during which each part is non-silent")
 fig.update_yaxes(range=[0, 1.05])
 fig.show()
@@ -142,15 +100,13 @@ fig.show()
 # ## The test-set filter (thesis 4.4.1)
 #
 # The thesis removes the 10 % of test tracks whose shortest part is non-silent for the least time (151 -> 136
-# tracks on Slakh2100 redux), so that every evaluated part has enough audio. On this dataset:
+# tracks on Slakh2100 redux), so that every evaluated part has enough audio. The table is the filter every chapter
+# uses (the dataset handle's), shortest first:
 
 # %%
-test_tracks = dataset.tracks("test")
-kept_tracks, filter_table = filter_test_tracks(cache, test_tracks, fraction=0.1, seconds=segment_seconds,
-                                               progress=False)
-print(f"test tracks: {len(test_tracks)} -> {len(kept_tracks)} after removing "
-      f"{len(test_tracks) - len(kept_tracks)} (floor of 10 %)")
-filter_table.sort_values("shortest_non_silent_s")
+counts = summary.filtered_test_counts(data)
+print(f"test tracks: {counts['before']} -> {counts['kept']} after removing {counts['removed']} (floor of 10 %)")
+data.filter_table.sort_values("shortest_non_silent_s")
 
 # %% [markdown]
 # ## Tempo classes (thesis 4.4.1)
@@ -160,13 +116,10 @@ filter_table.sort_values("shortest_non_silent_s")
 # (at least four tracks per class).
 
 # %%
-train_tracks = dataset.tracks("train")
-tempos = {track.track_id: track_tempo(track) for track in train_tracks}
-classes = tempo_classes(tempos)
-tempo_table = pd.DataFrame({"tempo (BPM)": tempos, "tempo class": classes}).sort_values("tempo (BPM)")
-fig = px.scatter(tempo_table.reset_index(names="track"), x="tempo (BPM)", y="tempo class", hover_name="track",
+tempos = summary.tempo_table(data.dataset.tracks("train"))
+fig = px.scatter(tempos.reset_index(), x="tempo (BPM)", y="tempo class", hover_name="track",
                  title=f"Tempo of the {len(tempos)} training tracks and their "
-                       f"{len(set(classes.values()))} tempo classes")
+                       f"{tempos['tempo class'].nunique()} tempo classes")
 fig.show()
 
 # %% [markdown]
@@ -177,51 +130,32 @@ fig.show()
 # top, then each part. A part the track does not have is shown as silence.
 
 # %%
-example = (kept_tracks or test_tracks or tracks)[0]
-excerpt_seconds = 8.0
-parts_audio = cache.get_all(example)
-n_samples = min(len(parts_audio["mix"]), int(excerpt_seconds * cache.sample_rate))
-rows = ["mix", *INSTRUMENTS]
-batch = np.stack([np.asarray(parts_audio[name][:n_samples], dtype=np.float32) for name in rows])
-spectrograms = log_mel(batch, settings.frontend).numpy()
-frame_seconds = settings.frontend.hop_length / settings.frontend.sample_rate
-times = np.arange(spectrograms.shape[-1]) * frame_seconds
+example = (data.test_tracks or summary.all_tracks(data))[0]
+rows = ["mix", *summary.GROUPS]
+spectrograms, times = summary.excerpt_log_mel(data.cache, example, settings.frontend, seconds=8.0, parts=rows)
 fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.02, subplot_titles=rows)
 for index, name in enumerate(rows):
     fig.add_trace(
-        go.Heatmap(z=np.round(spectrograms[index], 2), x=np.round(times, 3), coloraxis="coloraxis",
+        go.Heatmap(z=spectrograms[index].round(2), x=times.round(3), coloraxis="coloraxis",
                    hovertemplate="t=%{x:.2f} s, mel bin %{y}: %{z:.2f}<extra>" + name + "</extra>"),
         row=index + 1, col=1,
     )
 fig.update_layout(height=150 * len(rows) + 80, coloraxis={"colorscale": "Magma", "colorbar": {"title": "level"}},
                   title=f"{example.track_id} ({example.split}): log-mel, {settings.frontend.n_mels} bins, "
-                        f"first {n_samples / cache.sample_rate:.1f} s")
+                        f"first {times[-1]:.1f} s")
 fig.update_xaxes(title_text="time (s)", row=len(rows), col=1)
 fig.show()
 
 # %% [markdown]
 # ## Listen
 #
-# Five-second excerpts of two test tracks: the mix and each part the track has. They are resampled to 8 kHz to
-# keep this page small, so they sound duller than the data the models use.
+# Five-second excerpts of two test tracks: the mix and each part the track has, at the sample rate the models
+# analyse (see the first cell's output).
 
 # %%
-listen_rate = 8000
-listen_seconds = 5.0
-listen_cache = StemCache(dataset, sample_rate=listen_rate)
-listen_tracks = (kept_tracks or test_tracks or tracks)[:2]
-header = "".join(f"<th>{track.track_id}</th>" for track in listen_tracks)
-html_rows = []
-for name in ["mix", *INSTRUMENTS]:
-    cells = []
-    for track in listen_tracks:
-        if name != "mix" and name not in track.stems_by_group():
-            cells.append("<td>(no such part)</td>")
-            continue
-        clip = np.asarray(listen_cache.get(track, name)[: int(listen_seconds * listen_rate)], dtype=np.float32)
-        cells.append(f"<td>{Audio(clip, rate=listen_rate)._repr_html_() if np.any(clip) else '(silent)'}</td>")
-    html_rows.append(f"<tr><th>{name}</th>{''.join(cells)}</tr>")
-display(HTML(f"<table class='partsim-audio-table'><tr><th></th>{header}</tr>{''.join(html_rows)}</table>"))
+listen_tracks = (data.test_tracks or summary.all_tracks(data))[:2]
+audio_table(summary.listening_clips(data.cache, listen_tracks), sample_rate=data.cache.sample_rate,
+            name="data-listen", seconds=5.0)
 
 # %% [markdown]
 # ## Ground truth of the generated dataset
@@ -232,29 +166,19 @@ display(HTML(f"<table class='partsim-audio-table'><tr><th></th>{header}</tr>{''.
 # Real Slakh2100 has no such file.
 
 # %%
-ground_truth = read_ground_truth(root)
-if ground_truth is not None:
+ground_truth = read_ground_truth(data.root)
+styles = summary.style_tables(ground_truth)
+if styles is not None:
     generator = ground_truth.get("generator", {})
     print("generator: " + ", ".join(f"{key} {generator.get(key)}"
                                     for key in ("name", "version", "preset", "seed", "soundfont")))
-    song_rows = []
-    for track_id, song in sorted(ground_truth["tracks"].items()):
-        row = {"track": track_id, "split": song.get("split"), "tempo": song.get("tempo"),
-               "key": f"{song.get('key', '')} {song.get('mode', '')}".strip()}
-        for part in INSTRUMENTS:
-            row[part] = song.get("parts", {}).get(part, {}).get("style", "-")
-        song_rows.append(row)
-    style_table = pd.DataFrame(song_rows).set_index("track")
-    display(style_table)
-    style_counts = pd.DataFrame(
-        [{"part": part, "style": info.get("style"), "tracks": 1}
-         for song in ground_truth["tracks"].values() for part, info in song.get("parts", {}).items()]
-    ).pivot_table(index="style", columns="part", values="tracks", aggfunc="sum", fill_value=0)
-    style_counts = style_counts.reindex(columns=[part for part in INSTRUMENTS if part in style_counts.columns])
-    display(style_counts.rename_axis(columns="tracks per style"))
+    display(*styles)
 else:
-    print(f"{root.name} has no partsim_ground_truth.json: not a generated dataset (e.g. real Slakh2100), "
+    print(f"{data.root.name} has no partsim_ground_truth.json: not a generated dataset (e.g. real Slakh2100), "
           "so there is no style ground truth to show.")
+
+# %%
+publish_results("data", summary.data_results(data))
 
 # %% [markdown]
 # ## What differs from the thesis and why

@@ -150,20 +150,22 @@ def test_cli_build_help_explains_every_option(capsys: pytest.CaptureFixture[str]
         partsim_main(["book", "build", "--help"])
     assert exited.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--preset", "--data-root", "--abx", "--out", "--no-progress", "smoke", "default", "paper"):
+    for option in ("--preset", "--data-root", "--abx", "--out-dir", "--device", "--seed", "--fresh", "--no-progress",
+                   "smoke", "default", "paper"):
         assert option in text
+    assert "--out " not in text  # --out is always a file; the book is a folder
 
 
 def test_build_refuses_to_replace_a_foreign_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "thesis.tex").write_text("precious", encoding="utf-8")
-    assert partsim_main(["book", "build", "--preset", "smoke", "--out", str(tmp_path), "--no-progress"]) == 2
-    assert "not a partsim book build" in capsys.readouterr().err
+    assert partsim_main(["book", "build", "--preset", "smoke", "--out-dir", str(tmp_path), "--no-progress"]) == 2
+    assert "did not write" in capsys.readouterr().err
     assert (tmp_path / "thesis.tex").read_text(encoding="utf-8") == "precious"
 
 
 def test_unknown_data_root_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(PartsimError, match="no_such_dataset"):
-        build_book("smoke", data_root=tmp_path / "no_such_dataset", out=tmp_path / "html", progress=False)
+        build_book("smoke", data_root=tmp_path / "no_such_dataset", out_dir=tmp_path / "book", progress=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,11 +175,11 @@ def test_unknown_data_root_is_a_user_error(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole book built with ``partsim book build --preset smoke --out <tmp>``, once."""
-    out = tmp_path_factory.mktemp("book") / "html"
-    code = partsim_main(["book", "build", "--preset", "smoke", "--out", str(out), "--no-progress"])
+    """The HTML of the whole book built with ``partsim book build --preset smoke --out-dir <tmp>``, once."""
+    out = tmp_path_factory.mktemp("book") / "build"
+    code = partsim_main(["book", "build", "--preset", "smoke", "--out-dir", str(out), "--no-progress"])
     assert code == 0, "partsim book build --preset smoke failed (see the captured stderr)"
-    return out
+    return out / "html"
 
 
 def _html_pages(html_dir: Path) -> list[Path]:
@@ -196,7 +198,13 @@ def test_smoke_book_has_every_chapter(smoke_book: Path) -> None:
     assert info["preset"] == "smoke"
     data_page = (smoke_book / "notebooks" / "data.html").read_text(encoding="utf-8")
     assert data_page.count('class="plotly-graph-div"') >= 4  # durations, shares, tempo, spectrogram
-    assert data_page.count("<audio") >= 2 and "data:audio/wav;base64," in data_page
+    # Audio plays from OGG files beside the page at the model's rate, never inlined.
+    sources = re.findall(r'<audio[^>]*\bsrc="([^"]+)"', data_page)
+    assert len(sources) >= 2 and "base64" not in data_page
+    for source in sources:
+        assert source.startswith("data_media/") and source.endswith(".ogg")
+        clip = smoke_book / "notebooks" / source
+        assert clip.read_bytes()[:4] == b"OggS"
     assert "Traceback" not in data_page
 
 
@@ -215,6 +223,49 @@ def test_smoke_book_loads_no_remote_script(smoke_book: Path) -> None:
             tag = re.search(r"<script[^>]*plotly\.min\.js[^>]*>", html).group(0)
             assert "defer" not in tag and "async" not in tag
             assert html.index("plotly.min.js") < html.index("Plotly.newPlot")
+
+
+#: Folders of the machine that built the book; no published file may name them.
+MACHINE_PATHS = ("/work/", "/home/", "/root/", "/tmp/", str(REPO_ROOT), str(Path.home()))
+
+#: Files that are not text (audio, images, fonts) and need no check.
+BINARY_SUFFIXES = {".ogg", ".png", ".jpg", ".svg", ".woff", ".woff2", ".ttf", ".eot", ".ico", ".gif"}
+
+
+@pytest.mark.slow
+def test_smoke_book_prints_no_machine_paths(smoke_book: Path) -> None:
+    build = smoke_book.parent  # html/ and results/
+    checked = 0
+    for path in sorted(build.rglob("*")):
+        if not path.is_file() or path.suffix in BINARY_SUFFIXES:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found = sorted({machine for machine in MACHINE_PATHS if machine in text})
+        assert not found, f"{path.relative_to(build)} names {found}"
+        checked += 1
+    assert checked > 10
+
+
+@pytest.mark.slow
+def test_smoke_book_collapses_every_code_cell(smoke_book: Path) -> None:
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    for name in (name for name in _toc_files(toc) if name.startswith("notebooks/")):
+        page = (smoke_book / f"{name}.html").read_text(encoding="utf-8")
+        cells = re.findall(r'<div class="cell((?: tag_[^ "]+)*) docutils container">', page)
+        assert cells, f"{name}: no code cells found"
+        visible = [tags for tags in cells if " tag_hide-input" not in tags and " tag_remove-input" not in tags]
+        assert not visible, f"{name}: {len(visible)} code cell(s) shown without a toggle"
+        assert page.count('<details class="admonition hide above-input">') >= len(cells) - page.count("tag_remove")
+        assert 'class="cell_output' in page  # outputs stay in view
+
+
+@pytest.mark.slow
+def test_smoke_book_writes_each_chapters_results(smoke_book: Path) -> None:
+    results = smoke_book.parent / "results"
+    data = json.loads((results / "data.json").read_text(encoding="utf-8"))
+    assert data["preset"] == "smoke" and data["tracks"]["test"] >= 1
+    info = json.loads((smoke_book / BUILD_INFO_NAME).read_text(encoding="utf-8"))
+    assert sorted(info["results"]) == sorted(path.stem for path in results.glob("*.json"))
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -276,6 +327,15 @@ def test_every_page_renders_in_headless_chromium(smoke_book: Path, served_book: 
                                       ".filter(d => d.querySelector('.main-svg')).length")
                 assert drawn == n_figures, f"{path.name}: {drawn} of {n_figures} figures drawn"
                 figures_seen += n_figures
+                # Every audio player's file (OGG beside the page) loads and has a duration.
+                audio = page.evaluate("""async () => Promise.all([...document.querySelectorAll('audio')].map(
+                    a => new Promise(done => {
+                        a.addEventListener('loadedmetadata', () => done([a.getAttribute('src'), a.duration]),
+                                           {once: true});
+                        a.addEventListener('error', () => done([a.getAttribute('src'), -1]), {once: true});
+                        a.preload = 'metadata'; a.load(); })))""")
+                broken = [source for source, duration in audio if not duration > 0]
+                assert not broken, f"{path.name}: audio that does not load: {broken}"
                 page.wait_for_timeout(200)  # let late console errors arrive
                 assert not errors, f"{path.name}: JavaScript errors: {errors}"
                 remote = [request for request in requests

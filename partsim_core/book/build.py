@@ -1,4 +1,4 @@
-"""Build the partsim Jupyter Book: data step, papermill execution of each chapter, offline HTML.
+"""Build the partsim Jupyter Book: data step, papermill execution of each chapter, offline HTML, results JSON.
 
 ``partsim book build`` (see :mod:`partsim_core.cli.book`) calls :func:`build_book`, which
 
@@ -6,25 +6,23 @@
    (:func:`partsim_core.data.synth.synthesize_dataset` returns at once when it is already there);
 2. converts every chapter notebook listed in ``_toc.yml`` (jupytext "percent" files ``notebooks/<name>.py``) to
    ``.ipynb`` and executes it exactly once with papermill in a staging folder under
-   ``cache_root()/book/<preset>/``; a failing cell fails the build with a :class:`PartsimError` naming the
-   notebook and the cell's error;
+   ``cache_root()/book/<preset>/``, passing ``preset``, ``data_root``, ``device``, ``seed``, ``fresh`` and
+   ``abx_dir`` to the notebooks whose ``parameters`` cell declares them; a failing cell fails the build with a
+   :class:`PartsimError` naming the notebook and the cell's error. Every code cell is tagged ``hide-input``, so
+   the pages show prose, tables, figures and audio with the code behind a toggle;
 3. copies ``plotly.min.js`` from the installed plotly package into the staged ``book/_static`` and runs
    ``jupyter-book build`` on the staging folder with execution off;
-4. publishes ``_build/html`` atomically to ``<repo>/_build/html`` or the requested folder.
+4. publishes the HTML to ``<out-dir>/html`` (with each page's audio files beside it in ``<page>_media/``) and the
+   results each notebook handed over with :func:`~partsim_core.book.notebook.publish_results` to
+   ``<out-dir>/results/<name>.json``; ``<out-dir>`` is ``<repo>/_build`` unless given.
 
 Every chapter notebook calls :func:`setup_notebook` in its first code cell so that plotly figures render as plain
-HTML divs that rely on the single ``plotly.min.js`` the book ships (no CDN, no require.js), and
-:func:`resolve_dataset_root` to find its data.
+HTML divs that rely on the single ``plotly.min.js`` the book ships (no CDN, no require.js).
 """
 
 from __future__ import annotations
 
-import ast
-import contextlib
 import importlib.resources
-import itertools
-import json
-import logging
 import os
 import re
 import shutil
@@ -32,36 +30,52 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from partsim_core.book.audio import MEDIA_DIR_ENV, MEDIA_URL_ENV
+from partsim_core.book.execute import (
+    book_repo,
+    execute_notebook,
+    notebook_parameter_names,
+    read_notebook_source,
+    read_toc,
+)
+from partsim_core.book.notebook import RESULTS_DIR_ENV, publish_results, setup_notebook
 from partsim_core.data.cache import (
     atomic_directory,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     cache_root,
-    repository_root,
 )
 from partsim_core.data.dataset import resolve_dataset_root
+from partsim_core.data.outputs import check_output_dir, output_directory
 from partsim_core.errors import PartsimError
 from partsim_core.presets import get_preset
+
+__all__ = [
+    "BookBuildResult", "build_book", "execute_notebook", "main_summary", "notebook_parameter_names",
+    "publish_results", "read_notebook_source", "read_toc", "setup_notebook",
+]
 
 #: Parameters every chapter notebook declares in its ``parameters`` cell.
 COMMON_PARAMETERS: tuple[str, ...] = ("preset", "data_root")
 
-#: Name of the plotly renderer registered by :func:`setup_notebook`.
-PLOTLY_RENDERER_NAME = "partsim_book"
-
-#: File written into a published HTML folder; marks it as ours so that a rebuild may replace it.
+#: File written into a published HTML folder: the build's preset and timings (no machine paths).
 BUILD_INFO_NAME = ".partsim-book.json"
 
 #: Folders and files of the repository that make up the book besides the notebooks.
 BOOK_SOURCES: tuple[str, ...] = ("_config.yml", "_toc.yml", "book")
+
+#: Staging sub-folders where notebooks write their audio and their results.
+MEDIA_STAGE = "_media"
+RESULTS_STAGE = "_results"
+
+#: Suffix of the folder beside a page that holds its audio files (``notebooks/data_media/``).
+MEDIA_SUFFIX = "_media"
 
 #: Terminal colour codes in Sphinx's output (stripped from the saved log).
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -70,329 +84,33 @@ ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 PROBLEM_LINE = re.compile(r"WARNING:|ERROR:|CRITICAL:|^\w*(Error|Exception)\b")
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Inside a chapter notebook
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _make_plotly_div_renderer() -> Any:
-    """A plotly renderer that emits a bare ``<div>`` + inline script, without plotly.js (book pages load it once)."""
-    import plotly.io as pio
-    from plotly.io._base_renderers import MimetypeRenderer
-
-    class PlotlyDivRenderer(MimetypeRenderer):
-        """Renders a figure as ``text/html``: one div and an inline ``Plotly.newPlot`` call, no plotly.js."""
-
-        def __init__(self) -> None:
-            # Deterministic div ids (rather than random UUIDs) keep rebuilt HTML identical for identical results.
-            self._counter = itertools.count(1)
-
-        def to_mimebundle(self, fig_dict: dict) -> dict[str, str]:
-            html = pio.to_html(
-                fig_dict,
-                include_plotlyjs=False,
-                include_mathjax=False,
-                full_html=False,
-                validate=False,
-                div_id=f"partsim-figure-{next(self._counter)}",
-                default_width="100%",
-                config={"displaylogo": False, "responsive": True},
-            )
-            return {"text/html": html}
-
-    return PlotlyDivRenderer()
-
-
-def setup_notebook() -> None:
-    """Prepare a chapter notebook for the book; every chapter calls this in its first code cell.
-
-    Registers and selects a plotly renderer whose figures are HTML divs that use the ``plotly.min.js`` shipped once
-    with the book (see ``_config.yml``), instead of embedding 4 MB of plotly.js per figure or loading it from a CDN,
-    and sets pandas display options for readable tables.
-
-    Used by: every notebook in ``notebooks/`` (Data chapter, chapters 3-6).
-    """
-    import warnings
-
-    import pandas as pd
-    import plotly.io as pio
-
-    # tqdm.auto falls back to text bars without ipywidgets and warns about it on import; text bars are what the
-    # book wants (widget bars would need widget JavaScript from a CDN).
-    warnings.filterwarnings("ignore", message="IProgress not found")
-    pio.renderers[PLOTLY_RENDERER_NAME] = _make_plotly_div_renderer()
-    pio.renderers.default = PLOTLY_RENDERER_NAME
-    pd.set_option("display.max_rows", 60)
-    pd.set_option("display.max_columns", 30)
-    pd.set_option("display.width", 160)
-    pd.set_option("display.precision", 3)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Table of contents and notebook sources
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TocEntry:
-    """One ``file:`` entry of ``_toc.yml``, resolved against the repository."""
-
-    name: str  # as written in _toc.yml, without suffix: "notebooks/data"
-    source: Path  # the file it resolves to: notebooks/data.py or book/intro.md
-
-    @property
-    def is_notebook(self) -> bool:
-        """True for a chapter notebook (a jupytext ``.py`` or an ``.ipynb`` source)."""
-        return self.source.suffix in (".py", ".ipynb")
-
-
-def _toc_file_names(node: Any) -> list[str]:
-    """All ``file``/``root`` values of a parsed ``_toc.yml``, in reading order."""
-    names: list[str] = []
-    if isinstance(node, Mapping):
-        for key in ("root", "file"):
-            if isinstance(node.get(key), str):
-                names.append(node[key])
-        for value in node.values():
-            if isinstance(value, list | Mapping):
-                names.extend(_toc_file_names(value))
-    elif isinstance(node, list):
-        for item in node:
-            names.extend(_toc_file_names(item))
-    return names
-
-
-def read_toc(repo: Path | None = None) -> list[TocEntry]:
-    """Every page of ``_toc.yml``, resolved to its source file in the repository.
-
-    Used by: :func:`build_book` and ``tests/test_book.py``.
-
-    Raises:
-        PartsimError: ``_toc.yml`` is missing or malformed, or an entry has no source file.
-    """
-    repo = _repo(repo)
-    toc_path = repo / "_toc.yml"
-    try:
-        toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PartsimError(f"{toc_path}: no table of contents (is this the partsim repository?)") from None
-    except yaml.YAMLError as error:
-        raise PartsimError(f"{toc_path}: not valid YAML: {error}") from None
-    if not isinstance(toc, Mapping) or "root" not in toc:
-        raise PartsimError(f"{toc_path}: expected a jupyter-book table of contents with a 'root' entry")
-    entries = []
-    for name in _toc_file_names(toc):
-        stem = Path(name).with_suffix("") if Path(name).suffix in (".md", ".py", ".ipynb") else Path(name)
-        candidates = [repo / f"{stem}{suffix}" for suffix in (".py", ".md", ".ipynb")]
-        found = [path for path in candidates if path.is_file()]
-        if not found:
-            raise PartsimError(f"{toc_path}: entry {name!r} has no source file ({stem}.py, .md or .ipynb)")
-        entries.append(TocEntry(name=str(stem), source=found[0]))
-    return entries
-
-
-def read_notebook_source(path: Path) -> Any:
-    """Read a chapter notebook (jupytext percent ``.py`` or ``.ipynb``) as an nbformat notebook.
-
-    Raises:
-        PartsimError: the file is missing or cannot be parsed.
-    """
-    import jupytext
-
-    try:
-        if path.suffix == ".py":
-            return jupytext.read(path, fmt="py:percent")
-        return jupytext.read(path)
-    except FileNotFoundError:
-        raise PartsimError(f"notebook {path} does not exist") from None
-    except Exception as error:  # jupytext raises many kinds; all mean "cannot read this file"
-        raise PartsimError(f"notebook {path}: cannot be read: {error}") from error
-
-
-def notebook_parameter_names(notebook: Any, name: str = "notebook") -> tuple[str, ...]:
-    """Names assigned in the cell tagged ``parameters`` of ``notebook``.
-
-    Raises:
-        PartsimError: no cell is tagged ``parameters``, or that cell is not valid Python.
-    """
-    for cell in notebook.cells:
-        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            try:
-                tree = ast.parse(cell.source)
-            except SyntaxError as error:
-                raise PartsimError(f"{name}: the 'parameters' cell is not valid Python: {error}") from None
-            names: list[str] = []
-            for statement in tree.body:
-                targets = statement.targets if isinstance(statement, ast.Assign) else (
-                    [statement.target] if isinstance(statement, ast.AnnAssign) else [])
-                names.extend(target.id for target in targets if isinstance(target, ast.Name))
-            return tuple(names)
-    raise PartsimError(f"{name}: no code cell is tagged 'parameters' (papermill needs one)")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Executing one notebook
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _current_python_kernel_manager_class() -> type:
-    """A kernel manager that always starts ``sys.executable``'s ipykernel, whatever kernelspecs are installed.
-
-    A user-level ``python3`` kernelspec could point at another interpreter without partsim installed; the book
-    must run with the same Python (and packages) as the ``partsim`` command. The kernel talks over Unix sockets
-    beside its connection file (IPC transport) rather than loopback TCP, which other local users could reach (and
-    which makes ipykernel print a warning per notebook).
-    """
-    from jupyter_client.kernelspec import KernelSpec
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
-
-    class CurrentPythonKernelManager(AsyncKernelManager):
-        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
-
-        @property
-        def kernel_spec(self) -> KernelSpec:
-            if self._kernel_spec is None:
-                self._kernel_spec = KernelSpec(
-                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                    display_name="Python 3 (partsim)",
-                    language="python",
-                    metadata={},
-                )
-            return self._kernel_spec
-
-    return CurrentPythonKernelManager
-
-
-def _describe_failed_cell(error: Any) -> str:
-    """``cell [3] `x = load(...)`: ValueError: ...`` from a papermill execution error."""
-    first_line = next((line.strip() for line in str(error.source).splitlines() if line.strip()), "")
-    if len(first_line) > 70:
-        first_line = first_line[:67] + "..."
-    evalue = str(error.evalue).strip().splitlines()
-    return f"cell [{error.exec_count}] `{first_line}`: {error.ename}: {evalue[0] if evalue else ''}".rstrip(": ")
-
-
-def execute_notebook(
-    source: Path,
-    output: Path,
-    parameters: Mapping[str, Any],
-    cwd: Path | None = None,
-    display_name: str | None = None,
-    failed_copy: Path | None = None,
-) -> Path:
-    """Execute a chapter notebook once with papermill and write the executed ``.ipynb`` atomically.
-
-    Only parameters that the notebook's ``parameters`` cell declares are injected. On a failing cell nothing is
-    written at ``output``; the partially executed notebook goes to ``failed_copy`` for inspection.
-
-    Used by: :func:`build_book`; ``tests/test_book.py``.
-
-    Args:
-        source: jupytext percent ``.py`` (or ``.ipynb``) notebook.
-        output: where the executed notebook goes.
-        parameters: values for the ``parameters`` cell; names the notebook does not declare are not injected.
-        cwd: working directory of the kernel (default: the source's folder).
-        display_name: how messages name the notebook (default: the source path).
-        failed_copy: where a failed execution is kept (default: ``<output stem>.failed.ipynb`` beside it).
-
-    Raises:
-        PartsimError: the notebook cannot be read, lacks a ``parameters`` cell, or a cell fails; the message names
-            the notebook, the cell and its error.
-    """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    label = display_name or str(source)
-    notebook = read_notebook_source(source)
-    declared = notebook_parameter_names(notebook, label)
-    injected = {key: value for key, value in parameters.items() if key in declared}
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    output = Path(output)
-    failed_copy = Path(failed_copy) if failed_copy is not None else output.with_name(f"{output.stem}.failed.ipynb")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".tmp.ipynb", dir=output.parent)
-    os.close(fd)
-    tmp_path = Path(tmp_name)
-    # papermill re-parses the parameters cell and warns about lines it cannot read (comments with "=") and about
-    # parameters it thinks unknown; notebook_parameter_names has already done that check properly.
-    papermill_logger = logging.getLogger("papermill")
-    previous_level = papermill_logger.level
-    papermill_logger.setLevel(logging.ERROR)
-    try:
-        papermill.execute_notebook(
-            notebook,
-            str(tmp_path),
-            parameters=injected,
-            kernel_name="python3",
-            language="python",
-            cwd=str(cwd or source.parent),
-            progress_bar=False,
-            log_output=False,
-            request_save_on_cell_execute=False,
-            kernel_manager_class=_current_python_kernel_manager_class(),
-        )
-        os.replace(tmp_path, output)
-    except PapermillExecutionError as error:
-        kept = ""
-        if tmp_path.exists() and tmp_path.stat().st_size:
-            failed_copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(tmp_path, failed_copy)
-            kept = f" (executed copy: {failed_copy})"
-        raise PartsimError(f"notebook {label} failed in {_describe_failed_cell(error)}{kept}") from None
-    except Exception as error:  # kernel death, timeouts, papermill input errors: all stop the build
-        raise PartsimError(f"notebook {label} could not be executed: {type(error).__name__}: {error}") from error
-    finally:
-        papermill_logger.setLevel(previous_level)
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-    return output
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Building the book
-# --------------------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class BookBuildResult:
-    """What :func:`build_book` produced: where the HTML is, and how long each notebook took."""
+    """What :func:`build_book` produced: where the HTML and the results are, and how long each notebook took."""
 
     preset: str
     html_dir: Path
-    data_root: Path
+    results_dir: Path
+    data: str
     notebook_seconds: dict[str, float] = field(default_factory=dict)
+    results: dict[str, str] = field(default_factory=dict)
     sphinx_seconds: float = 0.0
     total_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (written as ``.partsim-book.json`` into the HTML folder)."""
+        """JSON-ready form (written as ``.partsim-book.json`` into the HTML folder; no absolute paths)."""
         return {
             "preset": self.preset,
-            "html_dir": str(self.html_dir),
-            "data_root": str(self.data_root),
+            "data": self.data,
             "notebook_seconds": {key: round(value, 2) for key, value in self.notebook_seconds.items()},
+            "results": dict(self.results),
             "sphinx_seconds": round(self.sphinx_seconds, 2),
             "total_seconds": round(self.total_seconds, 2),
         }
 
 
-def _repo(repo: Path | None) -> Path:
-    """The repository holding ``_config.yml`` / ``_toc.yml`` (default: the checkout this package runs from)."""
-    if repo is not None:
-        return Path(repo).resolve()
-    found = repository_root()
-    if found is None or not (found / "_toc.yml").is_file():
-        raise PartsimError("the book sources (_config.yml, _toc.yml, notebooks/) were not found; run from a "
-                           "source checkout of partsim (pip install -e .)")
-    return found
-
-
 def copy_plotly_js(static_dir: Path) -> Path:
-    """Copy ``plotly.min.js`` from the installed plotly package into ``static_dir`` (a built artefact).
-
-    Used by: :func:`build_book` (the staged ``book/_static``).
-    """
+    """Copy ``plotly.min.js`` from the installed plotly package into ``static_dir`` (a built artefact)."""
     source = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
     if not source.is_file():
         raise PartsimError(f"the installed plotly package has no {source}; reinstall plotly")
@@ -431,35 +149,66 @@ def _run_jupyter_book(stage: Path, log_path: Path) -> None:
         raise PartsimError(f"jupyter-book build failed (exit {completed.returncode}; full log: {log_path}):\n{shown}")
 
 
-def _check_output_folder(out: Path, default_out: Path) -> None:
-    """Refuse to replace a non-empty folder that is not a previous book build."""
-    if out.exists() and out != default_out:
-        if not out.is_dir():
-            raise PartsimError(f"--out {out} exists and is not a folder")
-        if any(out.iterdir()) and not (out / BUILD_INFO_NAME).is_file():
-            raise PartsimError(f"--out {out} is a non-empty folder that is not a partsim book build; "
-                               "choose an empty or new folder")
+def relative_paths(parameters: dict[str, Any], cwd: Path) -> dict[str, Any]:
+    """``parameters`` with every path made relative to the kernel's working folder ``cwd``, so that the pages
+    (whose parameter cells show the values) name no absolute folder of the machine that built them."""
+    return {name: os.path.relpath(value, cwd) if isinstance(value, Path) else value
+            for name, value in parameters.items()}
+
+
+def media_folder_name(entry_name: str) -> str:
+    """Folder beside a page holding its audio: ``notebooks/data`` -> ``data_media`` (in ``notebooks/``)."""
+    return f"{Path(entry_name).name}{MEDIA_SUFFIX}"
+
+
+def _collect_results(stage: Path, notebooks: list[Any], target: Path) -> dict[str, str]:
+    """Copy every notebook's published results into ``target``; two notebooks may not publish the same name."""
+    owners: dict[str, str] = {}
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in notebooks:
+        for path in sorted((stage / RESULTS_STAGE / entry.name).glob("*.json")):
+            if path.stem in owners:
+                raise PartsimError(f"{entry.name} and {owners[path.stem]} both publish results named {path.stem!r}")
+            owners[path.stem] = entry.name
+            shutil.copy2(path, target / path.name)
+    return owners
+
+
+def _publish_media(stage: Path, notebooks: list[Any], html_dir: Path) -> None:
+    """Copy each notebook's audio folder beside its page in the built HTML."""
+    for entry in notebooks:
+        media = stage / MEDIA_STAGE / entry.name
+        if media.is_dir():
+            shutil.copytree(media, html_dir / Path(entry.name).parent / media_folder_name(entry.name),
+                            dirs_exist_ok=True)
 
 
 def build_book(
     preset: str = "default",
     data_root: str | os.PathLike | None = None,
     abx_dir: str | os.PathLike | None = None,
-    out: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    fresh: bool = False,
     repo: Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> BookBuildResult:
-    """Run the data step, execute every chapter notebook of ``_toc.yml`` once, and build the HTML book.
-
-    Used by: ``partsim book build`` and ``tests/test_book.py``.
+    """Run the data step, execute every chapter notebook of ``_toc.yml`` once, build the HTML book and collect the
+    chapters' results.
 
     Args:
         preset: ``smoke``, ``default`` or ``paper`` (:mod:`partsim_core.presets`).
         data_root: a Slakh2100-format folder; ``None`` generates/reuses the preset's embedded dataset.
         abx_dir: the Inst-Sim-ABX dataset for chapters that declare ``abx_dir`` (chapter 5); ``None`` leaves the
             notebook's own default.
-        out: where the HTML goes (default ``<repo>/_build/html``); replaced atomically.
+        out_dir: the build folder, which receives ``html/`` and ``results/``. Default ``<repo>/_build``, whose two
+            sub-folders each build replaces; an explicit folder follows the output rule of
+            :mod:`partsim_core.data.outputs` (new, empty, or with ``fresh`` a partsim output).
+        device: passed to notebooks that declare ``device``.
+        seed: passed to notebooks that declare ``seed``.
+        fresh: passed to notebooks that declare ``fresh``; allows replacing an explicit ``out_dir`` partsim wrote.
         repo: the repository holding the book sources (default: this checkout).
         progress: show a progress bar over the notebooks.
         log: where one-line progress messages go (default: stderr).
@@ -473,14 +222,14 @@ def build_book(
     started = time.perf_counter()
     say = log or (lambda message: print(message, file=sys.stderr, flush=True))
     get_preset(preset)
-    repo = _repo(repo)
-    default_out = repo / "_build" / "html"
-    out_path = Path(out).expanduser().resolve() if out is not None else default_out
-    _check_output_folder(out_path, default_out)
+    repo = book_repo(repo)
     if abx_dir is not None and not Path(abx_dir).expanduser().is_dir():
         raise PartsimError(f"--abx {abx_dir} is not a folder (expected the Inst-Sim-ABX dataset)")
-    if data_root is not None and not Path(data_root).expanduser().is_dir():
+    if data_root and not Path(data_root).expanduser().is_dir():
         raise PartsimError(f"--data-root {data_root} is not a folder (expected a Slakh2100-format dataset)")
+    inputs = [data_root, abx_dir, repo / "notebooks", repo / "book"]
+    if out_dir is not None:
+        check_output_dir(out_dir, inputs, fresh)
     entries = read_toc(repo)
     notebooks = [entry for entry in entries if entry.is_notebook]
     # Check every notebook before spending minutes on data and execution.
@@ -490,13 +239,16 @@ def build_book(
         if missing:
             raise PartsimError(f"{entry.source.relative_to(repo)}: the 'parameters' cell lacks {', '.join(missing)}")
 
-    say(f"book: data step for preset {preset!r}" + (f" (data root {data_root})" if data_root else ""))
+    say(f"book: data step for preset {preset!r}" + (" (given data root)" if data_root else ""))
     dataset_root = resolve_dataset_root(preset, data_root or "", progress=progress)
-    parameters: dict[str, Any] = {"preset": preset, "data_root": str(dataset_root) if data_root else ""}
+    parameters: dict[str, Any] = {"preset": preset, "data_root": dataset_root if data_root else "",
+                                  "device": device, "seed": int(seed), "fresh": bool(fresh)}
     if abx_dir is not None:
-        parameters["abx_dir"] = str(Path(abx_dir).expanduser().resolve())
+        parameters["abx_dir"] = Path(abx_dir).expanduser().resolve()
 
-    result = BookBuildResult(preset=preset, html_dir=out_path, data_root=dataset_root)
+    build_root = Path(out_dir).expanduser() if out_dir is not None else repo / "_build"
+    result = BookBuildResult(preset=preset, html_dir=build_root / "html", results_dir=build_root / "results",
+                             data=f"data root {Path(data_root).name}" if data_root else f"embedded {preset}")
     book_cache = cache_root() / "book" / preset
     book_cache.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix="stage-", dir=book_cache))
@@ -508,8 +260,13 @@ def build_book(
             label = str(entry.source.relative_to(repo))
             bar.set_postfix_str(label)
             tick = time.perf_counter()
-            execute_notebook(entry.source, stage / f"{entry.name}.ipynb", parameters, cwd=entry.source.parent,
-                             display_name=label, failed_copy=book_cache / "failed" / f"{Path(entry.name).name}.ipynb")
+            environment = {MEDIA_DIR_ENV: str(stage / MEDIA_STAGE / entry.name),
+                           MEDIA_URL_ENV: media_folder_name(entry.name),
+                           RESULTS_DIR_ENV: str(stage / RESULTS_STAGE / entry.name)}
+            execute_notebook(entry.source, stage / f"{entry.name}.ipynb",
+                             relative_paths(parameters, entry.source.parent), cwd=entry.source.parent,
+                             display_name=label, failed_copy=book_cache / "failed" / f"{Path(entry.name).name}.ipynb",
+                             environment=environment, collapse_code=True)
             seconds = time.perf_counter() - tick
             result.notebook_seconds[label] = seconds
             message = f"book: [{index}/{len(notebooks)}] {label} executed in {seconds:.1f} s"
@@ -523,6 +280,10 @@ def build_book(
         tick = time.perf_counter()
         _run_jupyter_book(stage, book_cache / "jupyter-book.log")
         result.sphinx_seconds = time.perf_counter() - tick
+        html = stage / "_build" / "html"
+        _publish_media(stage, notebooks, html)
+        results = stage / "_build" / "results"
+        result.results = _collect_results(stage, notebooks, results)
 
         # Keep the executed notebooks of the last good build for inspection.
         with atomic_directory(book_cache / "executed") as executed:
@@ -531,9 +292,15 @@ def build_book(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(stage / f"{entry.name}.ipynb", target)
         result.total_seconds = time.perf_counter() - started
-        with atomic_directory(out_path) as publish:
-            shutil.copytree(stage / "_build" / "html", publish, dirs_exist_ok=True)
-            atomic_write_json(publish / BUILD_INFO_NAME, result.to_dict())
+        atomic_write_json(html / BUILD_INFO_NAME, result.to_dict())
+        if out_dir is None:
+            for name, built in (("html", html), ("results", results)):
+                with atomic_directory(build_root / name) as publish:
+                    shutil.copytree(built, publish, dirs_exist_ok=True)
+        else:
+            with output_directory(build_root, inputs, fresh) as publish:
+                shutil.copytree(html, publish / "html")
+                shutil.copytree(results, publish / "results")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return result
@@ -543,13 +310,5 @@ def main_summary(result: BookBuildResult) -> str:
     """One-line summary printed by ``partsim book build``."""
     notebooks = len(result.notebook_seconds)
     return (f"book: built {notebooks} chapter notebook(s) for preset {result.preset} in {result.total_seconds:.0f} s "
-            f"-> {result.html_dir / 'index.html'}")
-
-
-def load_build_info(html_dir: Path) -> dict[str, Any]:
-    """The ``.partsim-book.json`` provenance written into a published book folder."""
-    path = Path(html_dir) / BUILD_INFO_NAME
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PartsimError(f"{html_dir} holds no partsim book build ({BUILD_INFO_NAME} missing)") from None
+            f"-> {result.html_dir / 'index.html'}; results of {len(result.results)} chapter(s) in "
+            f"{result.results_dir}")

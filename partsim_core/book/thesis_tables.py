@@ -5,14 +5,17 @@ Each table of chapters 3-6 is transcribed once into ``data/thesis_tables/table_<
 Cells the thesis prints as ``[withheld]`` (computed by the book from the data instead) or ``–`` (not applicable) are
 empty, so they load as NaN.
 
-Used by: every chapter notebook, to show "thesis | ours | difference" beside each result (see
-:func:`partsim_core.book.viz.comparison_table`).
+Our side may be plain numbers or interval cells ``{"value", "low", "high"}`` (:mod:`partsim_core.stats`), as the
+chapter runners' JSON tables hold them; :func:`partsim_core.book.viz.comparison_table` shows the latter as
+``value [low, high]``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,8 +68,6 @@ def load_thesis_table(table_id: str) -> pd.DataFrame:
 
     Raises:
         PartsimError: for an unknown id (the message lists the available ones) or an unreadable file.
-
-    Used by: every chapter notebook's comparison tables.
     """
     path = _table_path(table_id)
     try:
@@ -87,29 +88,68 @@ def load_thesis_table(table_id: str) -> pd.DataFrame:
     return table
 
 
+def is_cell(value: object) -> bool:
+    """Whether ``value`` is an interval cell ``{"value", "low", "high"}`` (:func:`partsim_core.stats.cell`)."""
+    return isinstance(value, Mapping) and {"value", "low", "high"} <= set(value)
+
+
+def cell_frame(table: Mapping[Any, Mapping[Any, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """A JSON table ``row -> column -> cell`` (e.g. ``results["table_4_2"]``) as a frame of cells (rows x columns);
+    a frame is returned unchanged."""
+    if isinstance(table, pd.DataFrame):
+        return table
+    if not isinstance(table, Mapping):
+        raise PartsimError(f"expected a table row -> column -> value, got {type(table).__name__}")
+    rows = {row: dict(columns) for row, columns in table.items()}
+    columns = list(dict.fromkeys(column for values in rows.values() for column in values))
+    frame = pd.DataFrame([[values.get(column, np.nan) for column in columns] for values in rows.values()],
+                         index=list(rows), columns=columns, dtype=object)
+    frame.index.name = "row"
+    return frame
+
+
+def _interval_part(value: object, key: str) -> float:
+    """One number of a cell (``value``, ``low`` or ``high``); plain numbers have no interval (NaN bounds)."""
+    if is_cell(value):
+        number = value[key]
+    elif key == "value":
+        number = value
+    else:
+        return np.nan
+    return float(number) if number is not None and pd.notna(number) else np.nan
+
+
 def _numeric_columns(frame: pd.DataFrame) -> list[str]:
-    """Columns that hold numbers (or nothing at all): the ones a comparison can subtract."""
+    """Columns that hold numbers, interval cells, or nothing at all: the ones a comparison can subtract."""
+    def numeric(values: pd.Series) -> bool:
+        present = [value for value in values if is_cell(value) or not (value is None or pd.isna(value))]
+        return all(is_cell(value) or isinstance(value, (int, float, np.number)) for value in present)
+
     return [column for column in frame.columns
-            if pd.api.types.is_numeric_dtype(frame[column]) or frame[column].isna().all()]
+            if pd.api.types.is_numeric_dtype(frame[column]) or numeric(frame[column])]
 
 
-def side_by_side(thesis: pd.DataFrame, ours: pd.DataFrame, label_ours: str = "ours") -> pd.DataFrame:
-    """Long comparison table: one line per (row, column) cell of either frame.
+def side_by_side(thesis: pd.DataFrame, ours: pd.DataFrame | Mapping[Any, Mapping[Any, Any]],
+                 label_ours: str = "ours", scale: float = 1.0) -> pd.DataFrame:
+    """Long comparison table: one line per (row, column) cell of either table.
 
     Args:
         thesis: a table from :func:`load_thesis_table` (or any frame with row labels as index).
-        ours: our result shaped the same way (same row labels and column names where they correspond).
+        ours: our result shaped the same way (same row labels and column names where they correspond): a frame of
+            numbers or of interval cells, or a JSON table ``row -> column -> cell`` from a chapter's results.
         label_ours: name of the column holding our values (e.g. ``"ours (smoke)"``).
+        scale: factor applied to our numbers (e.g. 100 for rates in [0, 1] beside a thesis table in %).
 
     Returns:
         DataFrame with columns ``row, column, thesis, <label_ours>, difference`` where ``difference = ours -
-        thesis`` (NaN where either is missing). Rows and columns of both frames are kept: thesis order first,
-        then what only ``ours`` has. Only numeric columns take part (text columns such as flags are skipped).
-
-    Used by: :func:`partsim_core.book.viz.comparison_table` in every chapter notebook.
+        thesis`` (NaN where either is missing); when ``ours`` holds interval cells, also ``low`` and ``high``
+        (after ours). Rows and columns of both tables are kept: thesis order first, then what only ``ours`` has.
+        Only numeric columns take part (text columns such as flags are skipped).
     """
-    if label_ours in ("row", "column", "thesis", "difference"):
+    if label_ours in ("row", "column", "thesis", "difference", "low", "high"):
         raise PartsimError(f"label_ours={label_ours!r} clashes with a fixed column name of the comparison")
+    ours = cell_frame(ours)
+    intervals = any(is_cell(value) for value in ours.to_numpy().ravel())
     rows = list(dict.fromkeys([*thesis.index, *ours.index]))
     thesis_columns = _numeric_columns(thesis)
     our_columns = _numeric_columns(ours)
@@ -118,17 +158,28 @@ def side_by_side(thesis: pd.DataFrame, ours: pd.DataFrame, label_ours: str = "ou
     for row in rows:
         for column in columns:
             thesis_value = _cell(thesis, row, column) if column in thesis_columns else np.nan
-            our_value = _cell(ours, row, column) if column in our_columns else np.nan
-            records.append({"row": row, "column": column, "thesis": thesis_value, label_ours: our_value,
-                            "difference": our_value - thesis_value})
-    return pd.DataFrame.from_records(records, columns=["row", "column", "thesis", label_ours, "difference"])
+            ours_cell = _cell(ours, row, column, None) if column in our_columns else np.nan
+            our_value = _interval_part(ours_cell, "value") * scale
+            record = {"row": row, "column": column, "thesis": thesis_value, label_ours: our_value}
+            if intervals:
+                record["low"] = _interval_part(ours_cell, "low") * scale
+                record["high"] = _interval_part(ours_cell, "high") * scale
+            record["difference"] = our_value - thesis_value
+            records.append(record)
+    columns_out = ["row", "column", "thesis", label_ours, *(["low", "high"] if intervals else []), "difference"]
+    return pd.DataFrame.from_records(records, columns=columns_out)
 
 
-def _cell(frame: pd.DataFrame, row: object, column: str) -> float:
-    """``frame.loc[row, column]`` as a float, NaN when the row is absent or the cell empty."""
+def _cell(frame: pd.DataFrame, row: object, column: str, kind: type | None = float) -> Any:
+    """``frame.loc[row, column]`` (as ``kind``; ``None`` keeps it as is), NaN when the row is absent or the cell
+    empty."""
     if row not in frame.index:
         return np.nan
     value = frame.at[row, column]
     if isinstance(value, pd.Series):
         raise PartsimError(f"row label {row!r} appears more than once; cannot compare it")
-    return float(value) if pd.notna(value) else np.nan
+    if is_cell(value):
+        return value
+    if value is None or pd.isna(value):
+        return np.nan
+    return kind(value) if kind is not None else value
