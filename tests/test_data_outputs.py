@@ -425,3 +425,18 @@ def test_overlap_is_the_component_prefix_relation(output, source):
     except PartsimError:
         refused = True
     assert refused == overlapping
+
+
+def test_output_folders_get_the_usual_mode_not_mkdtemps_0700(tmp_path):
+    import os
+    import stat
+
+    from partsim_core.data.outputs import output_directory
+
+    old = os.umask(0o022)
+    try:
+        with output_directory(tmp_path / "out") as tmp:
+            (tmp / "x").write_text("1")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755

@@ -217,7 +217,9 @@ def make_partial_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_partials(path)
-    return Path(tempfile.mkdtemp(prefix=_temporary_name(path, ""), suffix=".partial", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary_name(path, ""), suffix=".partial", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700; the finished folder gets the usual mode
+    return tmp
 
 
 def move_into_place(tmp: Path, path: Path) -> None:
