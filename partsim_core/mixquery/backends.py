@@ -295,10 +295,11 @@ def get_backend(name: str, data: DatasetHandle, *, device: str = "auto", progres
     """
     if name not in BACKENDS:
         raise PartsimError(f"unknown MixQuery backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    if name == "mert":
+        features = load_mert(mert_model, device)  # refuses before any training when MERT is unavailable
     preset = data.preset.name
     frontend = data.preset.frontend
     if name == "mert":
-        features = load_mert(mert_model, device)
         source = separated_source(data, "unet", data_root=data.root, device=device, progress=progress, seed=seed)
         heads = load_heads(mert_heads) if mert_heads else {}
         model_hash = "mert-" + stable_hash({"model": features.identity, "separator": source.key,
