@@ -74,15 +74,16 @@ def index_catalog(args: argparse.Namespace, backend: Any = None) -> dict[str, An
     progress = not args.no_progress
     if backend is None and args.backend == "mert":
         check_mert(args.mert_model)
-    data = None
-    if backend is None or args.catalog is None:
-        data = load_dataset(args.preset, args.data_root or "", progress=progress)
-    root = args.catalog if args.catalog is not None else default_catalog_root(data)
-    if args.out_dir is not None:
-        check_not_inside_inputs(args.out_dir, [root])
     rate = backend.sample_rate if backend is not None else settings.frontend.sample_rate
-    catalog = Catalog(root, split=args.split, sample_rate=rate)
+    data = None
+    if args.catalog is None:
+        data = load_dataset(args.preset, args.data_root or "", progress=progress)
+    catalog = Catalog(args.catalog if args.catalog is not None else default_catalog_root(data), split=args.split,
+                      sample_rate=rate)
+    if args.out_dir is not None:
+        check_not_inside_inputs(args.out_dir, [catalog.root])
     if backend is None:
+        data = data or load_dataset(args.preset, args.data_root or "", progress=progress)
         backend = get_backend(args.backend, data, device=args.device, progress=progress, seed=args.seed,
                               mert_model=args.mert_model, mert_heads=args.mert_heads)
     folder = Path(args.out_dir) if args.out_dir is not None else default_index_dir(
