@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -273,13 +274,15 @@ def train_head(args: argparse.Namespace, features_model: Any = None) -> dict[str
     epochs = args.epochs or HEAD_EPOCHS_DEFAULT
     heads, losses = {}, {}
     for part, (values, songs) in features.items():
-        if len(set(songs)) < 2:
-            continue
+        counts = Counter(songs)
+        if len(counts) < 2 or max(counts.values()) < 2:
+            continue  # no same-song positive or no negative for this part
         trained = train_mert_head(values, songs, epochs=epochs, seed=args.seed, device=args.device,
                                   progress=progress)
         heads[part], losses[part] = trained.head, trained.losses
     if not heads:
-        raise PartsimError(f"no part has non-silent segments in two {args.split} songs; nothing to train")
+        raise PartsimError(f"no part of the {args.split} songs has non-silent segments in two songs and two segments "
+                           "in one song (positives come from another time of the same song); nothing to train")
     segments = {part: len(features[part][1]) for part in heads}
     with output_directory(args.out_dir, inputs=[data.root], fresh=args.fresh) as tmp:
         save_heads(tmp, heads, {"preset": args.preset, "split": args.split, "input": args.input, "epochs": epochs,
