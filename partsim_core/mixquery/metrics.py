@@ -155,7 +155,8 @@ def _seed_query_matrix(per_query: pd.DataFrame, method: str, column: str, combin
         own = own[own["combination"] == combination]
     if own.empty:
         raise PartsimError(f"no per-query rows of method {method!r} (combination {combination!r})")
-    seeds = own["seed"] if "seed" in own else pd.Series(0, index=own.index)
+    # Rows without a seed (the exact random expectation) serve every seed.
+    seeds = own["seed"].fillna(0) if "seed" in own else pd.Series(0, index=own.index)
     wide = own.assign(seed=seeds).pivot_table(index="seed", columns="query", values=column, aggfunc="first")
     return wide.to_numpy(dtype=np.float64), [str(query) for query in wide.columns]
 
