@@ -85,3 +85,30 @@ def ranking_changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
         else:
             changes.append(f"was {earlier[song]}")
     return after.assign(change=changes)
+
+
+def example_tables(index: MixQueryIndex, parts: Sequence[str], seed: int = 0, k: int = 10
+                   ) -> list[tuple[list[StemQuery], pd.DataFrame]]:
+    """The growing query sets of :func:`example_query_sets` with their top ``k`` songs (query songs left out) as
+    :func:`hits_table`\\ s, each after the first with :func:`ranking_changes` against the one before."""
+    out: list[tuple[list[StemQuery], pd.DataFrame]] = []
+    for query_set in example_query_sets(index, parts, seed=seed):
+        table = hits_table(index, index.search_songs(query_set, k=k, exclude_query_songs=True))
+        if out:
+            table = ranking_changes(out[-1][1], table)
+        out.append((query_set, table))
+    return out
+
+
+def listening_clips(index: MixQueryIndex, query_set: Sequence[StemQuery], k: int = 3, seconds: float = 5.0
+                    ) -> list[tuple[str, str, np.ndarray]]:
+    """``(label, detail, audio)`` to listen to: each query stem (the part alone, its segment), then the mix of the
+    top ``k`` songs from their best segment; the first ``seconds`` of each, at the index's rate."""
+    length = int(seconds * index.sample_rate)
+    clips = [(f"query: {query.part} of {query.song}", f"segment {query.segment}",
+              np.asarray(index.segment_audio(query.song, query.part, query.segment)[:length], dtype=np.float32))
+             for query in query_set]
+    for rank, hit in enumerate(index.search_songs(list(query_set), k=k, exclude_query_songs=True), start=1):
+        clips.append((f"result {rank}: {hit.song}", f"segment {hit.best_segment}, distance {hit.distance:.3f}",
+                      np.asarray(index.segment_audio(hit.song, "mix", hit.best_segment)[:length], dtype=np.float32)))
+    return clips

@@ -192,3 +192,11 @@ def difference_cell(per_query: pd.DataFrame, first: str, second: str, metric: st
     if queries_a != queries_b:
         raise PartsimError(f"methods {first!r} and {second!r} were not measured on the same queries")
     return paired_difference_cell(a, b, seed=seed)
+
+
+def cells_table(cells: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]) -> pd.DataFrame:
+    """:func:`metric_cells` as a long table: method, combination, metric, value, low, high."""
+    return pd.DataFrame([{"method": method, "combination": combination, "metric": metric, **cell}
+                         for method, by_combination in cells.items()
+                         for combination, by_metric in by_combination.items()
+                         for metric, cell in by_metric.items()])
