@@ -64,7 +64,7 @@ def test_random_expectation_equals_the_mean_over_all_rankings(n, r):
 def test_random_expectation_of_a_large_catalog_from_the_survival_function():
     # E[1/X] from P(X > r) = C(N - r, R) / C(N, R) (first relevant beyond rank r), summed exactly with fractions.
     n, r = 250, 4
-    survival = [Fraction(math.comb(n - rank, r), math.comb(n, r)) for rank in range(0, n + 1)]
+    survival = [Fraction(math.comb(n - rank, r), math.comb(n, r)) for rank in range(n + 1)]
     exact = sum(Fraction(1, rank) * (survival[rank - 1] - survival[rank]) for rank in range(1, n + 1))
     expected = ev.expected_random_metrics(n, r)
     assert expected["rr"] == pytest.approx(float(exact), rel=1e-12)

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from partsim_core.errors import PartsimError
-from partsim_core.mixquery import pseudo_catalog, simulated_listening as ev
+from partsim_core.mixquery import pseudo_catalog
+from partsim_core.mixquery import simulated_listening as ev
 from partsim_core.mixquery.pseudo_plan import EvaluationQuery
 from partsim_core.mixquery.search import SongHit
 

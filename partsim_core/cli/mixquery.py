@@ -40,7 +40,7 @@ from partsim_core.cli.options import (
 #: ``--backend`` values (``partsim_core.mixquery.BACKENDS``; listed here so that ``--help`` imports little).
 BACKEND_NAMES = ("csn", "separated", "mert", "track")
 
-#: Part-level backends ``mixquery evaluate`` accepts (``track`` is its track-level peer, added unless
+#: Part-level backends ``mixquery run`` accepts (``track`` is its track-level peer, added unless
 #: ``--no-track-level``; ``mert`` would need a local model folder and is left to the Python API).
 EVALUATE_BACKENDS = ("csn", "separated")
 
@@ -192,9 +192,9 @@ def evaluation_text(result: Any) -> str:
     """The tables ``mixquery run`` prints: catalog summary, the CSN's distance choice, metrics per method with
     95 % intervals, the SIMULATED C0-C3 accuracies and the findings."""
     catalog = result.catalog.summary()
-    lines = [f"pseudo-piece catalog {catalog['location']}: {catalog['songs']} test songs + {catalog['pieces']} "
-             f"pieces ({', '.join(f'{kind} {count}' for kind, count in catalog['pieces_per_kind'].items())}), "
-             f"{catalog['queries']} queries; seeds {', '.join(map(str, result.seeds))}"]
+    kinds = ", ".join(f"{kind} {count}" for kind, count in catalog["pieces_per_kind"].items())
+    lines = [(f"pseudo-piece catalog {catalog['location']}: {catalog['songs']} test songs + {catalog['pieces']} "
+              f"pieces ({kinds}), {catalog['queries']} queries; seeds {', '.join(map(str, result.seeds))}")]
     if result.selection is not None:
         chosen = result.selection
         lines.append(f"CSN distance: {chosen.chosen} (MRR on {chosen.split} pieces: "

@@ -34,12 +34,11 @@ from partsim_core.mixquery.backends import (
     get_backend,
 )
 from partsim_core.mixquery.catalog import SEGMENT_SECONDS, Catalog, CatalogSong, default_catalog_root, segment_bounds
+from partsim_core.mixquery.index import FORMAT_VERSION, MixQueryIndex, build_index, default_index_dir
 from partsim_core.mixquery.metrics import expected_random_metrics, recall_at_k, reciprocal_rank
 from partsim_core.mixquery.pseudo_catalog import PseudoCatalog, build_pseudo_catalog
 from partsim_core.mixquery.pseudo_plan import EvaluationQuery, EvaluationSizes, evaluation_sizes
 from partsim_core.mixquery.run import MixQueryEvaluation, run_evaluation
-from partsim_core.mixquery.simulated_listening import SimulatedABX, comparison_rank_ranges, simulate_abx
-from partsim_core.mixquery.index import FORMAT_VERSION, MixQueryIndex, build_index, default_index_dir
 from partsim_core.mixquery.search import (
     THESIS_K,
     SongHit,
@@ -48,27 +47,28 @@ from partsim_core.mixquery.search import (
     search_songs_numpy,
     similar_stems_numpy,
 )
+from partsim_core.mixquery.simulated_listening import SimulatedABX, comparison_rank_ranges, simulate_abx
 
 __all__ = [
     "BACKENDS",
+    "FORMAT_VERSION",
+    "SEGMENT_SECONDS",
+    "THESIS_K",
     "CSNBackend",
     "Catalog",
     "CatalogSong",
     "EmbeddingBackend",
     "EvaluationQuery",
     "EvaluationSizes",
-    "FORMAT_VERSION",
     "MertBackend",
     "MixQueryEvaluation",
     "MixQueryIndex",
     "PseudoCatalog",
-    "SEGMENT_SECONDS",
     "SeparatedBackend",
     "SimulatedABX",
     "SongHit",
     "StemHit",
     "StemQuery",
-    "THESIS_K",
     "TrackLevelBackend",
     "build_index",
     "build_pseudo_catalog",

@@ -32,12 +32,20 @@ import numpy as np
 
 from partsim_core import INSTRUMENTS
 from partsim_core.baseline.run import separated_source, train_part_network
+from partsim_core.baseline.separation import SeparatedSource
 from partsim_core.csn.conditions import train_condition
 from partsim_core.data.cache import MIX_PART, stable_hash
 from partsim_core.embed import embed_bounds
 from partsim_core.errors import PartsimError
-from partsim_core.mixquery.mert import LayerFeatureModel, MertHead, embed_with_heads, heads_identity, \
-    layer_features, load_heads, load_mert
+from partsim_core.mixquery.mert import (
+    LayerFeatureModel,
+    MertHead,
+    embed_with_heads,
+    heads_identity,
+    layer_features,
+    load_heads,
+    load_mert,
+)
 from partsim_core.presets import FrontendConfig
 
 if TYPE_CHECKING:
@@ -189,8 +197,6 @@ class SeparatedBackend(_LogMelBackend):
 
 def separated_stems(separator: Any, catalog: Catalog, memo: dict[int, Any]) -> Any:
     """The separated source of a catalog's stem cache (one per catalog, kept in ``memo``)."""
-    from partsim_core.baseline.separation import SeparatedSource
-
     key = id(catalog.cache)
     if key not in memo:
         memo[key] = SeparatedSource(separator, catalog.cache)

@@ -74,7 +74,7 @@ def segment_bounds(samples: int, sample_rate: int, segment_seconds: float = SEGM
     starts = segment_starts(int(samples), sample_rate, segment_seconds, overlap=False)
     bounds = [(int(start), int(start) + length) for start in starts]
     # ceil with a little tolerance: 0.1 s x 30 Hz is 3 samples, not 4.
-    minimum = max(1, int(math.ceil(min_seconds * sample_rate - 1e-9)))
+    minimum = max(1, math.ceil(min_seconds * sample_rate - 1e-9))
     rest_start = len(bounds) * length
     if samples - rest_start >= minimum:
         bounds.append((rest_start, int(samples)))

@@ -104,7 +104,7 @@ def summary_table(per_query: pd.DataFrame, ks: Sequence[int] = RECALL_KS) -> pd.
             row = {"method": method, "combination": combination}
             row.update({column: float(chosen[column].mean()) for column in columns})
             row["MRR"] = float(chosen["rr"].mean())
-            row["queries"] = int(chosen["query"].nunique()) if "query" in chosen else int(len(chosen))
+            row["queries"] = int(chosen["query"].nunique()) if "query" in chosen else len(chosen)
             rows.append(row)
     return pd.DataFrame(rows).set_index(["method", "combination"])
 

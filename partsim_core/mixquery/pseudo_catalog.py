@@ -42,8 +42,13 @@ from partsim_core.data.artefacts import artefact_dir, cached_artefact, verify_ma
 from partsim_core.data.cache import stable_hash
 from partsim_core.data.dataset import DatasetHandle
 from partsim_core.data.slakh import Track, audio_info, track_sample_rate
-from partsim_core.data.synth import STEM_TARGET_DBFS, TARGET_PEAK_DBFS, gated_rms_dbfs, load_ground_truth_tracks, \
-    to_pcm16
+from partsim_core.data.synth import (
+    STEM_TARGET_DBFS,
+    TARGET_PEAK_DBFS,
+    gated_rms_dbfs,
+    load_ground_truth_tracks,
+    to_pcm16,
+)
 from partsim_core.errors import PartsimError
 from partsim_core.mixquery.catalog import Catalog, display_location
 from partsim_core.mixquery.ground_truth import query_segments

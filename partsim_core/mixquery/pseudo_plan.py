@@ -271,7 +271,7 @@ def plan_pseudo_catalog(songs: Mapping[str, Mapping], seconds: Mapping[str, floa
         entry["seconds"] = float(length)
         if sample_rate is not None:
             # seconds are sample counts / rate, so this floor gives back the shortest source's count exactly.
-            entry["samples"] = int(math.floor(length * sample_rate + 1e-6))
+            entry["samples"] = math.floor(length * sample_rate + 1e-6)
         planned[f"Track{PIECE_NUMBER_BASE + number:05d}"] = entry
     queries_out = [query.to_dict() for query in queries]
     return {"queries": queries_out, "pieces": planned, "skipped_combinations": skipped}

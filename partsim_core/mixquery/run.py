@@ -17,6 +17,7 @@ Steps of :func:`run_evaluation` (the dataset handle comes from the entry point):
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -193,7 +194,7 @@ def evaluation_findings(per_query: pd.DataFrame, abx: SimulatedABX, part_level: 
             cell = differences[f"{method} - {peer}"] = difference_cell(per_query, method, peer, seed=seed)
             findings.append(finding(f"MixQuery with {method} embeddings finds the pieces holding both query parts "
                                     f"earlier than {words} (MRR difference > 0)", cell))
-    for first, second in zip(part_level, part_level[1:]):
+    for first, second in itertools.pairwise(part_level):
         cell = differences[f"{first} - {second}"] = difference_cell(per_query, first, second, seed=seed)
         findings.append(finding(f"{first} embeddings retrieve better than {second} embeddings (MRR difference > 0)",
                                 cell))

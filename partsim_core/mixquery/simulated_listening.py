@@ -61,7 +61,7 @@ def comparison_rank_ranges(n_ranked: int, thesis_songs: int = THESIS_CATALOG_SON
         PartsimError: fewer ranks than the four strategies need (n < 5).
     """
     n = int(n_ranked)
-    c0_last = max(2, int(round(thesis_c0_last / thesis_songs * n)))
+    c0_last = max(2, round(thesis_c0_last / thesis_songs * n))
     rest = n - c0_last
     if rest < 3:
         raise PartsimError(f"a ranking of {n} songs is too short for the four comparison strategies (needs >= 5)")
@@ -142,7 +142,7 @@ class SimulatedABX:
             keys.append("part")
         rows = []
         for key, group in trials.groupby(keys, sort=False):
-            correct, n = int(group["correct"].sum()), int(len(group))
+            correct, n = int(group["correct"].sum()), len(group)
             interval = binomial_cell(correct, n)
             rows.append({**dict(zip(keys, key)), "answers": n, "correct": correct, "accuracy": interval["value"],
                          "ci_low": interval["low"], "ci_high": interval["high"], "label": self.label})
