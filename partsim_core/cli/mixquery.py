@@ -229,7 +229,8 @@ def run_run(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_output_file(args.out, inputs=[data.root], fresh=args.fresh)
     result = chapter.run_evaluation(data, backends=backends, track_level=not args.no_track_level, seed=args.seed,
-                                    seeds=args.seeds, device=args.device, progress=progress)
+                                    seeds=args.seeds, device=args.device, epochs=args.epochs, fresh=args.fresh,
+                                    progress=progress)
     print(evaluation_text(result))
     summary = {"preset": args.preset, "seeds": result.seeds, "queries": len(result.catalog.queries),
                "mrr": {method: round(cells["all"]["MRR"]["value"], 4) for method, cells in result.cells.items()},

@@ -276,7 +276,7 @@ class TrackLevelBackend(_LogMelBackend):
 
 def get_backend(name: str, data: DatasetHandle, *, device: str = "auto", progress: bool = True, seed: int = 0,
                 mert_model: str | os.PathLike | None = None, mert_heads: str | os.PathLike | None = None,
-                batch_size: int = 8) -> EmbeddingBackend:
+                batch_size: int = 8, epochs: int | None = None, fresh: bool = False) -> EmbeddingBackend:
     """The embedding backend ``name`` trained on ``data`` (trained now, or reused from the cache).
 
     * ``csn``: condition (i) of Table 4.2 via :func:`~partsim_core.csn.conditions.train_condition`.
@@ -294,6 +294,8 @@ def get_backend(name: str, data: DatasetHandle, *, device: str = "auto", progres
         mert_model: Local MERT model folder (``mert`` only).
         mert_heads: Folder of trained heads (``mert`` only).
         batch_size: Segments per forward pass when embedding.
+        epochs: Training epochs of the models (``None``: the preset's).
+        fresh: Retrain the models instead of reusing cached ones.
 
     Raises:
         PartsimError: unknown backend; for ``mert`` without ``transformers`` or without a model folder, a message
@@ -315,19 +317,20 @@ def get_backend(name: str, data: DatasetHandle, *, device: str = "auto", progres
                            batch_size=max(1, batch_size // 2))
     if name == "csn":
         result = train_condition(CSN_CONDITION, preset, data_root=data.root, device=device, progress=progress,
-                                 seed=seed, data=data)
+                                 seed=seed, data=data, epochs=epochs, resume=not fresh)
         return CSNBackend(result.model, frontend, result.out_dir.name, preset=preset, device=device,
                           batch_size=batch_size)
     if name == "track":
         result = train_part_network(preset, MIX_PART, "ideal", data_root=data.root, device=device,
-                                    progress=progress, seed=seed, data=data)
+                                    progress=progress, seed=seed, data=data, epochs=epochs, resume=not fresh)
         return TrackLevelBackend(result.model, frontend, result.out_dir.name, preset=preset, device=device,
                                  batch_size=batch_size)
     source = separated_source(data, "unet", data_root=data.root, device=device, progress=progress, seed=seed)
     networks, keys = {}, {}
     for part in INSTRUMENTS:
         result = train_part_network(preset, part, "separated", backend="unet", data_root=data.root, device=device,
-                                    progress=progress, seed=seed, data=data, source=source)
+                                    progress=progress, seed=seed, data=data, source=source, epochs=epochs,
+                                    resume=not fresh)
         networks[part], keys[part] = result.model, result.out_dir.name
     model_hash = stable_hash({"separator": source.key, "networks": keys}, length=12)
     return SeparatedBackend(networks, source.separator, frontend, f"separated-{model_hash}", preset=preset,

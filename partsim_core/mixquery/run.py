@@ -142,16 +142,17 @@ def _records(frame: pd.DataFrame) -> list[dict]:
             for row in flat.to_dict(orient="records")]
 
 
-def rank_queries(catalog: PseudoCatalog, backend: EmbeddingBackend, distance: str, progress: bool = False
-                 ) -> dict[str, list[SongHit]]:
-    """Every query's ranking of the catalog (query songs left out) by eq. 6.1-6.2 with ``distance``."""
-    embeddings = catalog_embeddings(catalog.catalog(backend.sample_rate), backend, progress=progress)
+def rank_queries(catalog: PseudoCatalog, backend: EmbeddingBackend, distance: str, progress: bool = False,
+                 fresh: bool = False) -> dict[str, list[SongHit]]:
+    """Every query's ranking of the catalog (query songs left out) by eq. 6.1-6.2 with ``distance`` (``fresh``:
+    recompute the catalog's embeddings)."""
+    embeddings = catalog_embeddings(catalog.catalog(backend.sample_rate), backend, progress=progress, fresh=fresh)
     return {query.query_id: rank_songs(embeddings, query.stem_queries(embeddings.parts), distance)
             for query in catalog.queries}
 
 
 def select_csn_distance(validation: PseudoCatalog, backends: Sequence[EmbeddingBackend], seed: int = 0,
-                        progress: bool = False) -> DistanceSelection:
+                        progress: bool = False, fresh: bool = False) -> DistanceSelection:
     """Choose the CSN's search distance on validation pseudo pieces (one backend per training seed).
 
     The distance with the higher mean MRR over the validation queries and seeds wins; a tie keeps cosine.
@@ -159,7 +160,7 @@ def select_csn_distance(validation: PseudoCatalog, backends: Sequence[EmbeddingB
     frames = []
     for number, backend in enumerate(backends):
         for distance in DISTANCES:
-            ranked = rank_queries(validation, backend, distance, progress)
+            ranked = rank_queries(validation, backend, distance, progress, fresh=fresh and distance == DISTANCES[0])
             frames.append(per_query_table(distance, ranked, validation).assign(seed=number))
     per_query = pd.concat(frames, ignore_index=True)
     cells = metric_cells(per_query, seed=seed)
@@ -170,14 +171,15 @@ def select_csn_distance(validation: PseudoCatalog, backends: Sequence[EmbeddingB
                              difference_cell(per_query, "euclidean", "cosine", seed=seed))
 
 
-def _validation_catalog(data: DatasetHandle, sizes: EvaluationSizes, seed: int, progress: bool) -> PseudoCatalog:
+def _validation_catalog(data: DatasetHandle, sizes: EvaluationSizes, seed: int, progress: bool, fresh: bool
+                        ) -> PseudoCatalog:
     """Pseudo pieces of the validation split, or of the train split when validation is too small."""
     try:
-        return build_pseudo_catalog(data, split="validation", sizes=sizes, seed=seed, progress=progress)
+        return build_pseudo_catalog(data, split="validation", sizes=sizes, seed=seed, fresh=fresh, progress=progress)
     except PartsimError as error:
         if "at least 3" not in str(error):
             raise
-        return build_pseudo_catalog(data, split="train", sizes=sizes, seed=seed, progress=progress)
+        return build_pseudo_catalog(data, split="train", sizes=sizes, seed=seed, fresh=fresh, progress=progress)
 
 
 def evaluation_findings(per_query: pd.DataFrame, abx: SimulatedABX, part_level: Sequence[str], seed: int = 0
@@ -213,7 +215,7 @@ def run_evaluation(data: DatasetHandle, backends: Sequence[str | EmbeddingBacken
                    track_level: bool | EmbeddingBackend = True, seed: int = 0, seeds: int = 1, device: str = "auto",
                    sizes: EvaluationSizes | None = None, catalog: PseudoCatalog | None = None,
                    validation: PseudoCatalog | None = None, csn_distance: str | None = None,
-                   progress: bool = True) -> MixQueryEvaluation:
+                   epochs: int | None = None, fresh: bool = False, progress: bool = True) -> MixQueryEvaluation:
     """Run chapter 6's evaluation (module docstring).
 
     Args:
@@ -228,6 +230,8 @@ def run_evaluation(data: DatasetHandle, backends: Sequence[str | EmbeddingBacken
         catalog: An already built test catalog.
         validation: An already built validation catalog (for the CSN's distance).
         csn_distance: Force the CSN's distance (skips the validation measurement).
+        epochs: Training epochs of the named backends' models (``None``: the preset's).
+        fresh: Retrain the models and rebuild the catalogs and embeddings instead of reusing cached ones.
         progress: Progress bars.
 
     Raises:
@@ -242,7 +246,7 @@ def run_evaluation(data: DatasetHandle, backends: Sequence[str | EmbeddingBacken
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     if catalog is None:
-        catalog = build_pseudo_catalog(data, split="test", sizes=sizes, seed=seed, progress=progress)
+        catalog = build_pseudo_catalog(data, split="test", sizes=sizes, seed=seed, fresh=fresh, progress=progress)
     seconds["catalog"] = time.perf_counter() - started
     methods: list[str | EmbeddingBackend] = list(backends)
     if track_level is True:
@@ -253,7 +257,7 @@ def run_evaluation(data: DatasetHandle, backends: Sequence[str | EmbeddingBacken
     per_seed: dict[str, list[EmbeddingBackend]] = {}
     for method in methods:
         started = time.perf_counter()
-        built = [get_backend(method, data, device=device, progress=progress, seed=number)
+        built = [get_backend(method, data, device=device, progress=progress, seed=number, epochs=epochs, fresh=fresh)
                  for number in seed_list] if isinstance(method, str) else [method] * seeds
         name = built[0].name
         if name in per_seed or name == RANDOM_METHOD:
@@ -265,8 +269,9 @@ def run_evaluation(data: DatasetHandle, backends: Sequence[str | EmbeddingBacken
     if CSN_METHOD in per_seed:
         if csn_distance is None:
             started = time.perf_counter()
-            validation = validation or _validation_catalog(data, sizes, seed, progress)
-            selection = select_csn_distance(validation, per_seed[CSN_METHOD], seed=seed, progress=progress)
+            validation = validation or _validation_catalog(data, sizes, seed, progress, fresh)
+            selection = select_csn_distance(validation, per_seed[CSN_METHOD], seed=seed, progress=progress,
+                                            fresh=fresh)
             distances[CSN_METHOD] = selection.chosen
             seconds["csn distance selection"] = time.perf_counter() - started
         else:
@@ -280,7 +285,7 @@ def run_evaluation(data: DatasetHandle, backends: Sequence[str | EmbeddingBacken
         for name, built in tqdm(per_seed.items(), desc=f"rankings (seed {seed_value})", unit="method",
                                 disable=not progress):
             started = time.perf_counter()
-            ranked_seed[name] = rank_queries(catalog, built[number], distances[name], progress)
+            ranked_seed[name] = rank_queries(catalog, built[number], distances[name], progress, fresh=fresh)
             frames.append(per_query_table(name, ranked_seed[name], catalog).assign(seed=seed_value))
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
         ranked_seed[RANDOM_METHOD] = random_rankings(catalog, seed=seed_value)
