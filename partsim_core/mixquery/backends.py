@@ -37,6 +37,7 @@ from partsim_core.csn.conditions import train_condition
 from partsim_core.data.cache import MIX_PART, stable_hash
 from partsim_core.embed import embed_bounds
 from partsim_core.errors import PartsimError
+from partsim_core.frontend import LogMel
 from partsim_core.mixquery.mert import (
     LayerFeatureModel,
     MertHead,
@@ -101,6 +102,8 @@ class _LogMelBackend:
     def __init__(self, frontend: FrontendConfig, model_hash: str, preset: str, device: str, batch_size: int,
                  min_seconds: float) -> None:
         self.frontend = frontend
+        #: The log-mel front end the models read (what :func:`~partsim_core.embed.embed_bounds` applies).
+        self.log_mel = LogMel(frontend)
         self.model_hash = str(model_hash)
         self.preset = preset
         self.device = device
@@ -139,7 +142,7 @@ class CSNBackend(_LogMelBackend):
             raise PartsimError(f"the CSN backend needs a model with {len(INSTRUMENTS)} subspaces "
                                f"({', '.join(INSTRUMENTS)}), got n_parts={n_parts}")
         super().__init__(frontend, model_hash, preset, device, batch_size, min_seconds)
-        self.model = model
+        self.model = model.eval()
         self.parts = INSTRUMENTS
         self.dim = int(dim)
 
@@ -175,7 +178,7 @@ class SeparatedBackend(_LogMelBackend):
         if len(dims) != 1 or 0 in dims:
             raise PartsimError(f"the part networks disagree on their embedding size: {sorted(dims)}")
         super().__init__(frontend, model_hash, preset, device, batch_size, min_seconds)
-        self.networks = {part: networks[part] for part in INSTRUMENTS}
+        self.networks = {part: networks[part].eval() for part in INSTRUMENTS}
         self.separator = separator
         self.parts = INSTRUMENTS
         self.dim = dims.pop()
@@ -265,7 +268,7 @@ class TrackLevelBackend(_LogMelBackend):
             raise PartsimError(f"the track-level backend needs a network with an embedding_dim, got "
                                f"{type(model).__name__}")
         super().__init__(frontend, model_hash, preset, device, batch_size, min_seconds)
-        self.model = model
+        self.model = model.eval()
         self.parts = (MIX_PART,)
         self.dim = dim
 
