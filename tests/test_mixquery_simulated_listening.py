@@ -109,6 +109,11 @@ def test_simulated_listeners_follow_scores_and_share_draws(tmp_path):
     assert row["answers"] == 40 and row["ci_high"] == 1.0
     assert row["ci_low"] == pytest.approx(0.025 ** (1 / 40), rel=1e-9)
     assert result.cells()["good"]["C3"] == {"value": 1.0, "low": row["ci_low"], "high": 1.0}
+    # Findings resample query sets: one query here, the share of its 40 listeners choosing the target.
+    np.testing.assert_array_equal(result.query_accuracy("good", "C3"), [[1.0]])
+    np.testing.assert_array_equal(result.query_accuracy("bad", "C3"), [[0.0]])
+    with pytest.raises(PartsimError, match="no simulated answers"):
+        result.query_accuracy("nobody", "C3")
     by_part = result.accuracy(by_part=True)
     assert set(by_part.index.get_level_values("part")) == {"drums", "bass"}
     assert by_part["answers"].sum() == 2 * len(trials)

@@ -11,8 +11,10 @@ listened to (the candidate's best segment) - summed over the query's two parts. 
 drawn uniformly from ``listener_noise``; an exact tie is a coin flip). Every listener answers every trial; the same
 draws serve every method (common random numbers).
 
-Accuracy per strategy is a rate of single responses, so its 95 % interval is the exact binomial (Clopper-Pearson)
-interval of :func:`partsim_core.stats.binomial_cell` (the thesis used Wilson's score interval). **These are not
+Accuracy per strategy is a rate of single responses, so its 95 % interval in the tables is the exact binomial
+(Clopper-Pearson) interval of :func:`partsim_core.stats.binomial_cell` (the thesis used Wilson's score interval).
+The answers to one query set share its target and comparison, so a *finding* about a strategy resamples query sets
+(and seeds) instead (:meth:`SimulatedABX.query_accuracy` with :func:`partsim_core.stats.bootstrap_cell`). **These are not
 listeners**: the numbers say how well a ranking follows the generator's notion of "same track / same style",
 nothing about people.
 """
@@ -147,6 +149,16 @@ class SimulatedABX:
             rows.append({**dict(zip(keys, key)), "answers": n, "correct": correct, "accuracy": interval["value"],
                          "ci_low": interval["low"], "ci_high": interval["high"], "label": self.label})
         return pd.DataFrame(rows).set_index(keys)
+
+    def query_accuracy(self, method: str, strategy: str) -> np.ndarray:
+        """``(seeds, queries)`` share of the listeners choosing the target per query set (and seed): the answers of
+        one query set share its target and comparison, so findings resample query sets, not answers."""
+        chosen = self.trials[(self.trials["method"] == method) & (self.trials["strategy"] == strategy)]
+        if chosen.empty:
+            raise PartsimError(f"no simulated answers of method {method!r} under strategy {strategy!r}")
+        seeds = chosen["seed"] if "seed" in chosen else pd.Series(0, index=chosen.index)
+        wide = chosen.assign(seed=seeds).pivot_table(index="seed", columns="query", values="correct", aggfunc="mean")
+        return wide.to_numpy(dtype=np.float64)
 
     def cells(self, by_part: bool = False) -> dict[str, Any]:
         """``{method: {strategy: cell}}`` (with ``by_part``: ``{method: {part: {strategy: cell}}}``)."""
