@@ -142,9 +142,10 @@ def test_errors_are_one_line_exit_2(capsys, catalog_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_default_backend_end_to_end_on_the_smoke_dataset(capsys, tmp_path):
-    # The real registry: condition (i)'s CSN of the smoke preset (trained when not cached, else reused) on the
-    # smoke dataset's test split; the index goes to tmp_path, models and data stay in the normal cache.
+def test_default_backend_end_to_end_on_the_smoke_dataset(capsys, tmp_path, monkeypatch):
+    # The real registry: condition (i)'s CSN of the smoke preset, trained in a private cache, on the smoke dataset's
+    # test split; the index goes to tmp_path.
+    monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "index"
     assert main(["mixquery", "index", "--preset", "smoke", "--out-dir", str(out), "--device", "cpu",
                  "--no-progress"]) == 0
