@@ -18,9 +18,11 @@
 # user picks a 10-s segment of one part of a favourite song (a *stem query*), adds stems of other songs to a
 # *query set*, and gets the songs of a catalog ranked by how well their parts match: each part's query embeddings
 # are averaged (eq. 6.1), the cosine distance to every 10-s segment of a song is averaged over the query's parts
-# (eq. 6.2) and a song's distance is the minimum over its segments (6.3.4). The thesis embedded HT-Demucs stems
-# with MERT plus small per-stem networks; here the default embedding is chapter 4's CSN straight from the mix
-# (`partsim_core.mixquery`, backend `csn`), or chapter 3's networks on our separator's stems (`separated`).
+# (eq. 6.2) and a song's distance is the minimum over its segments (6.3.4). Eq. 6.1 averages the *raw* embeddings
+# of the stem queries, and so does the evaluation here. The thesis embedded HT-Demucs stems with frozen MERT features
+# and a per-stem 1x1 convolution trained on same-song triplets (no labels needed: `partsim train mixquery-head`
+# trains it wherever a local MERT model is present); the default embedding here is chapter 4's CSN straight from the
+# mix (`partsim_core.mixquery`, backend `csn`), or chapter 3's networks on our separator's stems (`separated`).
 #
 # This page builds the index of a catalog, runs an example query set the way Fig. 6.5 does (one part of song A,
 # then a part of song B added), lets you listen to the query stems and the top results, and then evaluates the
@@ -29,16 +31,17 @@
 # the pieces that contain exactly A's p and B's q - and recall@10, recall@100 and MRR are reported per backend,
 # beside the track-level network and random ranking. **The thesis's ABX protocol** (6.4.1, comparison strategies
 # C0-C3) is re-run with *simulated* listeners that follow the generator's ground truth. Every number comes from
-# `partsim_core.mixquery.evaluation`.
+# `partsim_core.mixquery.run` (the same run as `partsim mixquery run`) and carries a 95 % interval.
 
 # %% tags=["parameters"]
 preset = "smoke"  # smoke | default | paper (partsim_core.presets)
 data_root = ""  # dataset of the models and of the evaluation's pseudo pieces; empty = the preset's embedded one
-catalog_root = ""  # Slakh-format folder searched in the example (its test split); empty = the embedded test split
+catalog_root = ""  # Slakh-format folder searched in the example (its test split); empty = the dataset's test split
 backend = "csn"  # embeddings of the example and first in the evaluation: csn | separated
 query_parts = "drums,bass"  # parts of the example query set, each from another song, added one by one
 device = "auto"  # auto | cpu | cuda
-seed = 0  # seed of the example songs, the pseudo-piece catalog, random ranking and the simulated listeners
+seed = 0  # first training seed; also seeds the example songs, the pseudo pieces, random ranking and the listeners
+seeds = 1  # training seeds of the models; the intervals include their spread
 
 # %%
 from partsim_core.book.build import setup_notebook
@@ -46,23 +49,19 @@ from partsim_core.book.build import setup_notebook
 setup_notebook()  # plotly figures as offline HTML divs, pandas display options
 
 # %%
-import numpy as np
+import pandas as pd
 import plotly.express as px
-import plotly.graph_objects as go
 from IPython.display import HTML, Audio, Markdown, display
 
-from partsim_core.data.dataset import resolve_dataset_root
-from partsim_core.data.slakh import resample
+from partsim_core.book.thesis_tables import load_thesis_table
+from partsim_core.data.dataset import load_dataset
 from partsim_core.errors import PartsimError
 from partsim_core.mixquery import Catalog, build_index, get_backend
-from partsim_core.mixquery.evaluation import (
-    SIMULATED,
-    example_query_sets,
-    hits_table,
-    ranking_changes,
-    run_evaluation,
-    thesis_design_table,
-)
+from partsim_core.mixquery.catalog import default_catalog_root, display_location
+from partsim_core.mixquery.examples import example_tables, listening_clips
+from partsim_core.mixquery.metrics import cells_table
+from partsim_core.mixquery.run import DISTANCE_RULE, run_evaluation
+from partsim_core.mixquery.simulated_listening import SIMULATED, strategy_ranges
 
 # %% [markdown]
 # ## The index
@@ -71,14 +70,15 @@ from partsim_core.mixquery.evaluation import (
 # by the backend; the index folder is cached, so a rebuild only happens when the model or the catalog changes.
 
 # %%
-model = get_backend(backend, preset, data_root=data_root, device=device, progress=False, seed=seed)
-root = catalog_root or resolve_dataset_root(preset, data_root)
+data = load_dataset(preset, data_root)
+model = get_backend(backend, data, device=device, progress=False, seed=seed)
+root = catalog_root or default_catalog_root(data)
 index = build_index(Catalog(root, split="test", sample_rate=model.sample_rate), model, progress=False)
 info = index.describe()
-print(f"backend {info['backend']} (model {info['model_hash']}), catalog {info['catalog']} (split {info['split']}): "
-      f"{info['songs']} songs, {info['segments']} segments of up to {index.segment_seconds:g} s, parts "
-      f"{', '.join(info['parts'])}, {info['dim']}-d vectors; "
-      + ("reused from the cache" if info["reused"] else "built now")
+print(f"dataset of preset {preset!r} ({display_location(data.root)}); backend {info['backend']} (model "
+      f"{info['model_hash']}), catalog {display_location(root)} (split {info['split']}): {info['songs']} songs, "
+      f"{info['segments']} segments of up to {index.segment_seconds:g} s, parts {', '.join(info['parts'])}, "
+      f"{info['dim']}-d vectors; " + ("reused from the cache" if info["reused"] else "built now")
       + (f"; skipped as too short: {', '.join(info['skipped'])}" if info["skipped"] else ""))
 
 # %% [markdown]
@@ -91,111 +91,95 @@ print(f"backend {info['backend']} (model {info['model_hash']}), catalog {info['c
 # where playback would start (6.2.4); "change" says how the second list differs from the first.
 
 # %%
-parts = [part.strip() for part in query_parts.split(",") if part.strip()]
-query_sets = example_query_sets(index, parts, seed=seed)
-tables = []
-for number, query_set in enumerate(query_sets, start=1):
+examples = example_tables(index, query_parts.split(","), seed=seed)
+for number, (query_set, table) in enumerate(examples, start=1):
     stems = " + ".join(f"{query.part} of {query.song} (segment {query.segment})" for query in query_set)
-    hits = index.search_songs(query_set, k=10, exclude_query_songs=True)
-    table = hits_table(index, hits)
-    if tables:
-        table = ranking_changes(tables[-1], table)
-    tables.append(table)
     display(Markdown(f"**Query set {number}: {stems}**"))
     display(table)
-if len(tables) > 1:
-    first, last = tables[0], tables[-1]
-    new = len(set(last["song"]) - set(first["song"]))
-    top_before, top_after = first["song"].iloc[0], last["song"].iloc[0]
-    display(Markdown((f"Adding the later stem(s) changed the top result from **{top_before}** to **{top_after}**"
-                      if top_before != top_after else f"The top result stayed **{top_before}**")
-                     + f"; {new} of the {len(last)} songs listed are new"
-                     + (f" (the catalog has only {len(index.songs)} songs)." if len(index.songs) <= 10 else ".")))
 
 # %% [markdown]
 # ### Listen
 #
 # The query stems (the part alone, the segment used), then the mix of the top three songs of the last query set
-# from their best segment. To keep this page small only the first 5 s of each 10-s segment are played, resampled
-# to 8 kHz, so they sound duller than the model input.
+# from their best segment; the first 5 s of each 10-s segment.
 
 # %%
-listen_rate = 8000
-listen_seconds = 5.0
-
-
-def player(audio: np.ndarray) -> str:
-    """HTML audio player of the first seconds at the listening rate ('(silent)' for an all-zero clip)."""
-    clip = np.asarray(audio[:int(listen_seconds * index.sample_rate)], dtype=np.float32)
-    clip = resample(clip, index.sample_rate, listen_rate)
-    return Audio(clip, rate=listen_rate)._repr_html_() if np.any(clip) else "(silent)"
-
-
-final_set = query_sets[-1]
-final_hits = index.search_songs(final_set, k=3, exclude_query_songs=True)
-rows = [f"<tr><th>query: {query.part} of {query.song}</th><td>segment {query.segment}</td>"
-        f"<td>{player(index.segment_audio(query.song, query.part, query.segment))}</td></tr>" for query in final_set]
-rows += [f"<tr><th>result {rank}: {hit.song}</th><td>segment {hit.best_segment}, distance {hit.distance:.3f}</td>"
-         f"<td>{player(index.segment_audio(hit.song, 'mix', hit.best_segment))}</td></tr>"
-         for rank, hit in enumerate(final_hits, start=1)]
-display(HTML(f"<table class='partsim-audio-table'>{''.join(rows)}</table>"))
+clips = listening_clips(index, examples[-1][0], k=3)
+display(HTML("<table class='partsim-audio-table'>" + "".join(
+    f"<tr><th>{label}</th><td>{detail}</td><td>{Audio(audio, rate=index.sample_rate)._repr_html_()}</td></tr>"
+    for label, detail, audio in clips) + "</table>"))
 
 # %% [markdown]
 # ## Evaluation with ground truth (beyond the thesis)
 #
 # The thesis could not measure retrieval quality objectively (6.4: no ground truth exists for "the song most
 # similar to the vocals of A and the drums of B"). Pseudo pieces (chapter 4) make one: from the test songs of the
-# generated dataset, for each part combination (p, q) and a few song pairs (A, B) in which p and q sound, the
-# catalog gets three pieces that take p from A and q from B (the other parts from random other test songs), one
-# distractor taking only p from A, one taking only q from B, plus random pieces and the test songs themselves; no
-# other piece happens to hold both A's p and B's q, so exactly three pieces are relevant to each query.
-# Parts are aligned from their starts and mixed in the waveform domain; every piece is written as a Slakh-format
-# track (stems + mix). The query is A's p and B's q at segments where they sound; the two query songs are left
-# out; **recall@k** is the share of the three relevant pieces among the top k, **MRR** the mean of 1 / rank of the
-# first relevant piece. Peers: the **track-level** network (chapter 3's network on the mix, one vector per
-# segment: distance to the mean of the two query segments' vectors) and **random** ranking, whose expected values
-# are computed exactly (not sampled).
+# generated dataset, for each part combination (p, q) and a few song pairs (A, B) in which p and q sound (a 10-s
+# segment is silent when its mean power is below 1e-4, the rule of every chapter), the catalog gets three pieces that
+# take p from A and q from B (the other parts from random other test songs), one distractor taking only p from A, one
+# taking only q from B, plus random pieces and the test songs themselves; no other piece happens to hold both A's p
+# and B's q, so exactly three pieces are relevant to each query. Parts are aligned from their starts and mixed in the
+# waveform domain; every piece is written as a Slakh-format track (stems + mix). The query is A's p and B's q; the two
+# query songs are left out; **recall@k** is the share of the three relevant pieces among the top k, **MRR** the mean
+# of 1 / rank of the first relevant piece. Peers: the **track-level** network (chapter 3's network on the mix, one
+# vector per segment: distance to the mean of the two query segments' vectors) and **random** ranking, whose expected
+# values are computed exactly (not sampled). Intervals: 95 % percentile bootstrap over the queries (and the training
+# seeds); differences between methods are resampled paired over the same queries.
+#
+# **The CSN's distance.** The CSN is trained with the Euclidean distance, and the norms of its subspaces carry
+# whether a part is present, while the thesis's retrieval uses the cosine distance. So the CSN's search distance is
+# measured, not assumed: both are tried on pseudo pieces of the *validation* split (never the test split) and the one
+# with the higher MRR is used on the test pieces below.
 
 # %%
 other = "separated" if backend != "separated" else "csn"
 try:
-    results = run_evaluation(preset, data_root, backends=[model, other], seed=seed, device=device, progress=False)
+    results = run_evaluation(data, backends=[model, other], seed=seed, seeds=seeds, device=device, progress=False)
 except PartsimError as error:
     results = None
     display(Markdown(f"**The evaluation cannot run on this dataset:** {error}"))
 if results is not None:
     summary = results.catalog.summary()
-    print(f"pseudo-piece catalog: {summary['songs']} test songs + {summary['pieces']} pieces ("
+    print(f"pseudo-piece catalog {summary['location']}: {summary['songs']} test songs + {summary['pieces']} pieces ("
           + ", ".join(f"{kind} {count}" for kind, count in summary["pieces_per_kind"].items())
-          + f"), {summary['queries']} queries, {summary['catalog_songs'] - 2} songs ranked per query"
+          + f"), {summary['queries']} queries, {summary['catalog_songs'] - 2} songs ranked per query; seeds "
+          + ", ".join(map(str, results.seeds))
           + (f"; combinations without a usable song pair: {', '.join(summary['skipped_combinations'])}"
              if summary["skipped_combinations"] else ""))
-    print("seconds: " + ", ".join(f"{name} {value:.1f}" for name, value in results.seconds.items()))
     display(results.catalog.ground_truth().head(5).style.set_caption(
         "Ground truth of the first queries (stems as SONG:PART:SEGMENT)"))
+    selection = results.selection
+    if selection is not None:
+        display(Markdown(
+            f"**Search distance of the CSN: {selection.chosen}.** Rule: {DISTANCE_RULE}. Measured on "
+            f"{selection.split} pseudo pieces: MRR "
+            + ", ".join(f"{name} {cells['MRR']['value']:.3f} [{cells['MRR']['low']:.3f}, {cells['MRR']['high']:.3f}]"
+                        for name, cells in selection.cells.items())
+            + f"; Euclidean minus cosine {selection.difference['value']:+.3f} [{selection.difference['low']:+.3f}, "
+              f"{selection.difference['high']:+.3f}]."))
 
 # %%
 if results is not None:
-    overall = results.table.xs("all", level="combination")
-    display(overall.style.format({"recall@10": "{:.3f}", "recall@100": "{:.3f}", "MRR": "{:.3f}"}).set_caption(
-        "All queries: mean recall@10, recall@100 and MRR per method (random: exact expectation)"))
-    per_combination = results.table.drop(index="all", level="combination").reset_index()
-    wide = per_combination.pivot(index="combination", columns="method", values=["recall@10", "recall@100", "MRR"])
-    order = list(dict.fromkeys(per_combination["combination"]))
-    wide = wide.reindex(index=order).reindex(columns=results.methods, level=1)
-    display(wide.style.format("{:.3f}").set_caption("Per part combination (columns: metric, method)"))
-    if overall.loc[results.methods[0], "recall@100"] == 1.0 and summary["catalog_songs"] - 2 <= 100:
+    long = cells_table(results.cells)
+    long["cell"] = long.apply(lambda row: f"{row['value']:.3f} [{row['low']:.3f}, {row['high']:.3f}]", axis=1)
+    overall = long[long["combination"] == "all"].pivot(index="method", columns="metric", values="cell")
+    display(overall.reindex(results.methods)[["recall@10", "recall@100", "MRR"]].style.set_caption(
+        "All queries: mean [95 % bootstrap interval] per method (random: exact expectation)"))
+    per_combination = long[long["combination"] != "all"].pivot(index="combination", columns=["metric", "method"],
+                                                               values="cell")
+    display(per_combination.style.set_caption("Per part combination (columns: metric, method)"))
+    if summary["catalog_songs"] - 2 <= 100:
         display(Markdown(f"*With {summary['catalog_songs'] - 2} songs ranked, the top 100 is the whole catalog, "
                          "so recall@100 is 1 for every method here.*"))
 
 # %%
 if results is not None:
-    long = results.table.drop(index="all", level="combination").reset_index().melt(
-        id_vars=["method", "combination"], value_vars=["recall@10", "MRR"], var_name="metric")
-    fig = px.bar(long, x="combination", y="value", color="method", barmode="group", facet_row="metric",
+    shown = long[(long["combination"] != "all") & long["metric"].isin(["recall@10", "MRR"])]
+    fig = px.bar(shown, x="combination", y="value", color="method", barmode="group", facet_row="metric",
+                 error_y=shown["high"] - shown["value"], error_y_minus=shown["value"] - shown["low"],
                  category_orders={"method": results.methods}, height=560,
-                 title="Retrieval of the pieces holding both query parts, per part combination")
-    fig.update_yaxes(range=[0, 1], matches=None)
+                 title="Retrieval of the pieces holding both query parts, per part combination (95 % intervals)")
+    fig.update_yaxes(range=[0, 1.05], matches=None)
     fig.show()
 
 # %% [markdown]
@@ -203,40 +187,53 @@ if results is not None:
 #
 # The thesis asked 15 listeners whether the top-ranked song (target) or a lower-ranked one (comparison) matched a
 # query set of two stems from different songs better. The comparison's rank came from one of four strategies: C0 =
-# ranks 2-100 of 3,108 songs, C1-C3 = the remaining ranks in three equal parts. It found about 50 % (chance) for
-# C0 and higher accuracy for C2 and C3. Here the same protocol runs on the pseudo-piece catalog with the ranges
-# rescaled to its size, every query under every strategy, and **simulated** listeners: a candidate scores 1 per
-# query part that comes from the query's source song, 0.5 when it only has the same style, 0 otherwise or when the
-# part is silent in the 10-s segment heard (its best segment); a listener picks the target when its score minus
-# the comparison's plus personal noise is positive. **These are not people**: the accuracies only say how well
-# each ranking follows the generator's notion of "same song, same style".
+# ranks 2-100 of 3,108 songs, C1-C3 = the remaining ranks in three equal parts (its Table 6.1, below). It found about
+# 50 % (chance) for C0 and higher accuracy for C2 and C3. Here the same protocol runs on the pseudo-piece catalog
+# with the ranges rescaled to its size, every query under every strategy, and **simulated** listeners: a candidate
+# scores 1 per query part that comes from the query's source song, 0.5 when it only has the same style, 0 otherwise
+# or when the part is silent in the 10-s segment heard (its best segment); a listener picks the target when its score
+# minus the comparison's plus personal noise is positive. **These are not people**: the accuracies only say how well
+# each ranking follows the generator's notion of "same song, same style". The unit is one answer, so the intervals
+# are exact binomial (Clopper-Pearson) intervals; the thesis used Wilson's score interval.
 
 # %%
 if results is not None:
     abx = results.abx
-    display(thesis_design_table(abx.n_ranked).style.set_caption(
-        f"Comparison strategies: the thesis's design (Table 6.1) and ours, rescaled to {abx.n_ranked} songs"))
-    accuracy = abx.accuracy()
-    cells = accuracy.apply(lambda row: f"{row['accuracy']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]",
-                           axis=1).unstack("strategy")
-    display(cells.reindex(results.methods).style.set_caption(
-        f"{SIMULATED}: accuracy [Wilson 95 % interval] per strategy, {abx.listeners} simulated listeners x "
-        f"{len(results.catalog.queries)} query sets ({int(accuracy['answers'].iloc[0])} answers per cell)"))
+    display(load_thesis_table("6.1").style.set_caption("Thesis Table 6.1: query sets, strategies and the ranks used"))
+    display(strategy_ranges(abx.n_ranked).style.set_caption(
+        f"Rank ranges of the strategies: the thesis's and ours, rescaled to {abx.n_ranked} songs"))
+    accuracy = abx.accuracy().reset_index()
+    accuracy["cell"] = accuracy.apply(lambda row: f"{row['accuracy']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]",
+                                      axis=1)
+    display(accuracy.pivot(index="method", columns="strategy", values="cell").reindex(results.methods)
+            .style.set_caption(f"{SIMULATED}: accuracy [exact 95 % interval] per strategy, {abx.listeners} simulated "
+                               f"listeners x {len(results.catalog.queries)} query sets x {len(results.seeds)} seed(s) "
+                               f"({int(accuracy['answers'].iloc[0])} answers per cell)"))
 
 # %%
 if results is not None:
-    fig = go.Figure()
-    for method in results.methods:
-        rows = accuracy.loc[method].reindex(list(abx.ranges))
-        fig.add_trace(go.Scatter(
-            x=list(rows.index), y=rows["accuracy"], mode="markers+lines", name=method,
-            error_y={"type": "data", "symmetric": False, "array": rows["ci_high"] - rows["accuracy"],
-                     "arrayminus": rows["accuracy"] - rows["ci_low"]}))
+    fig = px.line(accuracy, x="strategy", y="accuracy", color="method", markers=True,
+                  error_y=accuracy["ci_high"] - accuracy["accuracy"],
+                  error_y_minus=accuracy["accuracy"] - accuracy["ci_low"],
+                  category_orders={"method": results.methods, "strategy": list(abx.ranges)}, height=420,
+                  title=f"{SIMULATED} C0-C3 test: accuracy with exact 95 % intervals (cf. thesis Fig. 6.8)")
     fig.add_hline(y=0.5, line_dash="dot", annotation_text="chance")
-    fig.update_layout(title=f"{SIMULATED} C0-C3 test: accuracy with Wilson 95 % intervals (cf. thesis Fig. 6.8)",
-                      xaxis_title="comparison strategy", yaxis_title="share choosing the top-ranked song",
-                      yaxis_range=[0, 1.05], height=420)
+    fig.update_layout(xaxis_title="comparison strategy", yaxis_title="share choosing the top-ranked song",
+                      yaxis_range=[0, 1.05])
     fig.show()
+
+# %% [markdown]
+# ## Findings
+#
+# Each claim gets a verdict from its 95 % interval: **holds** when the whole interval lies above the threshold
+# (0 for a difference, 0.5 for a simulated accuracy), **does not hold** when it lies at or below it, and
+# **inconclusive** when it contains it - never from two point estimates.
+
+# %%
+if results is not None:
+    display(pd.DataFrame(results.findings)[["claim", "verdict", "estimate", "interval"]].style.format(
+        {"estimate": "{:.3f}", "interval": lambda pair: f"[{pair[0]:.3f}, {pair[1]:.3f}]"}).set_caption(
+        "Findings of chapter 6 (SIMULATED ones concern simulated listeners)"))
 
 # %% [markdown]
 # ## The app
@@ -244,24 +241,28 @@ if results is not None:
 # The static book cannot run a server; this is the command that serves the index built above (thesis Fig. 6.2):
 
 # %%
-print(f"partsim mixquery serve --index {index.folder}")
+print(f"partsim mixquery serve --index {display_location(index.folder)}")
 
 # %% [markdown]
 # It opens one page with the four areas of Fig. 6.2: (1) the song list with a filter box; (2) the chosen song's
 # parts as 10-s segments with players, an "add to query set" button per segment and a "similar stems" search that
 # lists the 100 nearest segments of the same part in other songs (6.2.2); (3) the query set, whose stems can be
 # removed; (4) the top 100 songs for the query set, updated on every change, each playable from its best segment
-# (6.2.4) - the same ranking as the tables above (which leave out the query songs). `partsim mixquery query --index
-# DIR --stem SONG:PART:SEGMENT ...` prints the same results on the command line.
+# (6.2.4). `partsim mixquery query --index DIR --stem SONG:PART:SEGMENT ...` prints the same results on the command
+# line (`<cache>` above is the partsim cache folder, `PARTSIM_CACHE` or `.cache` in the repository).
 
 # %% [markdown]
 # ## What differs from the thesis and why
 #
 # * **Parts.** The thesis's MixQuery offers vocals, drums, bass and "other" (HT-Demucs's four stems). Slakh2100 and
 #   our generated songs have no vocals, so our parts are drums, bass, piano, guitar and others.
-# * **Embeddings.** The thesis used frozen MERT features of HT-Demucs stems plus per-stem 1-D convolutions trained
-#   on its 3,108 songs. Neither model can be downloaded here; the default backend is chapter 4's CSN (condition (i))
-#   on the mix, without separation, and `separated` is chapter 3's per-part networks on our U-Net's stems.
+# * **Embeddings.** The thesis used frozen MERT features of HT-Demucs stems plus a per-stem 1x1 convolution trained
+#   on same-song triplets of its 3,108 songs (cosine distance, Adam 5e-4, 100 epochs). That head needs no labels and
+#   is implemented (`partsim train mixquery-head --mert-model DIR`, then `partsim mixquery index --backend mert
+#   --mert-heads DIR`), but MERT itself cannot be downloaded here, so this page uses chapter 4's CSN (condition (i))
+#   on the mix, without separation, and chapter 3's per-part networks on our U-Net's stems (`separated`).
+# * **Distance.** The thesis uses the cosine distance. The CSN is trained with the Euclidean distance and its norms
+#   carry presence, so its distance is chosen by measured MRR on validation pseudo pieces (stated above).
 # * **Catalog.** The thesis searched 3,108 real songs with queries from 85 chart songs; the example here searches
 #   the test split of the dataset, and the evaluation a catalog of the test songs plus pseudo pieces (150 songs at
 #   `default`: 30 songs and 120 pieces of 10 s; 60 at `smoke`), so the top 100 covers a large share of the catalog

@@ -6,7 +6,7 @@ set by ``batch_size``, not by the number or length of the tracks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -68,3 +68,50 @@ def embed(
         dim = getattr(model, "embedding_dim", 0)
         return np.zeros((0, dim), dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+@torch.no_grad()
+def embed_bounds(
+    model: torch.nn.Module,
+    audio: np.ndarray,
+    bounds: Sequence[tuple[int, int]],
+    frontend: FrontendConfig,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Embeddings of segments of one waveform given as sample bounds (the generic variant of :func:`embed` for
+    segments of unequal length, e.g. MixQuery's shorter last segment): segments of equal length are batched
+    together, waveform -> log-mel -> ``model``; audio past the end of ``audio`` is zero-padded.
+
+    Returns:
+        float32 array ``(len(bounds), dim)`` in the order of ``bounds``.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PartsimError(f"batch_size must be a positive integer, got {batch_size!r}")
+    target = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    model.to(target)
+    front = LogMel(frontend).to(target)
+    by_length: dict[int, list[int]] = {}
+    for number, (start, end) in enumerate(bounds):
+        by_length.setdefault(int(end) - int(start), []).append(number)
+    out: np.ndarray | None = None
+    try:
+        for length, numbers in by_length.items():
+            for first in range(0, len(numbers), batch_size):
+                chosen = numbers[first:first + batch_size]
+                batch = np.zeros((len(chosen), length), dtype=np.float32)
+                for row, number in enumerate(chosen):
+                    start = int(bounds[number][0])
+                    excerpt = np.asarray(audio[start:start + length], dtype=np.float32)
+                    batch[row, :excerpt.shape[0]] = excerpt
+                vectors = model(front(torch.from_numpy(batch).to(target))).float().cpu().numpy()
+                if out is None:
+                    out = np.zeros((len(bounds), vectors.shape[1]), dtype=np.float32)
+                out[chosen] = vectors
+    finally:
+        model.train(was_training)
+    if out is None:
+        return np.zeros((0, int(getattr(model, "embedding_dim", 0))), dtype=np.float32)
+    return out

@@ -10,6 +10,7 @@ from test_mixquery_index import CATALOG_SONGS, make_catalog, tiny_backend
 
 from partsim_core.cli import build_parser, main
 from partsim_core.cli.mixquery import index_catalog
+from partsim_core.errors import PartsimError
 from partsim_core.mixquery import MixQueryIndex, StemQuery
 
 
@@ -23,7 +24,8 @@ def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.strip().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("words", [["mixquery"], ["mixquery", "index"], ["mixquery", "query"]])
+@pytest.mark.parametrize("words", [["mixquery"], ["mixquery", "index"], ["mixquery", "query"], ["mixquery", "run"],
+                                   ["train", "mixquery-head"]])
 def test_help(capsys, words):
     with pytest.raises(SystemExit) as stop:
         main([*words, "--help"])
@@ -34,7 +36,7 @@ def test_help(capsys, words):
 
 def test_index_with_an_injected_backend_then_query(capsys, catalog_root, tmp_path):
     out = tmp_path / "index"
-    args = build_parser().parse_args(["mixquery", "index", "--catalog", str(catalog_root), "--out", str(out),
+    args = build_parser().parse_args(["mixquery", "index", "--catalog", str(catalog_root), "--out-dir", str(out),
                                       "--preset", "smoke", "--no-progress"])
     with pytest.warns(UserWarning, match="Track00003"):
         summary = index_catalog(args, backend=tiny_backend())
@@ -73,26 +75,58 @@ def test_index_with_an_injected_backend_then_query(capsys, catalog_root, tmp_pat
 def test_full_cli_index_with_the_registry_patched(capsys, catalog_root, tmp_path, monkeypatch):
     calls = []
 
-    def fake_get_backend(name, preset, **options):
-        calls.append((name, preset, options["device"]))
-        return tiny_backend()
+    hashes = iter(["tiny-csn-0", "tiny-csn-0", "retrained", "retrained"])
+
+    def fake_get_backend(name, data, **options):
+        calls.append((name, data, options["device"]))
+        backend = tiny_backend()
+        backend.model_hash = next(hashes)
+        return backend
 
     monkeypatch.setattr("partsim_core.mixquery.backends.get_backend", fake_get_backend)
+    monkeypatch.setattr("partsim_core.data.dataset.load_dataset", lambda preset, root, progress: f"handle-{preset}")
     out = tmp_path / "index"
-    base = ["mixquery", "index", "--catalog", str(catalog_root), "--out", str(out), "--preset", "smoke",
+    base = ["mixquery", "index", "--catalog", str(catalog_root), "--out-dir", str(out), "--preset", "smoke",
             "--device", "cpu", "--no-progress"]
     with pytest.warns(UserWarning):
         assert main(base) == 0
     first = json_lines(capsys.readouterr().out)
     assert len(first) == 1 and first[0]["segments"] == 6 and not first[0]["reused"]
-    assert calls == [("csn", "smoke", "cpu")]
-    assert main(base) == 0  # fresh: reused
+    assert calls == [("csn", "handle-smoke", "cpu")]
+    assert (out / ".partsim-output").is_file()  # written through the output rule
+    assert main(base) == 0  # opens and verifies: reused
     assert json_lines(capsys.readouterr().out)[0]["reused"] is True
+    # A retrained model: the index no longer verifies for it, so it is rebuilt in place (partsim wrote it).
+    with pytest.warns(UserWarning):
+        assert main(base) == 0
+    rebuilt = json_lines(capsys.readouterr().out)[0]
+    assert rebuilt["reused"] is False and rebuilt["model_hash"] == "retrained"
+    assert main(base) == 0
+    assert json_lines(capsys.readouterr().out)[0]["reused"] is True
+
+
+def test_index_output_rule(capsys, catalog_root, tmp_path):
+    # Never inside (or equal to) the catalogue; never over a folder partsim did not write.
+    for inside in (catalog_root, catalog_root / "test" / "index"):
+        code = main(["mixquery", "index", "--catalog", str(catalog_root), "--out-dir", str(inside), "--preset",
+                     "smoke", "--no-progress"])
+        assert code == 2 and "overlaps the input" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    args = build_parser().parse_args(["mixquery", "index", "--catalog", str(catalog_root), "--out-dir", str(foreign),
+                                      "--preset", "smoke", "--no-progress", "--fresh"])
+    with pytest.raises(PartsimError, match="partsim did not write"):
+        index_catalog(args, backend=tiny_backend())
+    assert (foreign / "notes.txt").read_text() == "mine"
+    assert build_parser().parse_args(["mixquery", "index", "--fresh"]).fresh is True
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["mixquery", "index", "--rebuild"])
 
 
 def test_errors_are_one_line_exit_2(capsys, catalog_root, tmp_path):
     code = main(["mixquery", "index", "--catalog", str(tmp_path / "missing"), "--preset", "smoke",
-                 "--out", str(tmp_path / "x"), "--no-progress"])
+                 "--out-dir", str(tmp_path / "x"), "--no-progress"])
     assert code == 2 and "Slakh root not found" in capsys.readouterr().err
     code = main(["mixquery", "index", "--catalog", str(catalog_root), "--backend", "mert", "--preset", "smoke",
                  "--no-progress"])
@@ -108,11 +142,12 @@ def test_errors_are_one_line_exit_2(capsys, catalog_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_default_backend_end_to_end_on_the_smoke_dataset(capsys, tmp_path):
-    # The real registry: condition (i)'s CSN of the smoke preset (trained when not cached, else reused) on the
-    # smoke dataset's test split; the index goes to tmp_path, models and data stay in the normal cache.
+def test_default_backend_end_to_end_on_the_smoke_dataset(capsys, tmp_path, monkeypatch):
+    # The real registry: condition (i)'s CSN of the smoke preset, trained in a private cache, on the smoke dataset's
+    # test split; the index goes to tmp_path.
+    monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "index"
-    assert main(["mixquery", "index", "--preset", "smoke", "--out", str(out), "--device", "cpu",
+    assert main(["mixquery", "index", "--preset", "smoke", "--out-dir", str(out), "--device", "cpu",
                  "--no-progress"]) == 0
     summary = json_lines(capsys.readouterr().out)[-1]
     assert summary["backend"] == "csn" and summary["model_hash"].startswith("csn-i-")

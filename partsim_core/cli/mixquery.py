@@ -1,33 +1,46 @@
 """``partsim mixquery ...``: chapter 6's MixQuery retrieval from the command line.
 
-* ``partsim mixquery index [--catalog ROOT] [--preset P] [--backend csn|separated|mert] [--split test|all]
-  [--out DIR] [--device D] [--mert-model DIR]``: embed every 10-s segment and part of a catalog and write the
-  index folder (default ``<cache>/mixquery/<backend>-<hash>``); prints the folder and counts as one JSON line.
-  A fresh index of the same model and catalog is reused; a stale one is rebuilt.
+* ``partsim mixquery index [--catalog ROOT] [--preset P] [--backend csn|separated|mert|track] [--split S]
+  [--out-dir DIR] [--fresh] [--device D] [--mert-model DIR] [--mert-heads DIR]``: embed every 10-s segment and part
+  of a catalog and write the index folder (default ``<cache>/mixquery/<backend>-<hash>``) through the output rule
+  (:mod:`partsim_core.data.outputs`); prints the folder and counts as one JSON line. An index there that opens and
+  verifies for the same model and catalog is reused; one that fails is rebuilt; ``--fresh`` always rebuilds.
 * ``partsim mixquery query --index DIR --stem SONG:PART:SEGMENT [--stem ...] [--k 10] [--similar]``: songs
   ranked by eq. 6.1-6.2 for the query set (one JSON line per song), or with ``--similar`` the stems most similar
   to one stem query (one JSON line per stem).
 * ``partsim mixquery serve --index DIR``: the MixQuery web app (added by :mod:`partsim_core.mixquery.app`).
-* ``partsim mixquery evaluate [--preset P] [--backends csn,separated] [--out FILE]``: the ground-truth evaluation on
-  a catalog of pseudo pieces (recall@10, recall@100, MRR per backend and part combination, beside the track-level
-  network and random ranking) and the simulated C0-C3 listening test
-  (:mod:`partsim_core.mixquery.evaluation`); prints the tables and writes JSON atomically with ``--out``.
+* ``partsim mixquery run [--preset P] [--seeds N] [--backends csn,separated] [--out FILE.json]``: chapter 6's
+  evaluation (:mod:`partsim_core.mixquery.run`): ground-truth recall@10, recall@100 and MRR on pseudo pieces with
+  95 % intervals, the CSN's search distance chosen on validation pieces, the simulated C0-C3 test, findings.
+* ``partsim train mixquery-head --mert-model DIR --out-dir DIR``: the thesis's per-stem head on frozen MERT features
+  (registered into the ``train`` group by :func:`register_train_command`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from partsim_core import INSTRUMENTS
-from partsim_core.presets import PRESETS
+from partsim_core.cli.options import (
+    add_data_root,
+    add_device,
+    add_fresh,
+    add_no_progress,
+    add_out_dir,
+    add_preset,
+    add_run_options,
+    add_seed,
+    positive_int,
+)
 
 #: ``--backend`` values (``partsim_core.mixquery.BACKENDS``; listed here so that ``--help`` imports little).
 BACKEND_NAMES = ("csn", "separated", "mert", "track")
 
-#: Part-level backends ``mixquery evaluate`` accepts (``track`` is its track-level peer, added unless
+#: Part-level backends ``mixquery run`` accepts (``track`` is its track-level peer, added unless
 #: ``--no-track-level``; ``mert`` would need a local model folder and is left to the Python API).
 EVALUATE_BACKENDS = ("csn", "separated")
 
@@ -41,28 +54,58 @@ def index_catalog(args: argparse.Namespace, backend: Any = None) -> dict[str, An
 
     ``backend`` replaces the one ``args.backend`` names (tests inject a tiny model); then ``--preset``, ``--device``,
     ``--data-root`` and ``--mert-model`` are not used for the model. The catalog is opened (and checked) before any
-    model is trained, so a bad ``--catalog`` fails at once.
+    model is trained, so a bad ``--catalog`` fails at once. An index already at the output folder is opened and
+    verified (:meth:`MixQueryIndex.load` with the backend's model hash and the catalog); it is reused when that
+    succeeds and rebuilt when it raises (only a folder partsim wrote is replaced; ``--fresh`` always rebuilds).
 
     Raises:
-        PartsimError: unknown preset, a bad catalog or split, a backend that cannot be built (``mert`` without
-            transformers or a model folder), an embedding failure.
+        PartsimError: unknown preset, a bad catalog or split, an output inside the catalog, a backend that cannot
+            be built (``mert`` without transformers or a model folder), an embedding failure.
     """
-    from partsim_core.presets import get_preset
-    from partsim_core.mixquery.backends import check_mert, get_backend
+    from partsim_core.data.dataset import load_dataset
+    from partsim_core.data.outputs import MARKER, check_not_inside_inputs, output_directory
+    from partsim_core.errors import PartsimError
+    from partsim_core.mixquery.backends import get_backend
     from partsim_core.mixquery.catalog import Catalog, default_catalog_root
-    from partsim_core.mixquery.index import build_index
+    from partsim_core.mixquery.index import MixQueryIndex, build_index, default_index_dir
+    from partsim_core.mixquery.mert import check_mert
+    from partsim_core.presets import get_preset
 
     settings = get_preset(args.preset)
     progress = not args.no_progress
     if backend is None and args.backend == "mert":
         check_mert(args.mert_model)
-    root = args.catalog if args.catalog is not None else default_catalog_root(args.preset, progress=progress)
     rate = backend.sample_rate if backend is not None else settings.frontend.sample_rate
-    catalog = Catalog(root, split=args.split, sample_rate=rate)
+    data = None
+    if args.catalog is None:
+        data = load_dataset(args.preset, args.data_root or "", progress=progress)
+    catalog = Catalog(args.catalog if args.catalog is not None else default_catalog_root(data), split=args.split,
+                      sample_rate=rate)
+    if args.out_dir is not None:
+        check_not_inside_inputs(args.out_dir, [catalog.root])
     if backend is None:
-        backend = get_backend(args.backend, args.preset, data_root=args.data_root or "", device=args.device,
-                              progress=progress, seed=args.seed, mert_model=args.mert_model)
-    index = build_index(catalog, backend, args.out, rebuild=args.rebuild, progress=progress)
+        data = data or load_dataset(args.preset, args.data_root or "", progress=progress)
+        backend = get_backend(args.backend, data, device=args.device, progress=progress, seed=args.seed,
+                              mert_model=args.mert_model, mert_heads=args.mert_heads)
+    folder = Path(args.out_dir) if args.out_dir is not None else default_index_dir(
+        backend.name, backend.model_hash, catalog.root, catalog.split)
+    stale = False
+    if folder.is_dir() and any(folder.iterdir()) and not args.fresh:
+        try:
+            index = MixQueryIndex.load(folder, backend=backend.name, model_hash=backend.model_hash, catalog=catalog)
+        except PartsimError:
+            stale = True  # fails to open or verify: rebuilt below (when partsim wrote it)
+        else:
+            index.reused = True
+            return index.describe()
+    # A stale folder is replaced only when it carries partsim's output marker (output_directory checks it).
+    replace = args.fresh or (stale and (folder / MARKER).is_file())
+    with output_directory(folder, inputs=[catalog.root], fresh=replace) as tmp:
+        build_index(catalog, backend, tmp / "index", rebuild=True, progress=progress)
+        for item in (tmp / "index").iterdir():
+            item.replace(tmp / item.name)
+        (tmp / "index").rmdir()
+    index = MixQueryIndex.load(folder, backend=backend.name, model_hash=backend.model_hash, catalog=catalog)
     return index.describe()
 
 
@@ -127,8 +170,6 @@ def parse_backends(text: str) -> list[str]:
 
     Raises:
         PartsimError: an empty list or an unknown name.
-
-    Used by: ``partsim mixquery evaluate`` (chapter 6).
     """
     from partsim_core.errors import PartsimError
 
@@ -143,69 +184,158 @@ def parse_backends(text: str) -> list[str]:
     return names
 
 
+def _cell(cell: dict[str, float]) -> str:
+    return f"{cell['value']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}]"
+
+
 def evaluation_text(result: Any) -> str:
-    """The tables ``mixquery evaluate`` prints: catalog summary, metrics per backend and combination, and the
-    SIMULATED C0-C3 accuracies.
-
-    Used by: ``partsim mixquery evaluate`` (chapter 6).
-    """
-    import pandas as pd
-
+    """The tables ``mixquery run`` prints: catalog summary, the CSN's distance choice, metrics per method with
+    95 % intervals, the SIMULATED C0-C3 accuracies and the findings."""
     catalog = result.catalog.summary()
-    lines = [f"pseudo-piece catalog {catalog['root']}: {catalog['songs']} test songs + {catalog['pieces']} pieces "
-             f"({', '.join(f'{kind} {count}' for kind, count in catalog['pieces_per_kind'].items())}), "
-             f"{catalog['queries']} queries",
-             "",
-             "Retrieval against ground truth (mean over queries; random = exact expectation):"]
-    with pd.option_context("display.width", 200, "display.max_rows", 500, "display.float_format", "{:.3f}".format):
-        lines.append(result.table.to_string())
-        lines += ["", f"SIMULATED C0-C3 listening test ({result.abx.listeners} simulated listeners following the "
-                      "generator's ground truth; not people). Comparison ranks: "
-                      + ", ".join(f"{strategy} {low}-{high}" for strategy, (low, high) in result.abx.ranges.items())
-                      + f" of {result.abx.n_ranked}",
-                  result.abx.accuracy().drop(columns="label").to_string()]
+    kinds = ", ".join(f"{kind} {count}" for kind, count in catalog["pieces_per_kind"].items())
+    lines = [(f"pseudo-piece catalog {catalog['location']}: {catalog['songs']} test songs + {catalog['pieces']} "
+              f"pieces ({kinds}), {catalog['queries']} queries; seeds {', '.join(map(str, result.seeds))}")]
+    if result.selection is not None:
+        chosen = result.selection
+        lines.append(f"CSN distance: {chosen.chosen} (MRR on {chosen.split} pieces: "
+                     + ", ".join(f"{name} {_cell(cells['MRR'])}" for name, cells in chosen.cells.items())
+                     + f"; euclidean - cosine {_cell(chosen.difference)})")
+    lines += ["", "Retrieval against ground truth, all queries (mean [95 % interval]; random = exact expectation):"]
+    for method, combinations in result.cells.items():
+        cells = combinations["all"]
+        lines.append(f"  {method:<10} " + "  ".join(f"{name} {_cell(cell)}" for name, cell in cells.items()))
+    lines += ["", f"SIMULATED C0-C3 listening test ({result.abx.listeners} simulated listeners following the "
+                  "generator's ground truth; not people). Comparison ranks: "
+              + ", ".join(f"{strategy} {low}-{high}" for strategy, (low, high) in result.abx.ranges.items())
+              + f" of {result.abx.n_ranked}"]
+    for method, strategies in result.abx.cells().items():
+        lines.append(f"  {method:<10} "
+                     + "  ".join(f"{strategy} {_cell(cell)}" for strategy, cell in strategies.items()))
+    lines += ["", "Findings:"] + [f"  [{item['verdict']}] {item['claim']}" for item in result.findings]
     return "\n".join(lines)
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    """``partsim mixquery evaluate``: print the tables and a one-line summary; write JSON with ``--out``.
-
-    Used by: the ``partsim`` command (chapter 6).
-    """
-    from partsim_core.data.cache import atomic_write_json
-    from partsim_core.mixquery.evaluation import run_evaluation
+def run_run(args: argparse.Namespace) -> int:
+    """``partsim mixquery run``: print the tables and a one-line summary; write the chapter JSON with ``--out``."""
+    from partsim_core.data.dataset import load_dataset
+    from partsim_core.data.outputs import check_output_file, write_json_output
+    from partsim_core.mixquery import run as chapter
 
     backends = parse_backends(args.backends)
-    result = run_evaluation(args.preset, data_root=args.data_root or "", backends=backends,
-                            track_level=not args.no_track_level, seed=args.seed, device=args.device,
-                            progress=not args.no_progress)
+    if args.out is not None:
+        check_output_file(args.out, fresh=args.fresh)
+    progress = not args.no_progress
+    data = load_dataset(args.preset, args.data_root or "", progress=progress)
+    if args.out is not None:
+        check_output_file(args.out, inputs=[data.root], fresh=args.fresh)
+    result = chapter.run_evaluation(data, backends=backends, track_level=not args.no_track_level, seed=args.seed,
+                                    seeds=args.seeds, device=args.device, epochs=args.epochs, fresh=args.fresh,
+                                    progress=progress)
     print(evaluation_text(result))
-    overall = result.table.xs("all", level="combination")
-    summary = {"preset": args.preset, "queries": len(result.catalog.queries),
-               "catalog_songs": len(result.catalog.catalog_ids),
-               "mrr": {method: round(float(value), 4) for method, value in overall["MRR"].items()},
+    summary = {"preset": args.preset, "seeds": result.seeds, "queries": len(result.catalog.queries),
+               "mrr": {method: round(cells["all"]["MRR"]["value"], 4) for method, cells in result.cells.items()},
                "out": str(args.out) if args.out else None}
-    if args.out:
-        atomic_write_json(args.out, result.to_json())
+    if args.out is not None:
+        write_json_output(args.out, result.to_json(), inputs=[data.root], fresh=args.fresh,
+                          command="partsim mixquery run")
     print(json.dumps(summary))
     return 0
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+#: Epochs of the head (thesis 6.3.3: 100); ``--epochs`` overrides.
+HEAD_EPOCHS_DEFAULT = 100
+
+
+def train_head(args: argparse.Namespace, features_model: Any = None) -> dict[str, Any]:
+    """The whole of ``train mixquery-head`` except the printing (tests pass a tiny stand-in ``features_model``).
+
+    Raises:
+        PartsimError: no MERT (transformers or model folder) and no stand-in, an output folder partsim may not
+            replace or inside the dataset, too few songs for same-song triplets.
+    """
+    from partsim_core.baseline.run import separated_source
+    from partsim_core.data.dataset import load_dataset
+    from partsim_core.data.outputs import check_output_dir, output_directory
+    from partsim_core.errors import PartsimError
+    from partsim_core.mixquery.mert import HEAD_LEARNING_RATE, load_mert, save_heads, split_features, train_mert_head
+
+    progress = not args.no_progress
+    check_output_dir(args.out_dir, fresh=args.fresh)
+    model = features_model if features_model is not None else load_mert(args.mert_model, args.device)
+    data = load_dataset(args.preset, args.data_root or "", progress=progress)
+    check_output_dir(args.out_dir, inputs=[data.root], fresh=args.fresh)
+    tracks = data.dataset.tracks(args.split)
+    if args.input == "ideal":
+        source = data.cache
+    else:
+        source = separated_source(data, "unet", data_root=data.root, device=args.device, progress=progress,
+                                  seed=args.seed)
+    features = split_features(model, source, tracks, INSTRUMENTS, data.fingerprint(tracks), args.input,
+                              progress=progress)
+    epochs = args.epochs or HEAD_EPOCHS_DEFAULT
+    heads, losses = {}, {}
+    for part, (values, songs) in features.items():
+        counts = Counter(songs)
+        if len(counts) < 2 or max(counts.values()) < 2:
+            continue  # no same-song positive or no negative for this part
+        trained = train_mert_head(values, songs, epochs=epochs, seed=args.seed, device=args.device,
+                                  progress=progress)
+        heads[part], losses[part] = trained.head, trained.losses
+    if not heads:
+        raise PartsimError(f"no part of the {args.split} songs has non-silent segments in two songs and two segments "
+                           "in one song (positives come from another time of the same song); nothing to train")
+    segments = {part: len(features[part][1]) for part in heads}
+    with output_directory(args.out_dir, inputs=[data.root], fresh=args.fresh) as tmp:
+        save_heads(tmp, heads, {"preset": args.preset, "split": args.split, "input": args.input, "epochs": epochs,
+                                "learning_rate": HEAD_LEARNING_RATE, "seed": args.seed,
+                                "model": getattr(model, "identity", ""), "losses": losses, "segments": segments})
+    return {"out_dir": str(args.out_dir), "parts": list(heads), "segments": segments,
+            "final_loss": {part: round(values[-1], 6) for part, values in losses.items()}}
+
+
+def run_train_head(args: argparse.Namespace) -> int:
+    """``partsim train mixquery-head``: print one JSON line (folder, segments and final loss per part)."""
+    print(json.dumps(train_head(args)))
+    return 0
+
+
+def register_train_command(commands: argparse._SubParsersAction) -> None:
+    """Add ``mixquery-head`` to the ``partsim train`` group (called from :mod:`partsim_core.cli.train`)."""
+    head = commands.add_parser(
+        "mixquery-head",
+        help="chapter 6: the thesis's per-stem head on frozen MERT features (same-song triplets, no labels)",
+        description=(
+            "Train the thesis's MixQuery embedding head (6.3.3): every non-silent 10-s segment of every stem of a "
+            "split is passed through a local, frozen MERT model (features averaged over time per layer, cached), "
+            "and one 1-D convolution with kernel size 1 per stem type is trained on triplets - a positive from "
+            "another time of the same song, a negative from another song - with the cosine distance, Adam at "
+            "5e-4, 100 epochs. No labels are needed. Writes heads.pt and heads.json to --out-dir; use them with "
+            "'partsim mixquery index --backend mert --mert-heads DIR'. Nothing is downloaded."
+        ),
+        epilog="Example: partsim train mixquery-head --mert-model ~/models/MERT-v1-95M --out-dir heads",
+    )
+    add_preset(head)
+    add_data_root(head)
+    add_device(head)
+    add_seed(head)
+    head.add_argument("--epochs", type=positive_int, default=None,
+                      help=f"training epochs (default: {HEAD_EPOCHS_DEFAULT}, the thesis's)")
+    head.add_argument("--mert-model", type=Path, default=None, metavar="DIR",
+                      help="local MERT model folder (config.json, weights, preprocessor_config.json); never "
+                           "downloaded")
+    head.add_argument("--split", choices=("train", "validation", "test"), default="train",
+                      help="songs the head is trained on (self-supervised); default: %(default)s")
+    head.add_argument("--input", choices=("separated", "ideal"), default="separated",
+                      help="stems: separated by our U-Net (as the thesis separated with HT Demucs) or the ideal "
+                           "stems; default: %(default)s")
+    add_out_dir(head, "the trained heads", required=True)
+    add_fresh(head, "an earlier head folder partsim wrote")
+    add_no_progress(head)
+    head.set_defaults(func=run_train_head)
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``mixquery`` group and its ``index``, ``query``, ``evaluate`` and ``serve`` commands."""
-    from partsim_core.cli.train import non_negative_int
-
     parser = subparsers.add_parser(
         "mixquery",
         help="chapter 6: MixQuery, retrieval of songs from stems of different songs (index, query)",
@@ -241,40 +371,30 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         "--split", choices=SPLIT_NAMES, default="test",
         help="which tracks of the catalog folder are songs: one split, or all; default: %(default)s",
     )
-    index.add_argument(
-        "--preset", choices=sorted(PRESETS), default="default",
-        help="sizes, sample rate and front end of the backend's model (partsim_core/presets.py); default: "
-             "%(default)s",
-    )
+    add_preset(index)
     index.add_argument(
         "--backend", choices=BACKEND_NAMES, default="csn",
         help="embeddings: csn = the chapter-4 CSN subspaces straight from the mix (condition (i) of Table 4.2); "
              "separated = our U-Net's stems + the chapter-3 per-part networks; mert = a local MERT model on the "
-             "separated stems (needs transformers and --mert-model); track = chapter 3's track-level network on "
-             "the mix (one part, 'mix': not part-level, the evaluation's peer); default: %(default)s",
+             "separated stems with the heads of 'partsim train mixquery-head' (needs transformers and "
+             "--mert-model); track = chapter 3's track-level network on the mix (one part, 'mix': not part-level, "
+             "the evaluation's peer); default: %(default)s",
     )
-    index.add_argument(
-        "--out", type=Path, default=None, metavar="DIR",
-        help="index folder; default: <cache>/mixquery/<backend>-<hash of model, catalog and split>",
-    )
-    index.add_argument(
-        "--data-root", type=Path, default=None, metavar="DIR",
-        help="dataset the backend's models are trained on; default: the preset's embedded dataset",
-    )
-    index.add_argument(
-        "--device", default="auto",
-        help="torch device for training and embedding: auto (CUDA when visible, else CPU), cpu, cuda or cuda:N; "
-             "default: %(default)s",
-    )
+    add_out_dir(index, "the index (default: <cache>/mixquery/<backend>-<hash of model, catalog and split>); never "
+                       "inside the catalogue")
+    add_data_root(index)
+    add_device(index)
     index.add_argument(
         "--mert-model", type=Path, default=None, metavar="DIR",
         help="local MERT model folder (config.json, weights, preprocessor_config.json) for --backend mert; never "
              "downloaded",
     )
-    index.add_argument("--seed", type=non_negative_int, default=0,
-                       help="seed of the backend's training runs; default: %(default)s")
-    index.add_argument("--rebuild", action="store_true", help="build even when a fresh index is already there")
-    index.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    index.add_argument("--mert-heads", type=Path, default=None, metavar="DIR",
+                       help="heads trained by 'partsim train mixquery-head' for --backend mert (without: the mean "
+                            "over MERT layers, not the thesis's embedding)")
+    add_seed(index)
+    add_fresh(index, "an index partsim wrote there (rebuild even when it verifies)")
+    add_no_progress(index)
     index.set_defaults(func=run_index)
 
     query = commands.add_parser(
@@ -303,49 +423,33 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     query.set_defaults(func=run_query)
 
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="ground-truth evaluation on pseudo pieces (recall@10/@100, MRR) and a simulated C0-C3 test",
+    run = commands.add_parser(
+        "run",
+        help="chapter 6: ground-truth evaluation on pseudo pieces (recall@10/@100, MRR) and a simulated C0-C3 test",
         description=(
-            "Evaluate MixQuery with ground truth (beyond the thesis, which had none): a catalog of the test songs "
+            "Run chapter 6's evaluation (beyond the thesis, which had no ground truth): a catalog of the test songs "
             "of the embedded dataset plus pseudo pieces mixed from their parts (for each query 'part p of song A + "
             "part q of song B': pieces with exactly those two parts, distractors sharing one of them, random "
-            "pieces) is indexed with each backend; recall@10, recall@100 and MRR of the pieces containing both "
-            "query parts are reported per backend and part combination, beside the track-level network (chapter "
-            "3's mix network) and random ranking (exact expectation). Then the thesis's C0-C3 ABX protocol (6.4.1) "
-            "is run with SIMULATED listeners that follow the generator's ground truth. Needs the embedded "
+            "pieces) is ranked with each backend by eq. 6.1 (mean of the raw query embeddings) and eq. 6.2; "
+            "recall@10, recall@100 and MRR of the pieces containing both query parts are reported per backend and "
+            "part combination with 95 % bootstrap intervals over queries and seeds, beside the track-level network "
+            "(chapter 3's mix network) and random ranking (exact expectation). The CSN's distance (cosine or "
+            "Euclidean) is chosen by MRR on validation pseudo pieces, never the test split. Then the thesis's C0-C3 "
+            "ABX protocol (6.4.1) is run with SIMULATED listeners (exact binomial intervals). Needs the embedded "
             "generator's dataset (real Slakh2100 has no ground truth); missing models are trained first. Prints "
-            "the tables and a one-line JSON summary."
+            "the tables, the findings and a one-line JSON summary; --out writes the chapter JSON."
         ),
-        epilog="Example: partsim mixquery evaluate --preset smoke --backends csn,separated --out eval.json",
+        epilog="Example: partsim mixquery run --preset smoke --seeds 3 --out ch6.json",
     )
-    evaluate.add_argument(
-        "--preset", choices=sorted(PRESETS), default="default",
-        help="models and evaluation sizes (partsim_core/presets.py, retrieval/evaluation.py); default: %(default)s",
-    )
-    evaluate.add_argument(
-        "--data-root", type=Path, default=None, metavar="DIR",
-        help="a dataset written by 'partsim data synth' (needs its partsim_ground_truth.json); default: the "
-             "preset's embedded dataset",
-    )
-    evaluate.add_argument(
+    add_run_options(run)
+    run.add_argument(
         "--backends", default="csn,separated", metavar="LIST",
         help=f"comma-separated part-level backends to evaluate, of {', '.join(EVALUATE_BACKENDS)}; default: "
              "%(default)s",
     )
-    evaluate.add_argument("--no-track-level", action="store_true",
-                          help="leave out the track-level peer (chapter 3's mix network)")
-    evaluate.add_argument("--seed", type=non_negative_int, default=0,
-                          help="seed of the catalog, the training of missing models, random ranking and the "
-                               "simulated listeners; default: %(default)s")
-    evaluate.add_argument(
-        "--device", default="auto",
-        help="torch device for training and embedding: auto, cpu, cuda or cuda:N; default: %(default)s",
-    )
-    evaluate.add_argument("--out", type=Path, default=None, metavar="FILE",
-                          help="write every table (and the ground truth) as JSON here, atomically")
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
-    evaluate.set_defaults(func=run_evaluate)
+    run.add_argument("--no-track-level", action="store_true",
+                     help="leave out the track-level peer (chapter 3's mix network)")
+    run.set_defaults(func=run_run)
 
     # ``partsim mixquery serve``: the web app of thesis Fig. 6.2 (partsim_core/mixquery/app.py).
     from partsim_core.mixquery.app import add_serve_parser

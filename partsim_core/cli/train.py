@@ -176,5 +176,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     part.set_defaults(func=run_part)
 
     from partsim_core.cli.csn import register_train_command
+    from partsim_core.cli.mixquery import register_train_command as register_mixquery_head
 
     register_train_command(commands)
+    register_mixquery_head(commands)

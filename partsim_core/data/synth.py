@@ -397,6 +397,35 @@ def read_ground_truth(out: str | os.PathLike) -> dict | None:
         return None
 
 
+def load_ground_truth_tracks(root: str | os.PathLike, needed_for: str = "this step") -> dict:
+    """The ``tracks`` mapping of a generated dataset's ``partsim_ground_truth.json`` (the one strict reader).
+
+    Args:
+        root: The dataset folder.
+        needed_for: What needs the ground truth, for the error message (e.g. ``"the MixQuery evaluation"``).
+
+    Raises:
+        PartsimError: no ground truth there (real Slakh2100 has none: it needs the embedded generator's dataset),
+            or a file that is unreadable or has no ``tracks`` mapping.
+    """
+    import json
+
+    path = Path(root) / GROUND_TRUTH_FILE
+    try:
+        truth = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PartsimError(
+            f"{Path(root).name}: no {GROUND_TRUTH_FILE}, so {needed_for} has no ground truth here. It needs the "
+            "embedded generator's dataset (partsim data synth, or no data root), which records the source track "
+            "and style of every part; real Slakh2100 has no such ground truth") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise PartsimError(f"{path}: unreadable ground truth ({error})") from None
+    tracks = truth.get("tracks") if isinstance(truth, dict) else None
+    if not isinstance(tracks, dict):
+        raise PartsimError(f"{path}: malformed ground truth (no 'tracks' mapping)")
+    return tracks
+
+
 def is_complete(out: Path, generator: dict) -> bool:
     """Whether ``out`` holds a finished dataset made by exactly this generator description."""
     truth = read_ground_truth(out)

@@ -7,18 +7,21 @@
   :func:`build_index` and :class:`MixQueryIndex`.
 * :mod:`~partsim_core.mixquery.search` - similar stems (6.2.2) and eq. 6.1-6.2 song retrieval (6.2.3-6.2.4) with
   FAISS, and the plain numpy references they equal.
-* :mod:`~partsim_core.mixquery.evaluation` - beyond the thesis: ground truth from a catalog of pseudo pieces
-  (recall@10/@100, MRR per backend vs the track-level network and random ranking) and the C0-C3 ABX protocol of 6.4.1
-  with simulated listeners.
+* :mod:`~partsim_core.mixquery.ranking` - eq. 6.1 (mean of the raw query embeddings) and eq. 6.2 with cosine or
+  Euclidean distance on a catalog's raw embeddings (what the evaluation ranks with).
+* :mod:`~partsim_core.mixquery.mert` - the thesis's embedding: frozen MERT layer features and the per-stem head
+  trained on same-song triplets (``partsim train mixquery-head``).
+* The evaluation, beyond the thesis: :mod:`~partsim_core.mixquery.pseudo_plan` and
+  :mod:`~partsim_core.mixquery.pseudo_catalog` (ground truth from a catalog of pseudo pieces),
+  :mod:`~partsim_core.mixquery.metrics` (recall@10/@100, MRR with intervals),
+  :mod:`~partsim_core.mixquery.simulated_listening` (the C0-C3 protocol of 6.4.1 with simulated listeners) and
+  :mod:`~partsim_core.mixquery.run` (the chapter's run and its JSON).
 
 Example::
 
     from partsim_core.mixquery import MixQueryIndex, StemQuery
     index = MixQueryIndex.load(folder)
     hits = index.search_songs([StemQuery("Track01877", "drums", 2), StemQuery("Track01890", "bass", 0)], k=10)
-
-Used by: ``partsim mixquery`` (``partsim_core/cli/mixquery.py``), the MixQuery app, ``benchmarks/retrieval.py`` and
-``notebooks/ch6_mixquery.py``.
 """
 
 from partsim_core.mixquery.backends import (
@@ -31,23 +34,11 @@ from partsim_core.mixquery.backends import (
     get_backend,
 )
 from partsim_core.mixquery.catalog import SEGMENT_SECONDS, Catalog, CatalogSong, default_catalog_root, segment_bounds
-from partsim_core.mixquery.evaluation import (
-    EvaluationQuery,
-    EvaluationSizes,
-    MixQueryEvaluation,
-    PseudoCatalog,
-    SimulatedABX,
-    build_pseudo_catalog,
-    comparison_rank_ranges,
-    evaluation_sizes,
-    expected_random_metrics,
-    recall_at_k,
-    reciprocal_rank,
-    run_evaluation,
-    simulate_abx,
-    wilson_interval,
-)
 from partsim_core.mixquery.index import FORMAT_VERSION, MixQueryIndex, build_index, default_index_dir
+from partsim_core.mixquery.metrics import expected_random_metrics, recall_at_k, reciprocal_rank
+from partsim_core.mixquery.pseudo_catalog import PseudoCatalog, build_pseudo_catalog
+from partsim_core.mixquery.pseudo_plan import EvaluationQuery, EvaluationSizes, evaluation_sizes
+from partsim_core.mixquery.run import MixQueryEvaluation, run_evaluation
 from partsim_core.mixquery.search import (
     THESIS_K,
     SongHit,
@@ -56,27 +47,28 @@ from partsim_core.mixquery.search import (
     search_songs_numpy,
     similar_stems_numpy,
 )
+from partsim_core.mixquery.simulated_listening import SimulatedABX, comparison_rank_ranges, simulate_abx
 
 __all__ = [
     "BACKENDS",
+    "FORMAT_VERSION",
+    "SEGMENT_SECONDS",
+    "THESIS_K",
     "CSNBackend",
     "Catalog",
     "CatalogSong",
     "EmbeddingBackend",
     "EvaluationQuery",
     "EvaluationSizes",
-    "FORMAT_VERSION",
     "MertBackend",
     "MixQueryEvaluation",
     "MixQueryIndex",
     "PseudoCatalog",
-    "SEGMENT_SECONDS",
     "SeparatedBackend",
     "SimulatedABX",
     "SongHit",
     "StemHit",
     "StemQuery",
-    "THESIS_K",
     "TrackLevelBackend",
     "build_index",
     "build_pseudo_catalog",
@@ -93,5 +85,4 @@ __all__ = [
     "segment_bounds",
     "similar_stems_numpy",
     "simulate_abx",
-    "wilson_interval",
 ]

@@ -9,9 +9,9 @@ Segmentation (6.2.1: "a 10-second portion obtained by sequentially dividing the 
 segments start at 0, 10, 20, ... s; the remainder after the last full segment becomes a shorter last segment when it
 is at least the backend's minimum length (otherwise it is dropped), and a song shorter than 10 s gives one such
 segment or, when even that is too short, is skipped with a warning listing it. A catalog without any usable song is
-an error.
-
-Used by: :mod:`partsim_core.mixquery.index` (building and serving an index) and ``partsim mixquery``.
+an error. The full segments are :mod:`partsim_core.data.segments`' grid (:func:`~partsim_core.data.segments.segment_starts`
+without overlap) and a segment is silent by its one rule (mean power below
+:data:`~partsim_core.data.segments.SILENCE_THRESHOLD`, thesis 3.3.1).
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from partsim_core import INSTRUMENTS
-from partsim_core.data.cache import MIX_PART, file_identity, stable_hash
+from partsim_core.data.cache import MIX_PART, StemCache, cache_root, file_identity, stable_hash
+from partsim_core.data.segments import SILENCE_THRESHOLD, non_silent_mask, segment_length, segment_starts
+from partsim_core.data.slakh import open_slakh
 from partsim_core.errors import PartsimError
 
 if TYPE_CHECKING:
-    from partsim_core.data.cache import StemCache
+    from partsim_core.data.dataset import DatasetHandle
     from partsim_core.data.slakh import SlakhDataset, Track
 
 #: Segment length of MixQuery (thesis 6.2.1).
@@ -62,20 +64,37 @@ class CatalogSong:
 
 def segment_bounds(samples: int, sample_rate: int, segment_seconds: float = SEGMENT_SECONDS,
                    min_seconds: float = 0.0) -> list[tuple[int, int]]:
-    """``(start, end)`` sample bounds of the segments of a song of ``samples`` samples (see the module docstring).
+    """``(start, end)`` sample bounds of the segments of a song of ``samples`` samples (see the module docstring):
+    the data grid's full segments, then the rest when it is at least ``min_seconds`` long.
 
-    Used by :meth:`Catalog.plan` and the tests.
+    Raises:
+        PartsimError: a segment shorter than one sample.
     """
-    length = int(round(segment_seconds * sample_rate))
+    length = segment_length(sample_rate, segment_seconds)
+    starts = segment_starts(int(samples), sample_rate, segment_seconds, overlap=False)
+    bounds = [(int(start), int(start) + length) for start in starts]
     # ceil with a little tolerance: 0.1 s x 30 Hz is 3 samples, not 4.
-    minimum = max(1, int(math.ceil(min_seconds * sample_rate - 1e-9)))
-    if length < 1:
-        raise PartsimError(f"segment_seconds={segment_seconds} is shorter than one sample")
-    bounds = [(start, start + length) for start in range(0, samples - length + 1, length)]
+    minimum = max(1, math.ceil(min_seconds * sample_rate - 1e-9))
     rest_start = len(bounds) * length
     if samples - rest_start >= minimum:
-        bounds.append((rest_start, samples))
+        bounds.append((rest_start, int(samples)))
     return bounds
+
+
+def non_silent_segments(audio: np.ndarray, bounds: list[tuple[int, int]],
+                        threshold: float = SILENCE_THRESHOLD) -> list[int]:
+    """Numbers of the segments of ``bounds`` that are not silent by the data rule
+    (:func:`~partsim_core.data.segments.non_silent_mask`: mean power at least ``threshold``); audio missing past
+    the decoded end counts as zeros."""
+    audio = np.asarray(audio)
+    kept = []
+    for number, (start, end) in enumerate(bounds):
+        excerpt = audio[start:end]
+        if excerpt.shape[0] < end - start:
+            excerpt = np.pad(excerpt, (0, end - start - excerpt.shape[0]))
+        if non_silent_mask(excerpt, np.zeros(1, dtype=np.int64), end - start, threshold)[0]:
+            kept.append(number)
+    return kept
 
 
 class Catalog:
@@ -91,15 +110,10 @@ class Catalog:
     Raises:
         PartsimError: a missing or non-Slakh root, an unknown split, or a split without tracks (the message names
             the root and the tracks per split).
-
-    Used by: :func:`~partsim_core.mixquery.index.build_index` and :class:`~partsim_core.mixquery.index.MixQueryIndex`.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "test", sample_rate: int = 22050,
                  segment_seconds: float = SEGMENT_SECONDS, dataset: SlakhDataset | None = None) -> None:
-        from partsim_core.data.cache import StemCache
-        from partsim_core.data.slakh import open_slakh
-
         if split not in CATALOG_SPLITS:
             raise PartsimError(f"unknown catalog split {split!r}; choose one of: {', '.join(CATALOG_SPLITS)}")
         self.root = Path(root).expanduser().resolve()
@@ -109,7 +123,7 @@ class Catalog:
         self.tracks: list[Track] = self.dataset.tracks(None if split == "all" else split)
         if not self.tracks:
             counts = ", ".join(f"{name} {count}" for name, count in self.dataset.split_counts().items())
-            raise PartsimError(f"catalog {self.root} has no tracks in split {split!r} (found: {counts}); pass "
+            raise PartsimError(f"catalog {self.root.name} has no tracks in split {split!r} (found: {counts}); pass "
                                "--split all or another split")
         self.cache: StemCache = StemCache(self.dataset, sample_rate)
         self.sample_rate = self.cache.sample_rate
@@ -129,7 +143,7 @@ class Catalog:
 
     def fingerprint(self) -> str:
         """Identity of the catalog's tracks (ids and every audio file's path, size, mtime), as in
-        :meth:`partsim_core.baseline.DatasetHandle.fingerprint`: any change of the audio changes it."""
+        :meth:`partsim_core.data.dataset.DatasetHandle.fingerprint`: any change of the audio changes it."""
         return stable_hash([(track.track_id, [file_identity(path) for path in track.audio_files()])
                             for track in self.tracks])
 
@@ -158,7 +172,7 @@ class Catalog:
             names = [entry["song"] for entry in skipped]
             listed = ", ".join(names[:WARN_LIST_LIMIT])
             more = f" ... and {len(names) - WARN_LIST_LIMIT} more" if len(names) > WARN_LIST_LIMIT else ""
-            warnings.warn(f"MixQuery catalog {self.root}: skipped {len(names)} song(s) shorter than "
+            warnings.warn(f"MixQuery catalog {self.root.name}: skipped {len(names)} song(s) shorter than "
                           f"{min_seconds:g} s: {listed}{more}", stacklevel=2)
         return songs, skipped
 
@@ -174,8 +188,16 @@ class Catalog:
         return self.cache.get(self.track(song_id), part)
 
 
-def default_catalog_root(preset: str, progress: bool = False) -> Path:
-    """The preset's embedded dataset (generated when absent): the default catalog of ``partsim mixquery index``."""
-    from partsim_core.data.dataset import resolve_dataset_root
+def display_location(path: str | os.PathLike) -> str:
+    """A folder as a page may print it: ``<cache>/...`` relative to the cache root when inside it, else its name
+    (never an absolute path of the machine)."""
+    path = Path(path).expanduser().resolve()
+    try:
+        return str(Path("<cache>") / path.relative_to(cache_root().resolve()))
+    except ValueError:
+        return path.name
 
-    return Path(resolve_dataset_root(preset, "", progress=progress))
+
+def default_catalog_root(data: DatasetHandle) -> Path:
+    """The default catalog of ``partsim mixquery index``: the dataset the entry point resolved (its test split)."""
+    return Path(data.root)
