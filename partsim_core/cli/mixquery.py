@@ -63,7 +63,7 @@ def index_catalog(args: argparse.Namespace, backend: Any = None) -> dict[str, An
             be built (``mert`` without transformers or a model folder), an embedding failure.
     """
     from partsim_core.data.dataset import load_dataset
-    from partsim_core.data.outputs import MARKER, check_not_inside_inputs, output_directory
+    from partsim_core.data.outputs import MARKER, check_not_inside_inputs, check_output_dir, output_directory
     from partsim_core.errors import PartsimError
     from partsim_core.mixquery.backends import get_backend
     from partsim_core.mixquery.catalog import Catalog, default_catalog_root
@@ -73,6 +73,10 @@ def index_catalog(args: argparse.Namespace, backend: Any = None) -> dict[str, An
 
     settings = get_preset(args.preset)
     progress = not args.no_progress
+    if args.out_dir is not None:
+        # Before any work: a file, a path under a file or a folder partsim did not write is refused at once (an
+        # index partsim wrote there is opened and verified below, and reused or rebuilt).
+        check_output_dir(args.out_dir, inputs=[args.catalog], fresh=True)
     if backend is None and args.backend == "mert":
         check_mert(args.mert_model)
     rate = backend.sample_rate if backend is not None else settings.frontend.sample_rate
