@@ -333,6 +333,12 @@ else:
     fig.show()
 model_table
 
+# %%
+from partsim_core.book.notebook import publish_results
+from partsim_core.perceptual.results import chapter_results
+
+publish_results("ch5", chapter_results(abx))  # the book build collects it into _build/results/ch5.json
+
 # %% [markdown]
 # ## What differs from the thesis and why
 #

@@ -51,8 +51,10 @@ setup_notebook()  # plotly figures as offline HTML divs, pandas display options
 # %%
 import pandas as pd
 import plotly.express as px
-from IPython.display import HTML, Audio, Markdown, display
+from IPython.display import Markdown, display
 
+from partsim_core.book.audio import audio_table
+from partsim_core.book.notebook import publish_results
 from partsim_core.book.thesis_tables import load_thesis_table
 from partsim_core.data.dataset import load_dataset
 from partsim_core.errors import PartsimError
@@ -105,9 +107,8 @@ for number, (query_set, table) in enumerate(examples, start=1):
 
 # %%
 clips = listening_clips(index, examples[-1][0], k=3)
-display(HTML("<table class='partsim-audio-table'>" + "".join(
-    f"<tr><th>{label}</th><td>{detail}</td><td>{Audio(audio, rate=index.sample_rate)._repr_html_()}</td></tr>"
-    for label, detail, audio in clips) + "</table>"))
+display(audio_table({label: {"where": detail, "listen": audio} for label, detail, audio in clips},
+                    sample_rate=index.sample_rate, name="ch6-listen"))
 
 # %% [markdown]
 # ## Evaluation with ground truth (beyond the thesis)
@@ -234,6 +235,7 @@ if results is not None:
     display(pd.DataFrame(results.findings)[["claim", "verdict", "estimate", "interval"]].style.format(
         {"estimate": "{:.3f}", "interval": lambda pair: f"[{pair[0]:.3f}, {pair[1]:.3f}]"}).set_caption(
         "Findings of chapter 6 (SIMULATED ones concern simulated listeners)"))
+    publish_results("ch6", results.to_json())  # the book build collects it into _build/results/ch6.json
 
 # %% [markdown]
 # ## The app
