@@ -5,16 +5,21 @@ failed build leaves nothing that looks complete):
 
 * ``index.json`` - :data:`FORMAT_VERSION`, backend name, model hash, preset, catalog root + split + fingerprint
   (ids, paths, sizes and mtimes of its audio files), sample rate, segment seconds, parts, vector size, the songs in
-  catalog order with their segments (sample bounds) and stem parts, and the songs skipped as too short;
+  catalog order with their segments (sample bounds) and stem parts, the songs skipped as too short, and (format 2)
+  ``files`` (BLAKE2b, size, shape, dtype of each array file) and ``checksum`` (of the manifest itself);
 * ``vectors.npy`` - float32 ``(n_segments, n_parts, D)``, rows grouped by song in catalog order, each part's vector
   L2-normalised, or zero when the backend gave a zero vector or the song has no stem of that part (a zero vector
   is at cosine distance 1 to everything);
 * ``present.npy`` - bool ``(n_segments, n_parts)``: the song has a stem of that part.
 
-:meth:`MixQueryIndex.load` refuses, each time with the command that fixes it: another format version, a backend or
-model hash other than the caller expects (a retrained model), and a catalog whose fingerprint changed (stale) or
-vanished. The FAISS indices are built at load time (~0.6 s for 100,000 segments on 2 cores); the search
-itself is :mod:`partsim_core.mixquery.search`.
+:meth:`MixQueryIndex.load` verifies the folder first (:mod:`partsim_core.mixquery.manifest`: the manifest's schema
+and checksum, each file's checksum, ``.npy`` header and finiteness, once per process) and refuses, each time with
+the command that fixes it: a damaged index, another format version, a backend or model hash other than the caller
+expects (a retrained model), and a catalog whose fingerprint changed (stale) or vanished; :func:`build_index`
+rebuilds instead of reusing in all those cases. The FAISS indices are built at load time (~0.6 s for 100,000
+segments on 2 cores): the exact search of :mod:`partsim_core.mixquery.search`, or above
+:data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments the approximate one of
+:mod:`partsim_core.mixquery.ann` (``search="auto"``; ``"exact"`` / ``"ann"`` force one).
 
 Used by: ``partsim mixquery index`` / ``query``, the MixQuery app (``partsim_core/mixquery/app.py``) and
 ``benchmarks/retrieval.py`` (chapter 6).
@@ -23,7 +28,6 @@ Used by: ``partsim mixquery index`` / ``query``, the MixQuery app (``partsim_cor
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import threading
 from collections.abc import Sequence
@@ -38,6 +42,18 @@ from partsim_core.data.cache import MIX_PART, atomic_directory, atomic_write_jso
 from partsim_core.errors import PartsimError
 from partsim_core.mixquery.backends import EmbeddingBackend
 from partsim_core.mixquery.catalog import SEGMENT_SECONDS, Catalog
+from partsim_core.mixquery.manifest import (
+    FORMAT_VERSION,
+    INDEX_FILE,
+    PRESENT_FILE,
+    VECTORS_FILE,
+    index_problem,
+    open_arrays,
+    read_manifest,
+    rebuild_command,
+    seal,
+    verify_index,
+)
 from partsim_core.mixquery.search import (
     THESIS_K,
     FaissSearcher,
@@ -48,29 +64,12 @@ from partsim_core.mixquery.search import (
     normalise_parts,
 )
 
-#: Bump when the layout or meaning of the index files changes; an index of another version is refused.
-FORMAT_VERSION = 1
-
-INDEX_FILE, VECTORS_FILE, PRESENT_FILE = "index.json", "vectors.npy", "present.npy"
-
-
 def default_index_dir(backend: str, model_hash: str, catalog_root: str | os.PathLike, split: str) -> Path:
     """``cache_root()/mixquery/<backend>-<hash>``; the hash covers the model, the catalog folder and the split, so
     a retrained model or another catalog gets its own index and a changed catalog rebuilds in place."""
     key = stable_hash({"model": model_hash, "catalog": str(Path(catalog_root).expanduser().resolve()),
                        "split": split}, length=12)
     return cache_root() / "mixquery" / f"{backend}-{key}"
-
-
-def rebuild_command(meta: dict, folder: Path | str) -> str:
-    """The ``partsim mixquery index`` command that rebuilds an index like the one ``meta`` describes."""
-    catalog = meta.get("catalog") or {}
-    words = ["partsim mixquery index", f"--catalog {catalog.get('root', 'ROOT')}",
-             f"--split {catalog.get('split', 'test')}", f"--backend {meta.get('backend', 'csn')}"]
-    if meta.get("preset"):
-        words.append(f"--preset {meta['preset']}")
-    words += [f"--out {folder}", "--rebuild"]
-    return " ".join(words)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -108,15 +107,17 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
                            f"{backend.sample_rate} Hz audio")
     folder = Path(out) if out is not None else default_index_dir(backend.name, backend.model_hash, catalog.root,
                                                                  catalog.split)
+    reason = "rebuild requested" if rebuild else None
     if not rebuild and (folder / INDEX_FILE).is_file():
         try:
             existing = MixQueryIndex.load(folder, backend=backend.name, model_hash=backend.model_hash,
                                           catalog=catalog, threads=threads)
-        except PartsimError:
-            existing = None  # stale, other model or version: rebuilt below
+        except PartsimError as error:
+            existing, reason = None, str(error)  # damaged, stale, other model or version: rebuilt below
         if existing is not None and existing.catalog_root == catalog.root and existing.split == catalog.split:
             existing.reused = True
             return existing
+        reason = reason or "built from another catalog or split"
     songs, skipped = catalog.plan(backend.min_seconds)
     if not songs:
         raise PartsimError(f"catalog {catalog.root} (split {catalog.split!r}) has no song of at least "
@@ -168,10 +169,11 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "partsim_version": __version__,
         }
-        atomic_write_json(tmp / INDEX_FILE, meta)
+        atomic_write_json(tmp / INDEX_FILE, seal(meta, tmp))
     index = MixQueryIndex.load(folder, backend=backend.name, model_hash=backend.model_hash, catalog=catalog,
                                threads=threads)
     index.reused = False
+    index.rebuild_reason = reason
     return index
 
 
@@ -221,8 +223,10 @@ class MixQueryIndex:
         self.present = self._searcher.present
         self._catalog = catalog
         self._catalog_lock = threading.Lock()
-        #: True when :func:`build_index` found this index already built and fresh.
+        #: True when :func:`build_index` found this index already built, verified and fresh.
         self.reused = False
+        #: Why :func:`build_index` did not reuse the index that was there (``None``: there was none).
+        self.rebuild_reason: str | None = None
 
     # ---- opening ------------------------------------------------------------------------------------------------
 
@@ -246,37 +250,17 @@ class MixQueryIndex:
                 missing catalog, or files that do not fit ``index.json`` - each with the command that rebuilds it.
         """
         folder = Path(path).expanduser()
-        meta_path = folder / INDEX_FILE
-        if not meta_path.is_file():
-            raise PartsimError(f"{folder}: no MixQuery index here (no {INDEX_FILE}); build one with "
-                               f"'partsim mixquery index --out {folder}'")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise PartsimError(f"{meta_path}: unreadable index metadata ({error}); rebuild it with "
-                               f"'partsim mixquery index --out {folder} --rebuild'") from None
+        meta = read_manifest(folder)
         fix = rebuild_command(meta, folder)
-        found = meta.get("format_version")
-        if found != FORMAT_VERSION:
-            raise PartsimError(f"{folder}: index format version {found}, but this partsim reads version "
-                               f"{FORMAT_VERSION}; rebuild it: {fix}")
-        if backend is not None and meta.get("backend") != backend:
-            raise PartsimError(f"{folder}: index built with backend {meta.get('backend')!r}, expected "
+        if backend is not None and meta["backend"] != backend:
+            raise PartsimError(f"{folder}: index built with backend {meta['backend']!r}, expected "
                                f"{backend!r}; rebuild it: {fix}")
-        if model_hash is not None and meta.get("model_hash") != model_hash:
-            raise PartsimError(f"{folder}: index built with model {meta.get('model_hash')!r}, but the current "
-                               f"{meta.get('backend')} model is {model_hash!r} (retrained?); rebuild it: {fix}")
+        if model_hash is not None and meta["model_hash"] != model_hash:
+            raise PartsimError(f"{folder}: index built with model {meta['model_hash']!r}, but the current "
+                               f"{meta['backend']} model is {model_hash!r} (retrained?); rebuild it: {fix}")
         if check_catalog:
             catalog = cls._check_catalog(meta, folder, catalog, fix)
-        try:
-            vectors = np.load(folder / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
-            present = np.load(folder / PRESENT_FILE, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise PartsimError(f"{folder}: index files unreadable ({error}); rebuild it: {fix}") from None
-        if vectors.dtype != np.float32 or present.dtype != bool or vectors.ndim != 3 \
-                or vectors.shape[2] != meta.get("dim"):
-            raise PartsimError(f"{folder}: {VECTORS_FILE} ({vectors.dtype}, {vectors.shape}) or {PRESENT_FILE} "
-                               f"({present.dtype}) do not fit {INDEX_FILE}; rebuild it: {fix}")
+        vectors, present = open_arrays(folder, meta)
         return cls(meta, vectors, present, folder=folder, catalog=catalog, threads=threads, coarse=coarse)
 
     @staticmethod
@@ -530,4 +514,4 @@ class MixQueryIndex:
                 "catalog": str(self.catalog_root) if self.catalog_root else None, "split": self.split,
                 "songs": len(self._songs), "segments": self.n_segments, "parts": list(self._parts),
                 "dim": int(self.vectors.shape[2]), "skipped": [entry["song"] for entry in self.skipped],
-                "reused": bool(self.reused)}
+                "reused": bool(self.reused), "rebuild_reason": self.rebuild_reason}
