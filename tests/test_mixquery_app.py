@@ -195,9 +195,12 @@ def _request(server: BackgroundServer, method: str, path: str, body: bytes | str
         body = json.dumps(body)
     if isinstance(body, str):
         body = body.encode()
+    headers = dict(headers or {})
+    if method == "POST":
+        headers.setdefault("Content-Type", "application/json")  # what the page's fetch sends
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
-        connection.request(method, path, body=body, headers=headers or {})
+        connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
     finally:

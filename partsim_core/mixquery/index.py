@@ -47,12 +47,10 @@ from partsim_core.mixquery.manifest import (
     INDEX_FILE,
     PRESENT_FILE,
     VECTORS_FILE,
-    index_problem,
     open_arrays,
     read_manifest,
     rebuild_command,
     seal,
-    verify_index,
 )
 from partsim_core.mixquery.search import (
     THESIS_K,
