@@ -189,6 +189,20 @@ def _content_length(text: str | None) -> int | None:
     return int(text.strip())
 
 
+def _unless_answered(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` skipped when the request was already answered while its body streamed in (413)."""
+
+    @functools.wraps(method)
+    async def run(self: Any, *args: Any, **kwargs: Any) -> None:
+        if self._finished:
+            return
+        result = method(self, *args, **kwargs)
+        if result is not None:
+            await result
+
+    return run
+
+
 class _Guard:
     """The checks every route makes before anything else (mixed into both handler bases).
 
@@ -212,12 +226,22 @@ class _Guard:
         self._body = bytearray()
         self._body_size = 0
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("get", "head", "post"):
+            if name in cls.__dict__:
+                setattr(cls, name, _unless_answered(cls.__dict__[name]))
+
     def data_received(self, chunk: bytes) -> None:
-        """Keep the body up to the limit; count (and drop) the rest."""
+        """Keep the body up to the limit; past it, answer 413 at once and drop the rest."""
         state: _State = self.settings["mixquery_state"]
         self._body_size += len(chunk)
         if self._body_size <= state.max_body_bytes:
             self._body += chunk
+        elif not self._finished:
+            error = ApiError(413, f"request body of more than {state.max_body_bytes} bytes exceeds the limit of "
+                                  f"{state.max_body_bytes} bytes")
+            self.send_error(413, exc_info=(ApiError, error, None))
 
     def _checked_body(self) -> bytes:
         state: _State = self.settings["mixquery_state"]
