@@ -723,16 +723,20 @@ def test_load_benchmark_serves_a_real_index_from_a_child_process(real_index_dir:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 10.0) -> tuple[int | None, bytes]:
+def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 10.0,
+                half_close: bool = False) -> tuple[int | None, bytes]:
     """Send raw bytes (request line and headers as given, then ``body``) and return (status, whole answer).
 
-    ``status`` is None when the server closed the connection without an answer.
+    ``status`` is None when the server closed the connection without an answer. ``half_close`` shuts the sending
+    side after the body (for requests that may announce more body than they send).
     """
     import socket
 
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
             sock.sendall(head + b"\r\n" + body)
+            if half_close:  # nothing more comes: a server waiting for more body sees the end (and may close)
+                sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the server may answer (and close) before all of the body is sent
         chunks = []
@@ -742,7 +746,7 @@ def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 10.0
                 if not chunk:
                     break
                 chunks.append(chunk)
-                if b"\r\n\r\n" in b"".join(chunks) and _complete(b"".join(chunks)):
+                if b"\r\n\r\n" in b"".join(chunks) and _complete(b"".join(chunks), head.startswith(b"HEAD ")):
                     break
         except OSError:
             pass
@@ -752,8 +756,11 @@ def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 10.0
     return int(answer.split(b" ", 2)[1]), answer
 
 
-def _complete(answer: bytes) -> bool:
+def _complete(answer: bytes, to_head: bool) -> bool:
     head, _, body = answer.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
+    if to_head or status in (b"204", b"304") or status.startswith(b"1"):
+        return True  # no body follows
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":

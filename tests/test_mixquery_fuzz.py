@@ -267,3 +267,159 @@ def test_random_manifest_edits_are_refused_or_harmless(built, tmp_path, choice, 
     outcome = _outcome(folder, expected)
     if meta != original:
         assert outcome == "refused"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Hypothesis: the web app's request handling (issue 12 item 6)
+# --------------------------------------------------------------------------------------------------------------
+
+APP_FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def app_server():
+    from test_mixquery_app import MAX_BODY, FakeMixQueryIndex
+
+    from partsim_core.mixquery.app import BackgroundServer, make_app
+
+    index = FakeMixQueryIndex()
+    with BackgroundServer(make_app(index, max_query_set=4, max_body_bytes=MAX_BODY, k=10)) as server:
+        yield server, index
+
+
+def _send(port: int, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"",
+          host: bytes | None = None) -> tuple[int | None, bytes]:
+    from test_mixquery_app import raw_request
+
+    lines = [method + b" " + path + b" HTTP/1.1", b"Host: " + (host or b"127.0.0.1:%d" % port),
+             b"Connection: close"]
+    lines += [name + b": " + value for name, value in headers]
+    if body and not any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers):
+        lines.append(b"Content-Length: %d" % len(body))
+    framing = any(name.lower() in (b"content-length", b"transfer-encoding", b"expect") for name, _ in headers)
+    return raw_request(port, b"\r\n".join(lines) + b"\r\n", body, half_close=framing)
+
+
+def _no_server_error(status: int | None, answer: bytes) -> None:
+    assert status is None or status < 500, answer[:300]
+    assert b"Traceback" not in answer and b'File "' not in answer
+
+
+PATH_PREFIXES = [b"/", b"/static/", b"/api/songs/", b"/api/", b"/audio/Track00000/", b"/audio/Track00000/mix/",
+                 b"/audio/", b"/api/search", b"/api/similar"]
+PATH_BYTES = st.binary(max_size=40).map(lambda raw: raw.replace(b"\r", b"").replace(b"\n", b"").replace(b" ", b""))
+PERCENT = st.binary(max_size=8).map(lambda raw: "".join(f"%{byte:02X}" for byte in raw).encode())
+
+
+@APP_FUZZ
+@given(method=st.sampled_from([b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE"]),
+       prefix=st.sampled_from(PATH_PREFIXES), tail=st.lists(PATH_BYTES | PERCENT, max_size=3).map(b"".join),
+       suffix=st.sampled_from([b"", b".wav", b"/0.wav", b"?x=1", b"#f", b"/"]))
+def test_random_paths_never_get_a_server_error(app_server, method, prefix, tail, suffix) -> None:
+    server, _index = app_server
+    status, answer = _send(server.port, method, prefix + tail + suffix, [])
+    _no_server_error(status, answer)
+
+
+HEADER_NAMES = [b"Range", b"Content-Type", b"Origin", b"Content-Length", b"Accept-Encoding", b"If-None-Match",
+                b"If-Modified-Since", b"Sec-Fetch-Site", b"Transfer-Encoding", b"Cookie", b"Expect", b"Referer",
+                b"Host", b"Connection", b"X-Forwarded-Host", b"Accept"]
+HEADER_VALUES = (st.binary(max_size=30).map(lambda raw: raw.replace(b"\r", b"").replace(b"\n", b""))
+                 | st.sampled_from([b"bytes=0-", b"bytes=-1", b"bytes=99999999999999999999-1", b"application/json",
+                                    b"http://evil.example", b"chunked", b"-1", b"1e9", b"100-continue",
+                                    "bytes=\u0661-\u0662".encode(), b"gzip, br", b"0"]))
+
+
+@APP_FUZZ
+@given(method=st.sampled_from([b"GET", b"HEAD", b"POST"]),
+       path=st.sampled_from([b"/", b"/api/songs", b"/api/songs/Track00001", b"/static/app.js", b"/api/search",
+                             b"/api/similar", b"/audio/Track00001/bass/1.wav", b"/audio/Track00002/mix/0.wav"]),
+       headers=st.lists(st.tuples(st.sampled_from(HEADER_NAMES), HEADER_VALUES), max_size=4),
+       body=st.binary(max_size=64))
+def test_random_headers_never_get_a_server_error(app_server, method, path, headers, body) -> None:
+    server, _index = app_server
+    status, answer = _send(server.port, method, path, headers, body if method == b"POST" else b"")
+    _no_server_error(status, answer)
+
+
+def _json_post(server, path: str, body: bytes):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+SONGS = st.sampled_from(["Track00000", "Track00001", "Track00003", "Odd/..name <b>&amp; ünï", "nosuch", ""])
+PARTS = st.sampled_from(["drums", "bass", "piano", "guitar", "others", "mix", "vocals"])
+QUERY = st.fixed_dictionaries({"song": SONGS, "part": PARTS, "segment": st.integers(-1, 6)})
+ODD = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+                   lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                               max_size=3), max_leaves=5)
+
+
+@APP_FUZZ
+@given(queries=st.lists(QUERY | ODD, max_size=5), k=st.none() | st.integers(-2, 120) | ODD,
+       extra=st.dictionaries(st.sampled_from(["verbose", "queries2"]), ODD, max_size=1))
+def test_random_searches_answer_4xx_or_exactly_the_index_ranking(app_server, queries, k, extra) -> None:
+    from partsim_core.mixquery import StemQuery
+
+    server, index = app_server
+    payload = {"queries": queries, **extra}
+    if k is not None:
+        payload["k"] = k
+    body = json.dumps(payload).encode()
+    status, answer = _json_post(server, "/api/search", body)
+    _no_server_error(status, answer)
+    assert status in (200, 400, 413), (status, answer[:200])
+    if status == 200:
+        results = json.loads(answer)["results"]
+        expected = index.search_songs([StemQuery(**query) for query in queries], k=10 if k is None else k) \
+            if queries else []
+        assert [(r["song"], r["best_segment"]) for r in results] == [(h.song, h.best_segment) for h in expected]
+        np.testing.assert_allclose([r["distance"] for r in results], [h.distance for h in expected], rtol=1e-12)
+
+
+@APP_FUZZ
+@given(query=QUERY, k=st.integers(-1, 120))
+def test_random_similar_requests_answer_4xx_or_exactly_the_index_neighbours(app_server, query, k) -> None:
+    from partsim_core.mixquery import StemQuery
+
+    server, index = app_server
+    status, answer = _json_post(server, "/api/similar", json.dumps({**query, "k": k}).encode())
+    _no_server_error(status, answer)
+    assert status in (200, 400), (status, answer[:200])
+    if status == 200:
+        expected = index.similar_stems(StemQuery(**query), k=k)
+        assert [(h["song"], h["segment"]) for h in json.loads(answer)["results"]] == \
+            [(e.song, e.segment) for e in expected]
+
+
+@APP_FUZZ
+@given(first=st.none() | st.integers(0, 10**20), last=st.none() | st.integers(0, 10**20),
+       garnish=st.sampled_from(["", " ", ",0-1", "x"]))
+def test_random_ranges_give_the_right_bytes_or_416(app_server, first, last, garnish) -> None:
+    from partsim_core.mixquery.app import audio_url
+
+    server, index = app_server
+    path = audio_url(index.songs[1], "bass", 1).encode()
+    status, full = _send(server.port, b"GET", path, [])
+    full_body = full.partition(b"\r\n\r\n")[2]
+    value = f"bytes={'' if first is None else first}-{'' if last is None else last}{garnish}".encode()
+    status, answer = _send(server.port, b"GET", path, [(b"Range", value)])
+    _no_server_error(status, answer)
+    body = answer.partition(b"\r\n\r\n")[2]
+    size = len(full_body)
+    assert status in (200, 206, 416), status
+    if status == 200:
+        assert body == full_body
+    elif status == 206:
+        head = answer.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+        span = next(line for line in head.split("\r\n") if line.startswith("content-range:")).split()[-1]
+        start, end = (int(n) for n in span.split("/")[0].split("-"))
+        assert body == full_body[start:end + 1] and 0 <= start <= end < size
