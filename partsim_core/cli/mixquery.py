@@ -97,7 +97,7 @@ def query_lines(args: argparse.Namespace) -> list[dict[str, Any]]:
     from partsim_core.mixquery.index import MixQueryIndex
 
     queries = [parse_stem(text) for text in args.stem]
-    index = MixQueryIndex.load(args.index)
+    index = MixQueryIndex.load(args.index, search=getattr(args, "search", "auto"))
     lines = []
     if args.similar:
         if len(queries) != 1:
@@ -300,6 +300,11 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     query.add_argument(
         "--exclude-query-songs", action="store_true",
         help="leave the songs of the query set out of the song results (the thesis's app shows them)",
+    )
+    query.add_argument(
+        "--search", choices=("auto", "exact", "ann"), default="auto",
+        help="exact search, approximate (FAISS-trained IVF read part by part) or auto: approximate for indexes of "
+             "300,000 segments or more; default: %(default)s",
     )
     query.set_defaults(func=run_query)
 

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from partsim_core import INSTRUMENTS, __version__
 from partsim_core.data.cache import MIX_PART, atomic_directory, atomic_write_json, cache_root, stable_hash
 from partsim_core.errors import PartsimError
+from partsim_core.mixquery.ann import ANN_MIN_SEGMENTS, AnnSearcher, use_ann
 from partsim_core.mixquery.backends import EmbeddingBackend
 from partsim_core.mixquery.catalog import SEGMENT_SECONDS, Catalog
 from partsim_core.mixquery.manifest import (
@@ -184,15 +185,19 @@ class MixQueryIndex:
     """A loaded MixQuery index: songs, segments, audio of the catalog, and the two searches of chapter 6.
 
     Build with :func:`build_index`, open with :meth:`load` (or :meth:`from_arrays` for vectors in memory, e.g. the
-    benchmark). All searches are exact (see :mod:`partsim_core.mixquery.search`) and thread-safe.
+    benchmark). Searches are exact (see :mod:`partsim_core.mixquery.search`) below
+    :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments and approximate from there on
+    (:mod:`partsim_core.mixquery.ann`; ``search`` forces either); same API and output format, thread-safe.
 
     Used by: ``partsim mixquery``, the MixQuery app, ``benchmarks/retrieval.py`` (chapter 6).
     """
 
     def __init__(self, meta: dict, vectors: np.ndarray, present: np.ndarray, folder: Path | None = None,
                  catalog: Catalog | None = None, threads: int = 1, normalise: bool = False,
-                 coarse: str = "fp16", shards: int | None = None) -> None:
-        """Use :meth:`load` or :meth:`from_arrays`; ``meta`` has the fields of ``index.json``."""
+                 coarse: str = "fp16", shards: int | None = None, search: str = "auto",
+                 ann_threshold: int = ANN_MIN_SEGMENTS, ann_options: dict[str, Any] | None = None) -> None:
+        """Use :meth:`load` or :meth:`from_arrays`; ``meta`` has the fields of ``index.json``; ``search``,
+        ``ann_threshold`` and ``ann_options`` (keyword arguments of :class:`AnnSearcher`) choose the searcher."""
         self.meta = meta
         self.folder = Path(folder) if folder is not None else None
         self._parts = tuple(meta["parts"])
@@ -213,8 +218,12 @@ class MixQueryIndex:
         if vectors.ndim != 3 or vectors.shape[:2] != expected or present.shape != expected:
             raise PartsimError(f"index vectors {vectors.shape} / present {present.shape} do not match its "
                                f"{expected[0]} segments x {expected[1]} parts")
-        self._searcher = FaissSearcher(vectors, self.song_of_row, present, threads=threads, normalise=normalise,
-                                       coarse=coarse, shards=shards)
+        if use_ann(search, expected[0], ann_threshold):
+            self._searcher: FaissSearcher | AnnSearcher = AnnSearcher(
+                vectors, self.song_of_row, present, normalise=normalise, **(ann_options or {}))
+        else:
+            self._searcher = FaissSearcher(vectors, self.song_of_row, present, threads=threads,
+                                           normalise=normalise, coarse=coarse, shards=shards)
         #: float32 ``(n_segments, n_parts, D)`` unit-or-zero vectors (``vectors.npy`` memory-mapped, after load).
         self.vectors = self._searcher.vectors
         #: bool ``(n_segments, n_parts)``: the song has a stem of that part.
@@ -231,7 +240,8 @@ class MixQueryIndex:
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str | None = None, model_hash: str | None = None,
              check_catalog: bool = True, catalog: Catalog | None = None, threads: int = 1,
-             coarse: str = "fp16") -> MixQueryIndex:
+             coarse: str = "fp16", search: str = "auto", ann_threshold: int = ANN_MIN_SEGMENTS,
+             ann_options: dict[str, Any] | None = None) -> MixQueryIndex:
         """Open an index folder and build its FAISS indices.
 
         Args:
@@ -242,6 +252,10 @@ class MixQueryIndex:
             catalog: The already opened catalog (saves re-reading its metadata).
             threads: FAISS threads (see :class:`~partsim_core.mixquery.search.FaissSearcher`).
             coarse: FAISS candidate index, ``fp16`` or ``flat`` (results are exact either way).
+            search: ``auto`` (approximate from ``ann_threshold`` segments on), ``exact`` or ``ann``
+                (:mod:`partsim_core.mixquery.ann`).
+            ann_threshold: Segments from which ``auto`` means approximate.
+            ann_options: Keyword arguments of :class:`~partsim_core.mixquery.ann.AnnSearcher` (nlist, nprobe...).
 
         Raises:
             PartsimError: no index there, another format version, another backend or model hash, a stale or
@@ -259,7 +273,8 @@ class MixQueryIndex:
         if check_catalog:
             catalog = cls._check_catalog(meta, folder, catalog, fix)
         vectors, present = open_arrays(folder, meta)
-        return cls(meta, vectors, present, folder=folder, catalog=catalog, threads=threads, coarse=coarse)
+        return cls(meta, vectors, present, folder=folder, catalog=catalog, threads=threads, coarse=coarse,
+                   search=search, ann_threshold=ann_threshold, ann_options=ann_options)
 
     @staticmethod
     def _check_catalog(meta: dict, folder: Path, catalog: Catalog | None, fix: str) -> Catalog:
@@ -280,7 +295,9 @@ class MixQueryIndex:
     def from_arrays(cls, vectors: np.ndarray, songs: Sequence[str], segments: Sequence[Sequence[tuple[int, int]]],
                     sample_rate: int, present: np.ndarray | None = None, parts: Sequence[str] = INSTRUMENTS,
                     segment_seconds: float = SEGMENT_SECONDS, threads: int = 1,
-                    coarse: str = "fp16", shards: int | None = None) -> MixQueryIndex:
+                    coarse: str = "fp16", shards: int | None = None, search: str = "auto",
+                    ann_threshold: int = ANN_MIN_SEGMENTS,
+                    ann_options: dict[str, Any] | None = None) -> MixQueryIndex:
         """An in-memory index of given vectors (no catalog: :meth:`segment_audio` is unavailable).
 
         Each part's vector is L2-normalised on the way into FAISS (zeros stay zero). Used by the tests and
@@ -298,8 +315,17 @@ class MixQueryIndex:
             threads: FAISS threads.
             coarse: FAISS candidate index, ``fp16`` or ``flat`` (results are exact either way).
             shards: Row ranges of the song-search index searched in parallel (None: one per core, at most 4).
+            search: ``auto``, ``exact`` or ``ann`` (see :meth:`load`).
+            ann_threshold: Segments from which ``auto`` means approximate.
+            ann_options: Keyword arguments of :class:`~partsim_core.mixquery.ann.AnnSearcher`.
+
+        Raises:
+            PartsimError: inconsistent arguments or NaN/infinite vectors.
         """
         vectors = np.asarray(vectors)
+        if vectors.ndim == 3 and not all(np.isfinite(vectors[first:first + 65536]).all()
+                                         for first in range(0, vectors.shape[0], 65536)):
+            raise PartsimError("vectors hold NaN or infinite values")
         if present is None:
             present = np.ones(vectors.shape[:2], dtype=bool)
         present = np.asarray(present, dtype=bool)
@@ -316,7 +342,8 @@ class MixQueryIndex:
                       for song, bounds, first in zip(songs, segments, firsts)],
             "skipped": [],
         }
-        return cls(meta, vectors, present, threads=threads, normalise=True, coarse=coarse, shards=shards)
+        return cls(meta, vectors, present, threads=threads, normalise=True, coarse=coarse, shards=shards,
+                   search=search, ann_threshold=ann_threshold, ann_options=ann_options)
 
     # ---- description ----------------------------------------------------------------------------------------------
 
@@ -349,6 +376,11 @@ class MixQueryIndex:
     def model_hash(self) -> str:
         """Identity of the backend's model."""
         return str(self.meta.get("model_hash", ""))
+
+    @property
+    def search_mode(self) -> str:
+        """``"exact"`` (:class:`FaissSearcher`) or ``"ann"`` (:class:`~partsim_core.mixquery.ann.AnnSearcher`)."""
+        return "ann" if isinstance(self._searcher, AnnSearcher) else "exact"
 
     @property
     def shards(self) -> int:
@@ -512,4 +544,4 @@ class MixQueryIndex:
                 "catalog": str(self.catalog_root) if self.catalog_root else None, "split": self.split,
                 "songs": len(self._songs), "segments": self.n_segments, "parts": list(self._parts),
                 "dim": int(self.vectors.shape[2]), "skipped": [entry["song"] for entry in self.skipped],
-                "reused": bool(self.reused), "rebuild_reason": self.rebuild_reason}
+                "reused": bool(self.reused), "rebuild_reason": self.rebuild_reason, "search": self.search_mode}
