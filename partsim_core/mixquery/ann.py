@@ -58,7 +58,11 @@ SEARCH_MODES: tuple[str, ...] = ("auto", "exact", "ann")
 TRAIN_ROWS_PER_LIST = 32
 
 #: Song queries keep this many times ``k`` best segments of each query part's scan as candidates.
-CANDIDATES_PER_K = 30
+CANDIDATES_PER_K = 10
+
+#: Distance within which float32 scores of candidates are re-scored in float64 before ranking (float32 dot
+#: products of unit vectors err by ~1e-6).
+FLOAT32_MARGIN = 1e-4
 
 #: k-means iterations.
 KMEANS_ITERATIONS = 10
@@ -257,11 +261,25 @@ class AnnSearcher:
         rows = np.unique(np.concatenate(found))
         if rows.size == 0:
             return []
-        total = np.zeros(rows.size, dtype=np.float64)
+        # Eq. 6.2 for every candidate in float32; the best segment of each song; then the leading songs' best
+        # segments (and every candidate within float32 error of them) again in float64, ranked as the exact search.
+        total = np.zeros(rows.size, dtype=np.float32)
         for part in parts:
-            total += self._similarity(part, rows, blocks[part])
-        distances = _tie_round(1.0 - total / len(parts))
+            part_file = self.files[part]
+            total += part_file.store[part_file.position[rows]] @ blocks[part].astype(np.float32)
+        distances = 1.0 - total.astype(np.float64) / len(parts)
         songs = self.song_of_row[rows]
+        order = np.lexsort((rows, distances, songs))
+        songs_sorted = songs[order]
+        firsts = order[np.r_[True, songs_sorted[1:] != songs_sorted[:-1]]]
+        leading = firsts[np.lexsort((songs[firsts], distances[firsts]))][:2 * k + 16]
+        cutoff = distances[leading[-1]] + FLOAT32_MARGIN
+        close = np.flatnonzero(np.isin(songs, songs[leading]) & (distances <= cutoff))
+        rows, songs = rows[close], songs[close]
+        exact = np.zeros(rows.size, dtype=np.float64)
+        for part in parts:
+            exact += self._similarity(part, rows, blocks[part])
+        distances = _tie_round(1.0 - exact / len(parts))
         order = np.lexsort((rows, distances, songs))  # per song: best distance, then earliest row
         songs_sorted = songs[order]
         firsts = order[np.r_[True, songs_sorted[1:] != songs_sorted[:-1]]]
