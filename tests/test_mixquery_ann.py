@@ -81,10 +81,11 @@ def test_recall_against_the_exact_search(pair) -> None:
     assert np.mean(song_recall) >= 0.9 and np.mean(stem_recall) >= 0.9, (np.mean(song_recall), np.mean(stem_recall))
 
 
-def test_probing_every_list_gives_exactly_the_exact_answers() -> None:
+def test_probing_every_list_and_keeping_every_candidate_gives_exactly_the_exact_answers() -> None:
     vectors, songs, segments, present = clustered(n_songs=200, seed=3)
     ann = MixQueryIndex.from_arrays(vectors, songs, segments, 1, present=present, search="ann",
-                                    ann_options={"nlist": 16, "nprobe": 16, "nprobe_stems": 16})
+                                    ann_options={"nlist": 16, "nprobe": 16, "nprobe_stems": 16,
+                                                 "candidates_per_k": 10**6})
     rng = np.random.default_rng(2)
     for query in queries(ann, rng, 20):
         rows = [ann.query_row(stem) for stem in query]

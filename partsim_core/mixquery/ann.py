@@ -169,7 +169,8 @@ class AnnSearcher:
 
     def __init__(self, vectors: np.ndarray, song_of_row: np.ndarray, present: np.ndarray, *,
                  normalise: bool = False, nlist: int | None = None, nprobe: int | None = None,
-                 nprobe_stems: int | None = None, seed: int = 0, chunk_rows: int = 65536) -> None:
+                 nprobe_stems: int | None = None, candidates_per_k: int = CANDIDATES_PER_K, seed: int = 0,
+                 chunk_rows: int = 65536) -> None:
         """Train each part's inverted file and store the part's vectors in its list order.
 
         Args:
@@ -180,6 +181,7 @@ class AnnSearcher:
             nlist: Lists per part (default :func:`default_nlist`).
             nprobe: Lists scanned per part of a song query (default :func:`default_nprobe`).
             nprobe_stems: Lists scanned per similar-stem query (default :func:`default_nprobe`).
+            candidates_per_k: Segments kept per query part of a song query, times ``k``.
             seed: k-means seed (the samples and the initial centroids).
             chunk_rows: Rows handled at a time while building (bounds temporary copies).
 
@@ -199,6 +201,7 @@ class AnnSearcher:
         self.nlist = int(self.nlist)
         self.nprobe = self._probes(nprobe, "nprobe")
         self.nprobe_stems = self._probes(nprobe_stems, "nprobe_stems")
+        self.candidates_per_k = self._probes(candidates_per_k, "candidates_per_k")
         self.song_of_row = np.ascontiguousarray(song_of_row, dtype=np.int64)
         self.first_row, self.song_rows = song_bounds(self.song_of_row)
         self.present = np.ascontiguousarray(present, dtype=bool)
@@ -222,7 +225,7 @@ class AnnSearcher:
             return default_nprobe(self.nlist)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise PartsimError(f"{name} must be a positive integer, got {value!r}")
-        return int(min(value, self.nlist))
+        return int(value if name == "candidates_per_k" else min(value, self.nlist))
 
     @property
     def n_segments(self) -> int:
@@ -257,7 +260,7 @@ class AnnSearcher:
             if excluded.size:
                 keep = ~np.isin(self.song_of_row[rows], excluded)
                 rows, similarities = rows[keep], similarities[keep]
-            found.append(rows[_best(similarities, CANDIDATES_PER_K * k)])
+            found.append(rows[_best(similarities, self.candidates_per_k * k)])
         rows = np.unique(np.concatenate(found))
         if rows.size == 0:
             return []
