@@ -58,7 +58,7 @@ SEARCH_MODES: tuple[str, ...] = ("auto", "exact", "ann")
 TRAIN_ROWS_PER_LIST = 32
 
 #: Song queries keep this many times ``k`` best segments of each query part's scan as candidates.
-CANDIDATES_PER_K = 10
+CANDIDATES_PER_K = 30
 
 #: Distance within which float32 scores of candidates are re-scored in float64 before ranking (float32 dot
 #: products of unit vectors err by ~1e-6).
@@ -134,7 +134,11 @@ class _PartFile:
                    + self.offsets.nbytes)
 
     def scan(self, query: np.ndarray, probes: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(positions, float32 similarities)`` of every row in the ``probes`` lists nearest ``query``."""
+        """``(positions, float32 similarities)`` of every row in the ``probes`` lists nearest ``query``.
+
+        Dot products by ``einsum`` (one thread, no BLAS): a multi-threaded BLAS call per query costs more in thread
+        hand-offs on a busy 2-core machine than it saves (as everywhere in this module).
+        """
         nlist = self.centroids.shape[0]
         if probes >= nlist:
             lists = np.arange(nlist)
@@ -148,7 +152,7 @@ class _PartFile:
         similarities = np.empty(positions.size, dtype=np.float32)
         at = 0
         for start, end in zip(starts, ends):
-            np.matmul(self.store[start:end], query, out=similarities[at:at + end - start])
+            np.einsum("rd,d->r", self.store[start:end], query, out=similarities[at:at + end - start])
             at += end - start
         return positions, similarities
 
@@ -239,7 +243,7 @@ class AnnSearcher:
     def _similarity(self, part: int, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
         """float64 ``v_part(row) . query`` for ``rows``, read from the part's store."""
         part_file = self.files[part]
-        return part_file.store[part_file.position[rows]].astype(np.float64) @ query
+        return np.einsum("rd,d->r", part_file.store[part_file.position[rows]].astype(np.float64), query)
 
     def search_songs(self, query_rows: Sequence[tuple[int, int]], k: int = THESIS_K,
                      excluded_songs: Sequence[int] = ()) -> list[tuple[int, float, int]]:
@@ -261,7 +265,7 @@ class AnnSearcher:
                 keep = ~np.isin(self.song_of_row[rows], excluded)
                 rows, similarities = rows[keep], similarities[keep]
             found.append(rows[_best(similarities, self.candidates_per_k * k)])
-        rows = np.unique(np.concatenate(found))
+        rows = np.concatenate(found)  # a row found in two parts counts twice: harmless, and cheaper than unique
         if rows.size == 0:
             return []
         # Eq. 6.2 for every candidate in float32; the best segment of each song; then the leading songs' best
@@ -269,7 +273,7 @@ class AnnSearcher:
         total = np.zeros(rows.size, dtype=np.float32)
         for part in parts:
             part_file = self.files[part]
-            total += part_file.store[part_file.position[rows]] @ blocks[part].astype(np.float32)
+            total += np.einsum("rd,d->r", part_file.store[part_file.position[rows]], blocks[part].astype(np.float32))
         distances = 1.0 - total.astype(np.float64) / len(parts)
         songs = self.song_of_row[rows]
         order = np.lexsort((rows, distances, songs))
