@@ -4,7 +4,8 @@
   [--out DIR] [--device D] [--mert-model DIR]``: embed every 10-s segment and part of a catalog and write the
   index folder (default ``<cache>/mixquery/<backend>-<hash>``); prints the folder and counts as one JSON line.
   A fresh index of the same model and catalog is reused; a stale one is rebuilt.
-* ``partsim mixquery query --index DIR --stem SONG:PART:SEGMENT [--stem ...] [--k 10] [--similar]``: songs
+* ``partsim mixquery query --index DIR --stem SONG:PART:SEGMENT [--stem ...] [--k 10] [--similar]
+  [--search auto|exact|ann]``: songs
   ranked by eq. 6.1-6.2 for the query set (one JSON line per song), or with ``--similar`` the stems most similar
   to one stem query (one JSON line per stem).
 * ``partsim mixquery serve --index DIR``: the MixQuery web app (added by :mod:`partsim_core.mixquery.app`).

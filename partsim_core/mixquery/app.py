@@ -38,7 +38,9 @@ read, and while a chunked body streams in; malformed JSON, missing or unknown fi
 unknown song, part or segment inside a request body gets 400, in a URL 404; a malformed path (NUL bytes, non-ASCII
 digits), header or ``Range`` gets a 4xx, and audio that cannot be read (e.g. a catalogue file deleted while
 serving) 404. Error messages never show server paths. Searches and WAV encoding run in a thread pool so the
-server stays responsive (FAISS releases the GIL).
+server stays responsive (FAISS releases the GIL). The handlers live in :mod:`partsim_core.mixquery.handlers`;
+this module serves them. The index may use the exact or the approximate search (``--search``,
+:mod:`partsim_core.mixquery.ann`): the API is the same.
 
 Used by: ``partsim mixquery serve`` (chapter 6), tests/test_mixquery_app.py, benchmarks/mixquery_load.py.
 """

@@ -82,7 +82,9 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
     """Embed every segment and part of a catalog with ``backend`` and write the index folder (atomically).
 
     An existing index at ``out`` built by the same backend and model from the same, unchanged catalog is reused
-    (``index.reused`` is True) unless ``rebuild``; any other index there is replaced.
+    (``index.reused`` is True) unless ``rebuild`` - only when it verifies (:func:`~partsim_core.mixquery.manifest.
+    verify_index`: schema, checksums, shapes, finite vectors); any other index there is replaced, and
+    ``index.rebuild_reason`` says why (the verification's message, for a damaged one).
 
     Used by: ``partsim mixquery index`` and the tests (with an injected backend).
 
