@@ -117,7 +117,7 @@ def test_the_threshold_switches_between_exact_and_approximate() -> None:
         AnnSearcher(at.vectors, at.song_of_row, at.present, nprobe=0)
     with pytest.raises(PartsimError, match="nlist must be"):
         AnnSearcher(at.vectors, at.song_of_row, at.present, nlist=n + 1)
-    assert default_nlist(10**6) == 1024 and default_nprobe(1024) == 32 and default_nprobe(16) == 8
+    assert default_nlist(10**6) == 1024 and default_nprobe(1024) == 16 and default_nprobe(16) == 8
 
 
 def test_same_api_and_errors_on_either_searcher(pair) -> None:

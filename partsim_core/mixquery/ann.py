@@ -12,11 +12,12 @@ fraction of the catalogue:
 * **Similar stems** (one part): the ``nprobe_stems`` lists whose centroids are nearest the query are scanned
   exactly (dot products of the stored unit vectors); the best ``k`` segments of other songs having that stem win.
 * **Song retrieval** (eq. 6.1-6.2): for each part ``i`` of the query set, the ``nprobe`` lists nearest the averaged
-  query ``y_i`` of that part are scanned and that part's best :data:`CANDIDATES_PER_K` x ``k`` segments kept; the
-  union of these candidates is scored by eq. 6.2 exactly (float64, every query part read for every candidate, the
-  same rounding and tie rules as the exact search), the minimum taken per song and the songs ranked. A song is
-  found when one of its segments is near the query in at least one part; a song whose best segment is only
-  moderately near in every part can be missed, and a song is reported at the distance of its best *candidate*
+  query ``y_i`` of that part are scanned and that part's best :data:`CANDIDATES_PER_K` x ``k`` segments kept; each
+  candidate's eq. 6.2 distance is completed by reading the other query parts' vectors of that segment (float32),
+  the minimum taken per song, and the leading songs' segments re-scored in float64 and ranked with the same
+  rounding and tie rules as the exact search. A song is found when one of its segments is near the query in at
+  least one part; a song whose best segment is only moderately near in every part can be missed, and a song is
+  reported at the distance of its best *candidate*
   segment (never below the exact one). That is the approximation, measured as recall@100 against the exact search
   by ``benchmarks/retrieval.py`` and by the tests (on synthetic catalogues whose songs resemble their style: on
   structureless random vectors no inverted file reaches a useful recall without scanning most lists).
@@ -58,7 +59,7 @@ SEARCH_MODES: tuple[str, ...] = ("auto", "exact", "ann")
 TRAIN_ROWS_PER_LIST = 32
 
 #: Song queries keep this many times ``k`` best segments of each query part's scan as candidates.
-CANDIDATES_PER_K = 30
+CANDIDATES_PER_K = 80
 
 #: Distance within which float32 scores of candidates are re-scored in float64 before ranking (float32 dot
 #: products of unit vectors err by ~1e-6).
@@ -85,8 +86,8 @@ def default_nlist(n_segments: int) -> int:
 
 
 def default_nprobe(nlist: int) -> int:
-    """Lists scanned per query part: 1/32 of them (32 of 1,024: ~3 % of the catalogue), at least 8 (or all)."""
-    return int(max(min(nlist, 8), nlist // 32))
+    """Lists scanned per query part: 1/64 of them (16 of 1,024: ~1.6 % of the catalogue), at least 8 (or all)."""
+    return int(max(min(nlist, 8), nlist // 64))
 
 
 class _PartFile:
@@ -254,26 +255,29 @@ class AnnSearcher:
         if not np.any(blocks):
             allowed = np.setdiff1d(np.arange(self.first_row.size), excluded)[:k]
             return [(int(song), 1.0, int(self.first_row[song])) for song in allowed]
-        found = []
-        for part in parts:
-            if not np.any(blocks[part]):
-                continue
+        weights = {part: blocks[part].astype(np.float32) for part in parts if np.any(blocks[part])}
+        found_rows, found_totals = [], []
+        for part, weight in weights.items():
             part_file = self.files[part]
-            positions, similarities = part_file.scan(blocks[part].astype(np.float32), self.nprobe)
+            positions, similarities = part_file.scan(weight, self.nprobe)
             rows = part_file.order[positions]
             if excluded.size:
                 keep = ~np.isin(self.song_of_row[rows], excluded)
                 rows, similarities = rows[keep], similarities[keep]
-            found.append(rows[_best(similarities, self.candidates_per_k * k)])
-        rows = np.concatenate(found)  # a row found in two parts counts twice: harmless, and cheaper than unique
+            best = _best(similarities, self.candidates_per_k * k)
+            rows, total = rows[best], similarities[best]  # this part's similarity is known from the scan
+            for other, other_weight in weights.items():
+                if other != part:
+                    other_file = self.files[other]
+                    total += np.einsum("rd,d->r", other_file.store[other_file.position[rows]], other_weight)
+            found_rows.append(rows)
+            found_totals.append(total)
+        # A row found in two parts counts twice: harmless, and cheaper than unique.
+        rows, total = np.concatenate(found_rows), np.concatenate(found_totals)
         if rows.size == 0:
             return []
-        # Eq. 6.2 for every candidate in float32; the best segment of each song; then the leading songs' best
+        # Eq. 6.2 of every candidate in float32; the best segment of each song; then the leading songs' best
         # segments (and every candidate within float32 error of them) again in float64, ranked as the exact search.
-        total = np.zeros(rows.size, dtype=np.float32)
-        for part in parts:
-            part_file = self.files[part]
-            total += np.einsum("rd,d->r", part_file.store[part_file.position[rows]], blocks[part].astype(np.float32))
         distances = 1.0 - total.astype(np.float64) / len(parts)
         songs = self.song_of_row[rows]
         order = np.lexsort((rows, distances, songs))
