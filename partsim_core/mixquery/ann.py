@@ -48,8 +48,9 @@ from partsim_core.mixquery.search import (
     song_bounds,
 )
 
-#: From this many segments on, ``search="auto"`` uses the approximate search (below it the exact search is fast:
-#: ~10 ms p95 at 100,000 segments on 2 cores, and grows linearly).
+#: From this many segments on, ``search="auto"`` uses the approximate search. Below it the exact search is fast
+#: enough (``benchmarks/retrieval.py``, 2 busy cores: song query p95 ~30 ms at 100,000 segments, ~113 ms at
+#: 1,000,000, linear in between), and it is exact whatever the data.
 ANN_MIN_SEGMENTS = 300_000
 
 #: ``search`` choices of :class:`~partsim_core.mixquery.index.MixQueryIndex`.
