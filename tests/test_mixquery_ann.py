@@ -16,8 +16,20 @@ from test_mixquery_index import CATALOG_SONGS, make_catalog, tiny_backend
 from partsim_core import INSTRUMENTS
 from partsim_core.cli import main as partsim_main
 from partsim_core.errors import PartsimError
-from partsim_core.mixquery import MixQueryIndex, StemQuery, build_index, search_songs_numpy, similar_stems_numpy
-from partsim_core.mixquery.ann import ANN_MIN_SEGMENTS, AnnSearcher, default_nlist, default_nprobe, use_ann
+from partsim_core.mixquery import (
+    MixQueryIndex,
+    StemQuery,
+    build_index,
+    search_songs_numpy,
+    similar_stems_numpy,
+)
+from partsim_core.mixquery.ann import (
+    ANN_MIN_SEGMENTS,
+    AnnSearcher,
+    default_nlist,
+    default_nprobe,
+    use_ann,
+)
 
 
 def clustered(n_songs: int = 600, styles: int = 8, dim: int = 16, seed: int = 0, max_segments: int = 12):

@@ -438,8 +438,12 @@ def test_serve_parser_defaults_and_help(capsys: pytest.CaptureFixture[str]) -> N
         parser.parse_args(["serve", "--help"])
     assert stop.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--index", "--host", "--port", "--k", "--open", "127.0.0.1"):
+    for option in ("--index", "--host", "--port", "--k", "--open", "127.0.0.1", "--allow-host", "--search"):
         assert option in text
+    args = parser.parse_args(["serve", "--index", "x", "--allow-host", "a.lan", "--allow-host", "b", "--search",
+                              "ann"])
+    assert (args.allow_host, args.search) == (["a.lan", "b"], "ann")
+    assert parser.parse_args(["serve", "--index", "x"]).search == "auto"
 
 
 def test_serve_refuses_a_missing_index(tmp_path: Path) -> None:
