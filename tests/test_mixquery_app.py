@@ -195,9 +195,12 @@ def _request(server: BackgroundServer, method: str, path: str, body: bytes | str
         body = json.dumps(body)
     if isinstance(body, str):
         body = body.encode()
+    headers = dict(headers or {})
+    if method == "POST":
+        headers.setdefault("Content-Type", "application/json")  # what the page's fetch sends
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
-        connection.request(method, path, body=body, headers=headers or {})
+        connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
         return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
     finally:
@@ -435,8 +438,12 @@ def test_serve_parser_defaults_and_help(capsys: pytest.CaptureFixture[str]) -> N
         parser.parse_args(["serve", "--help"])
     assert stop.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--index", "--host", "--port", "--k", "--open", "127.0.0.1"):
+    for option in ("--index", "--host", "--port", "--k", "--open", "127.0.0.1", "--allow-host", "--search"):
         assert option in text
+    args = parser.parse_args(["serve", "--index", "x", "--allow-host", "a.lan", "--allow-host", "b", "--search",
+                              "ann"])
+    assert (args.allow_host, args.search) == (["a.lan", "b"], "ann")
+    assert parser.parse_args(["serve", "--index", "x"]).search == "auto"
 
 
 def test_serve_refuses_a_missing_index(tmp_path: Path) -> None:
@@ -713,3 +720,213 @@ def test_load_benchmark_serves_a_real_index_from_a_child_process(real_index_dir:
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and line["errors"] == 0 and line["requests"] == 20 and line["server"] == "process"
     assert line["songs"] == 5 and line["p95_ms"] >= line["p50_ms"] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Closed to other sites, malformed requests (issue 12 item 3)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 10.0,
+                half_close: bool = False) -> tuple[int | None, bytes]:
+    """Send raw bytes (request line and headers as given, then ``body``) and return (status, whole answer).
+
+    ``status`` is None when the server closed the connection without an answer. ``half_close`` shuts the sending
+    side after the body (for requests that may announce more body than they send).
+    """
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(head + b"\r\n" + body)
+            if half_close:  # nothing more comes: a server waiting for more body sees the end (and may close)
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server may answer (and close) before all of the body is sent
+        chunks = []
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if b"\r\n\r\n" in b"".join(chunks) and _complete(b"".join(chunks), head.startswith(b"HEAD ")):
+                    break
+        except OSError:
+            pass
+    answer = b"".join(chunks)
+    if not answer.startswith(b"HTTP/1."):
+        return None, answer
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+def _complete(answer: bytes, to_head: bool) -> bool:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
+    if to_head or status in (b"204", b"304") or status.startswith(b"1"):
+        return True  # no body follows
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return False
+
+
+EVIL_HOSTS = ["evil.example", "evil.example:80", "127.0.0.1.evil.example", "localhost.evil.example", "[::2]",
+              "", "127.0.0.1 evil"]
+
+
+@pytest.mark.parametrize("host", EVIL_HOSTS)
+def test_other_hosts_get_403_and_no_data(server: BackgroundServer, fake_index: FakeMixQueryIndex, host) -> None:
+    song = fake_index.songs[0]
+    for method, path, body in [("GET", "/", None), ("GET", "/api/songs", None), ("GET", "/static/app.js", None),
+                               ("GET", f"/api/songs/{song}", None), ("GET", audio_url(song, "mix", 0), None),
+                               ("HEAD", "/api/songs", None), ("GET", "/nothing", None),
+                               ("POST", "/api/search", {"queries": [_q(song, "drums", 0)]})]:
+        reply = _request(server, method, path, body, headers={"Host": host})
+        assert reply.status in (400, 403), (host, path, reply.status)  # 400: tornado refuses a malformed Host
+        assert song.encode() not in reply.body and b"RIFF" not in reply.body
+        if method != "HEAD" and reply.status == 403:
+            _assert_json_error(reply, 403, "does not answer for host")
+
+
+def test_localhost_loopback_and_allowed_hosts_are_answered(fake_index: FakeMixQueryIndex) -> None:
+    with BackgroundServer(make_app(fake_index, allowed_hosts=["MixQuery.lan", "0.0.0.0"])) as srv:
+        for host in ("localhost", f"localhost:{srv.port}", f"127.0.0.1:{srv.port}", f"[::1]:{srv.port}",
+                     "mixquery.lan", f"mixquery.LAN:{srv.port}"):
+            assert _request(srv, "GET", "/api/songs", headers={"Host": host}).status == 200, host
+        assert _request(srv, "GET", "/api/songs", headers={"Host": "0.0.0.0"}).status == 403
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/jsonx", "json"])
+def test_posts_need_a_json_content_type(server: BackgroundServer, fake_index: FakeMixQueryIndex,
+                                        content_type) -> None:
+    body = json.dumps({"queries": [_q(fake_index.songs[0], "drums", 0)]}).encode()
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("POST", "/api/search", body=body, headers=headers)
+        response = connection.getresponse()
+        reply = Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        connection.close()
+    _assert_json_error(reply, 415, "application/json")
+    similar = _request(server, "POST", "/api/similar", {**_q(fake_index.songs[0], "drums", 0)},
+                       headers={"Content-Type": content_type or ""})
+    _assert_json_error(similar, 415)
+    ok = _request(server, "POST", "/api/search", body, headers={"Content-Type": "Application/JSON; charset=UTF-8"})
+    assert ok.status == 200
+
+
+def test_posts_from_another_origin_get_403(server: BackgroundServer, fake_index: FakeMixQueryIndex) -> None:
+    body = {"queries": [_q(fake_index.songs[0], "drums", 0)]}
+    own = f"http://127.0.0.1:{server.port}"
+    for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"},
+                    {"Origin": f"http://localhost:{server.port}"}, {"Origin": f"https://127.0.0.1:{server.port}"},
+                    {"Origin": own, "Sec-Fetch-Site": "cross-site"}):
+        _assert_json_error(_request(server, "POST", "/api/search", body, headers=headers), 403)
+        _assert_json_error(_request(server, "POST", "/api/similar", body["queries"][0], headers=headers), 403)
+    for headers in ({"Origin": own}, {"Origin": own, "Sec-Fetch-Site": "same-origin"}, {}):
+        assert _request(server, "POST", "/api/search", body, headers=headers).status == 200
+
+
+def test_head_works_wherever_get_does(server: BackgroundServer, fake_index: FakeMixQueryIndex) -> None:
+    song = quote(fake_index.songs[-1], safe="")
+    for path in ("/", "/api/songs", f"/api/songs/{song}", f"/audio/{song}/mix/0.wav", "/static/app.js",
+                 "/static/app.css"):
+        get = _request(server, "GET", path, headers={"Accept-Encoding": "identity"})
+        head = _request(server, "HEAD", path, headers={"Accept-Encoding": "identity"})
+        assert get.status == head.status == 200, (path, head.status)
+        assert head.body == b"" and head.headers["content-type"] == get.headers["content-type"]
+        assert int(head.headers["content-length"]) == len(get.body)
+    assert _request(server, "HEAD", "/api/songs/nosuch").status == 404
+
+
+@pytest.mark.parametrize("path", ["/api/search", "/api/similar", "/api/songs", "/", "/static/app.js", "/nothing",
+                                  "/audio/x/mix/0.wav"])
+def test_every_oversized_body_gets_413_before_it_is_read(server: BackgroundServer, path: str) -> None:
+    for length in (MAX_BODY + 1, 10 * MAX_BODY, 10**12):
+        head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {length}\r\n").encode()
+        status, answer = raw_request(server.port, head, b"{" * 100)  # most of the body is never sent
+        assert status == 413, (path, length, answer[:300])
+        assert b"exceeds the limit" in answer and b"Traceback" not in answer
+    # A chunked body is counted as it arrives.
+    chunk = b" " * 1000
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(2 * MAX_BODY // 1000)) + b"0\r\n\r\n"
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
+            f"Transfer-Encoding: chunked\r\n").encode()
+    status, answer = raw_request(server.port, head, body)
+    # An unknown path is answered (404) from the headers alone, before any of the body is read.
+    assert status == (404 if path == "/nothing" else 413), (path, answer[:300])
+
+
+def test_malformed_paths_headers_and_ranges_get_4xx(server: BackgroundServer,
+                                                    fake_index: FakeMixQueryIndex) -> None:
+    song = quote(fake_index.songs[0], safe="")
+    for path in ["/static/app.js%00", "/static/%00", "/static/%00/../app.js", "/static/app%00.js", "/static/",
+                 "/static/.", "/static/%2e%2e%2fapp.py", "/static/%ff", f"/audio/{song}/mix/%D9%A1.wav",
+                 f"/audio/{song}/mix/%C2%B2.wav", f"/audio/{song}/mix/%EF%BC%91.wav", f"/audio/{song}/mix/%00.wav",
+                 f"/audio/{song}/mi%00x/0.wav", "/api/songs/%ff%fe", "/api/songs/%00", "/%00", "/api/songs/" + "a" * 5000]:
+        reply = _request(server, "GET", path)
+        assert 400 <= reply.status < 500, (path, reply.status)
+        _assert_json_error(reply, reply.status)
+    audio = audio_url(fake_index.songs[0], "mix", 0)
+    size = len(_request(server, "GET", audio).body)
+    for value in ["bytes=" + "9" * 5000 + "-", "bytes=99999999999999999999-", "bytes=-99999999999999999999",
+                  "bytes=5-2", "bytes=0-1,3-4", "bytes=-0", "bytes=\u0661-\u0662", "bytes=\u00b2-", "pages=0-1",
+                  "bytes=--1", "bytes=1-" + "9" * 30, f"bytes={size}-{size + 5}", "bytes= 1-2"]:
+        reply = _request(server, "GET", audio, headers={"Range": value.encode("utf-8").decode("latin-1")})
+        assert reply.status in (200, 206, 416), (value, reply.status)
+        if reply.status == 206:
+            first, last = (int(n) for n in reply.headers["content-range"].split()[1].split("/")[0].split("-"))
+            assert len(reply.body) == last - first + 1 <= size
+    for head in [b"GET /api/songs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n",
+                 b"GET /api/songs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n",
+                 b"GET /api/songs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1, 2\r\n",
+                 b"GET /\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n", b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\n",
+                 b"GET / HTTP/1.1\r\nno colon\r\n", b"BREW /api/songs HTTP/1.1\r\nHost: 127.0.0.1\r\n"]:
+        status, answer = raw_request(server.port, head)
+        assert status is None or 400 <= status < 500, (head, answer[:200])
+    assert _request(server, "GET", "/api/songs").status == 200  # still serving
+
+
+class FakeVanishingIndex(FakeMixQueryIndex):
+    """Its catalogue's audio files are gone: reading raises as the catalogue would, naming a server path."""
+
+    def segment_audio(self, song: str, part: str, segment: int) -> np.ndarray:
+        if segment == 0:
+            raise FileNotFoundError(2, "No such file or directory", f"{REPO_ROOT}/secret/catalog/{song}/mix.flac")
+        raise PartsimError(f"cannot decode {Path.home()}/data/{song}/stems/S01.flac")
+
+
+def test_audio_of_a_vanished_catalogue_file_is_404_without_server_paths() -> None:
+    index = FakeVanishingIndex()
+    with BackgroundServer(make_app(index)) as srv:
+        for segment in (0, 1):
+            reply = _request(srv, "GET", audio_url(index.songs[0], "mix", segment))
+            message = _assert_json_error(reply, 404, "not available")
+            assert str(REPO_ROOT) not in message and str(Path.home()) not in message and "secret" not in message
+
+
+def test_a_catalogue_deleted_while_serving_gives_404(real_index_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from partsim_core.mixquery import MixQueryIndex
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))  # nothing decoded yet: the files must be read
+        index = MixQueryIndex.load(real_index_dir)
+        song = index.songs[0]
+        track = index.catalog().root / "test" / song
+        with BackgroundServer(make_app(index)) as srv:
+            moved = tmp_path / "moved"
+            shutil.move(track, moved)
+            try:
+                reply = _request(srv, "GET", audio_url(song, "mix", 0))
+            finally:
+                shutil.move(moved, track)
+            message = _assert_json_error(reply, 404)
+            assert str(track) not in message and str(tmp_path) not in message
+            assert _request(srv, "GET", "/api/songs").status == 200

@@ -5,7 +5,8 @@
   of a catalog and write the index folder (default ``<cache>/mixquery/<backend>-<hash>``) through the output rule
   (:mod:`partsim_core.data.outputs`); prints the folder and counts as one JSON line. An index there that opens and
   verifies for the same model and catalog is reused; one that fails is rebuilt; ``--fresh`` always rebuilds.
-* ``partsim mixquery query --index DIR --stem SONG:PART:SEGMENT [--stem ...] [--k 10] [--similar]``: songs
+* ``partsim mixquery query --index DIR --stem SONG:PART:SEGMENT [--stem ...] [--k 10] [--similar]
+  [--search auto|exact|ann]``: songs
   ranked by eq. 6.1-6.2 for the query set (one JSON line per song), or with ``--similar`` the stems most similar
   to one stem query (one JSON line per stem).
 * ``partsim mixquery serve --index DIR``: the MixQuery web app (added by :mod:`partsim_core.mixquery.app`).
@@ -144,7 +145,7 @@ def query_lines(args: argparse.Namespace) -> list[dict[str, Any]]:
     from partsim_core.mixquery.index import MixQueryIndex
 
     queries = [parse_stem(text) for text in args.stem]
-    index = MixQueryIndex.load(args.index)
+    index = MixQueryIndex.load(args.index, search=getattr(args, "search", "auto"))
     lines = []
     if args.similar:
         if len(queries) != 1:
@@ -424,6 +425,11 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     query.add_argument(
         "--exclude-query-songs", action="store_true",
         help="leave the songs of the query set out of the song results (the thesis's app shows them)",
+    )
+    query.add_argument(
+        "--search", choices=("auto", "exact", "ann"), default="auto",
+        help="exact search, approximate (FAISS-trained IVF read part by part) or auto: approximate for indexes of "
+             "300,000 segments or more; default: %(default)s",
     )
     query.set_defaults(func=run_query)
 

@@ -5,16 +5,21 @@ failed build leaves nothing that looks complete):
 
 * ``index.json`` - :data:`FORMAT_VERSION`, backend name, model hash, preset, catalog root + split + fingerprint
   (ids, paths, sizes and mtimes of its audio files), sample rate, segment seconds, parts, vector size, the songs in
-  catalog order with their segments (sample bounds) and stem parts, and the songs skipped as too short;
+  catalog order with their segments (sample bounds) and stem parts, the songs skipped as too short, and (format 2)
+  ``files`` (BLAKE2b, size, shape, dtype of each array file) and ``checksum`` (of the manifest itself);
 * ``vectors.npy`` - float32 ``(n_segments, n_parts, D)``, rows grouped by song in catalog order, each part's vector
   L2-normalised, or zero when the backend gave a zero vector or the song has no stem of that part (a zero vector
   is at cosine distance 1 to everything);
 * ``present.npy`` - bool ``(n_segments, n_parts)``: the song has a stem of that part.
 
-:meth:`MixQueryIndex.load` refuses, each time with the command that fixes it: another format version, a backend or
-model hash other than the caller expects (a retrained model), and a catalog whose fingerprint changed (stale) or
-vanished. The FAISS indices are built at load time (~0.6 s for 100,000 segments on 2 cores); the search
-itself is :mod:`partsim_core.mixquery.search`.
+:meth:`MixQueryIndex.load` verifies the folder first (:mod:`partsim_core.mixquery.manifest`: the manifest's schema
+and checksum, each file's checksum, ``.npy`` header and finiteness, once per process) and refuses, each time with
+the command that fixes it: a damaged index, another format version, a backend or model hash other than the caller
+expects (a retrained model), and a catalog whose fingerprint changed (stale) or vanished; :func:`build_index`
+rebuilds instead of reusing in all those cases. The FAISS indices are built at load time (~0.6 s for 100,000
+segments on 2 cores): the exact search of :mod:`partsim_core.mixquery.search`, or above
+:data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments the approximate one of
+:mod:`partsim_core.mixquery.ann` (``search="auto"``; ``"exact"`` / ``"ann"`` force one).
 
 Used by: ``partsim mixquery index`` / ``query``, the MixQuery app (``partsim_core/mixquery/app.py``) and
 ``benchmarks/retrieval.py`` (chapter 6).
@@ -23,7 +28,6 @@ Used by: ``partsim mixquery index`` / ``query``, the MixQuery app (``partsim_cor
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import threading
 from collections.abc import Sequence
@@ -36,8 +40,19 @@ from tqdm.auto import tqdm
 from partsim_core import INSTRUMENTS, __version__
 from partsim_core.data.cache import MIX_PART, atomic_directory, atomic_write_json, cache_root, stable_hash
 from partsim_core.errors import PartsimError
+from partsim_core.mixquery.ann import ANN_MIN_SEGMENTS, AnnSearcher, use_ann
 from partsim_core.mixquery.backends import EmbeddingBackend
 from partsim_core.mixquery.catalog import SEGMENT_SECONDS, Catalog
+from partsim_core.mixquery.manifest import (
+    FORMAT_VERSION,
+    INDEX_FILE,
+    PRESENT_FILE,
+    VECTORS_FILE,
+    open_arrays,
+    read_manifest,
+    rebuild_command,
+    seal,
+)
 from partsim_core.mixquery.search import (
     THESIS_K,
     FaissSearcher,
@@ -48,29 +63,12 @@ from partsim_core.mixquery.search import (
     normalise_parts,
 )
 
-#: Bump when the layout or meaning of the index files changes; an index of another version is refused.
-FORMAT_VERSION = 1
-
-INDEX_FILE, VECTORS_FILE, PRESENT_FILE = "index.json", "vectors.npy", "present.npy"
-
-
 def default_index_dir(backend: str, model_hash: str, catalog_root: str | os.PathLike, split: str) -> Path:
     """``cache_root()/mixquery/<backend>-<hash>``; the hash covers the model, the catalog folder and the split, so
     a retrained model or another catalog gets its own index and a changed catalog rebuilds in place."""
     key = stable_hash({"model": model_hash, "catalog": str(Path(catalog_root).expanduser().resolve()),
                        "split": split}, length=12)
     return cache_root() / "mixquery" / f"{backend}-{key}"
-
-
-def rebuild_command(meta: dict, folder: Path | str) -> str:
-    """The ``partsim mixquery index`` command that rebuilds an index like the one ``meta`` describes."""
-    catalog = meta.get("catalog") or {}
-    words = ["partsim mixquery index", f"--catalog {catalog.get('root', 'ROOT')}",
-             f"--split {catalog.get('split', 'test')}", f"--backend {meta.get('backend', 'csn')}"]
-    if meta.get("preset"):
-        words.append(f"--preset {meta['preset']}")
-    words += [f"--out {folder}", "--rebuild"]
-    return " ".join(words)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -84,7 +82,9 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
     """Embed every segment and part of a catalog with ``backend`` and write the index folder (atomically).
 
     An existing index at ``out`` built by the same backend and model from the same, unchanged catalog is reused
-    (``index.reused`` is True) unless ``rebuild``; any other index there is replaced.
+    (``index.reused`` is True) unless ``rebuild`` - only when it verifies (:func:`~partsim_core.mixquery.manifest.
+    verify_index`: schema, checksums, shapes, finite vectors); any other index there is replaced, and
+    ``index.rebuild_reason`` says why (the verification's message, for a damaged one).
 
     Used by: ``partsim mixquery index`` and the tests (with an injected backend).
 
@@ -108,15 +108,17 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
                            f"{backend.sample_rate} Hz audio")
     folder = Path(out) if out is not None else default_index_dir(backend.name, backend.model_hash, catalog.root,
                                                                  catalog.split)
+    reason = "rebuild requested" if rebuild else None
     if not rebuild and (folder / INDEX_FILE).is_file():
         try:
             existing = MixQueryIndex.load(folder, backend=backend.name, model_hash=backend.model_hash,
                                           catalog=catalog, threads=threads)
-        except PartsimError:
-            existing = None  # stale, other model or version: rebuilt below
+        except PartsimError as error:
+            existing, reason = None, str(error)  # damaged, stale, other model or version: rebuilt below
         if existing is not None and existing.catalog_root == catalog.root and existing.split == catalog.split:
             existing.reused = True
             return existing
+        reason = reason or "built from another catalog or split"
     songs, skipped = catalog.plan(backend.min_seconds)
     if not songs:
         raise PartsimError(f"catalog {catalog.root} (split {catalog.split!r}) has no song of at least "
@@ -168,10 +170,11 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "partsim_version": __version__,
         }
-        atomic_write_json(tmp / INDEX_FILE, meta)
+        atomic_write_json(tmp / INDEX_FILE, seal(meta, tmp))
     index = MixQueryIndex.load(folder, backend=backend.name, model_hash=backend.model_hash, catalog=catalog,
                                threads=threads)
     index.reused = False
+    index.rebuild_reason = reason
     return index
 
 
@@ -184,15 +187,19 @@ class MixQueryIndex:
     """A loaded MixQuery index: songs, segments, audio of the catalog, and the two searches of chapter 6.
 
     Build with :func:`build_index`, open with :meth:`load` (or :meth:`from_arrays` for vectors in memory, e.g. the
-    benchmark). All searches are exact (see :mod:`partsim_core.mixquery.search`) and thread-safe.
+    benchmark). Searches are exact (see :mod:`partsim_core.mixquery.search`) below
+    :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments and approximate from there on
+    (:mod:`partsim_core.mixquery.ann`; ``search`` forces either); same API and output format, thread-safe.
 
     Used by: ``partsim mixquery``, the MixQuery app, ``benchmarks/retrieval.py`` (chapter 6).
     """
 
     def __init__(self, meta: dict, vectors: np.ndarray, present: np.ndarray, folder: Path | None = None,
                  catalog: Catalog | None = None, threads: int = 1, normalise: bool = False,
-                 coarse: str = "fp16", shards: int | None = None) -> None:
-        """Use :meth:`load` or :meth:`from_arrays`; ``meta`` has the fields of ``index.json``."""
+                 coarse: str = "fp16", shards: int | None = None, search: str = "auto",
+                 ann_threshold: int = ANN_MIN_SEGMENTS, ann_options: dict[str, Any] | None = None) -> None:
+        """Use :meth:`load` or :meth:`from_arrays`; ``meta`` has the fields of ``index.json``; ``search``,
+        ``ann_threshold`` and ``ann_options`` (keyword arguments of :class:`AnnSearcher`) choose the searcher."""
         self.meta = meta
         self.folder = Path(folder) if folder is not None else None
         self._parts = tuple(meta["parts"])
@@ -213,23 +220,30 @@ class MixQueryIndex:
         if vectors.ndim != 3 or vectors.shape[:2] != expected or present.shape != expected:
             raise PartsimError(f"index vectors {vectors.shape} / present {present.shape} do not match its "
                                f"{expected[0]} segments x {expected[1]} parts")
-        self._searcher = FaissSearcher(vectors, self.song_of_row, present, threads=threads, normalise=normalise,
-                                       coarse=coarse, shards=shards)
+        if use_ann(search, expected[0], ann_threshold):
+            self._searcher: FaissSearcher | AnnSearcher = AnnSearcher(
+                vectors, self.song_of_row, present, normalise=normalise, **(ann_options or {}))
+        else:
+            self._searcher = FaissSearcher(vectors, self.song_of_row, present, threads=threads,
+                                           normalise=normalise, coarse=coarse, shards=shards)
         #: float32 ``(n_segments, n_parts, D)`` unit-or-zero vectors (``vectors.npy`` memory-mapped, after load).
         self.vectors = self._searcher.vectors
         #: bool ``(n_segments, n_parts)``: the song has a stem of that part.
         self.present = self._searcher.present
         self._catalog = catalog
         self._catalog_lock = threading.Lock()
-        #: True when :func:`build_index` found this index already built and fresh.
+        #: True when :func:`build_index` found this index already built, verified and fresh.
         self.reused = False
+        #: Why :func:`build_index` did not reuse the index that was there (``None``: there was none).
+        self.rebuild_reason: str | None = None
 
     # ---- opening ------------------------------------------------------------------------------------------------
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str | None = None, model_hash: str | None = None,
              check_catalog: bool = True, catalog: Catalog | None = None, threads: int = 1,
-             coarse: str = "fp16") -> MixQueryIndex:
+             coarse: str = "fp16", search: str = "auto", ann_threshold: int = ANN_MIN_SEGMENTS,
+             ann_options: dict[str, Any] | None = None) -> MixQueryIndex:
         """Open an index folder and build its FAISS indices.
 
         Args:
@@ -240,44 +254,29 @@ class MixQueryIndex:
             catalog: The already opened catalog (saves re-reading its metadata).
             threads: FAISS threads (see :class:`~partsim_core.mixquery.search.FaissSearcher`).
             coarse: FAISS candidate index, ``fp16`` or ``flat`` (results are exact either way).
+            search: ``auto`` (approximate from ``ann_threshold`` segments on), ``exact`` or ``ann``
+                (:mod:`partsim_core.mixquery.ann`).
+            ann_threshold: Segments from which ``auto`` means approximate.
+            ann_options: Keyword arguments of :class:`~partsim_core.mixquery.ann.AnnSearcher` (nlist, nprobe...).
 
         Raises:
             PartsimError: no index there, another format version, another backend or model hash, a stale or
                 missing catalog, or files that do not fit ``index.json`` - each with the command that rebuilds it.
         """
         folder = Path(path).expanduser()
-        meta_path = folder / INDEX_FILE
-        if not meta_path.is_file():
-            raise PartsimError(f"{folder}: no MixQuery index here (no {INDEX_FILE}); build one with "
-                               f"'partsim mixquery index --out {folder}'")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise PartsimError(f"{meta_path}: unreadable index metadata ({error}); rebuild it with "
-                               f"'partsim mixquery index --out {folder} --rebuild'") from None
+        meta = read_manifest(folder)
         fix = rebuild_command(meta, folder)
-        found = meta.get("format_version")
-        if found != FORMAT_VERSION:
-            raise PartsimError(f"{folder}: index format version {found}, but this partsim reads version "
-                               f"{FORMAT_VERSION}; rebuild it: {fix}")
-        if backend is not None and meta.get("backend") != backend:
-            raise PartsimError(f"{folder}: index built with backend {meta.get('backend')!r}, expected "
+        if backend is not None and meta["backend"] != backend:
+            raise PartsimError(f"{folder}: index built with backend {meta['backend']!r}, expected "
                                f"{backend!r}; rebuild it: {fix}")
-        if model_hash is not None and meta.get("model_hash") != model_hash:
-            raise PartsimError(f"{folder}: index built with model {meta.get('model_hash')!r}, but the current "
-                               f"{meta.get('backend')} model is {model_hash!r} (retrained?); rebuild it: {fix}")
+        if model_hash is not None and meta["model_hash"] != model_hash:
+            raise PartsimError(f"{folder}: index built with model {meta['model_hash']!r}, but the current "
+                               f"{meta['backend']} model is {model_hash!r} (retrained?); rebuild it: {fix}")
         if check_catalog:
             catalog = cls._check_catalog(meta, folder, catalog, fix)
-        try:
-            vectors = np.load(folder / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
-            present = np.load(folder / PRESENT_FILE, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise PartsimError(f"{folder}: index files unreadable ({error}); rebuild it: {fix}") from None
-        if vectors.dtype != np.float32 or present.dtype != bool or vectors.ndim != 3 \
-                or vectors.shape[2] != meta.get("dim"):
-            raise PartsimError(f"{folder}: {VECTORS_FILE} ({vectors.dtype}, {vectors.shape}) or {PRESENT_FILE} "
-                               f"({present.dtype}) do not fit {INDEX_FILE}; rebuild it: {fix}")
-        return cls(meta, vectors, present, folder=folder, catalog=catalog, threads=threads, coarse=coarse)
+        vectors, present = open_arrays(folder, meta)
+        return cls(meta, vectors, present, folder=folder, catalog=catalog, threads=threads, coarse=coarse,
+                   search=search, ann_threshold=ann_threshold, ann_options=ann_options)
 
     @staticmethod
     def _check_catalog(meta: dict, folder: Path, catalog: Catalog | None, fix: str) -> Catalog:
@@ -298,7 +297,9 @@ class MixQueryIndex:
     def from_arrays(cls, vectors: np.ndarray, songs: Sequence[str], segments: Sequence[Sequence[tuple[int, int]]],
                     sample_rate: int, present: np.ndarray | None = None, parts: Sequence[str] = INSTRUMENTS,
                     segment_seconds: float = SEGMENT_SECONDS, threads: int = 1,
-                    coarse: str = "fp16", shards: int | None = None) -> MixQueryIndex:
+                    coarse: str = "fp16", shards: int | None = None, search: str = "auto",
+                    ann_threshold: int = ANN_MIN_SEGMENTS,
+                    ann_options: dict[str, Any] | None = None) -> MixQueryIndex:
         """An in-memory index of given vectors (no catalog: :meth:`segment_audio` is unavailable).
 
         Each part's vector is L2-normalised on the way into FAISS (zeros stay zero). Used by the tests and
@@ -316,8 +317,17 @@ class MixQueryIndex:
             threads: FAISS threads.
             coarse: FAISS candidate index, ``fp16`` or ``flat`` (results are exact either way).
             shards: Row ranges of the song-search index searched in parallel (None: one per core, at most 4).
+            search: ``auto``, ``exact`` or ``ann`` (see :meth:`load`).
+            ann_threshold: Segments from which ``auto`` means approximate.
+            ann_options: Keyword arguments of :class:`~partsim_core.mixquery.ann.AnnSearcher`.
+
+        Raises:
+            PartsimError: inconsistent arguments or NaN/infinite vectors.
         """
         vectors = np.asarray(vectors)
+        if vectors.ndim == 3 and not all(np.isfinite(vectors[first:first + 65536]).all()
+                                         for first in range(0, vectors.shape[0], 65536)):
+            raise PartsimError("vectors hold NaN or infinite values")
         if present is None:
             present = np.ones(vectors.shape[:2], dtype=bool)
         present = np.asarray(present, dtype=bool)
@@ -334,7 +344,8 @@ class MixQueryIndex:
                       for song, bounds, first in zip(songs, segments, firsts)],
             "skipped": [],
         }
-        return cls(meta, vectors, present, threads=threads, normalise=True, coarse=coarse, shards=shards)
+        return cls(meta, vectors, present, threads=threads, normalise=True, coarse=coarse, shards=shards,
+                   search=search, ann_threshold=ann_threshold, ann_options=ann_options)
 
     # ---- description ----------------------------------------------------------------------------------------------
 
@@ -367,6 +378,11 @@ class MixQueryIndex:
     def model_hash(self) -> str:
         """Identity of the backend's model."""
         return str(self.meta.get("model_hash", ""))
+
+    @property
+    def search_mode(self) -> str:
+        """``"exact"`` (:class:`FaissSearcher`) or ``"ann"`` (:class:`~partsim_core.mixquery.ann.AnnSearcher`)."""
+        return "ann" if isinstance(self._searcher, AnnSearcher) else "exact"
 
     @property
     def shards(self) -> int:
@@ -530,4 +546,4 @@ class MixQueryIndex:
                 "catalog": str(self.catalog_root) if self.catalog_root else None, "split": self.split,
                 "songs": len(self._songs), "segments": self.n_segments, "parts": list(self._parts),
                 "dim": int(self.vectors.shape[2]), "skipped": [entry["song"] for entry in self.skipped],
-                "reused": bool(self.reused)}
+                "reused": bool(self.reused), "rebuild_reason": self.rebuild_reason, "search": self.search_mode}

@@ -366,7 +366,9 @@ class FaissSearcher:
         self._part_indices: dict[int, object] = {}
         self._lock = threading.Lock()
         mean_rows = n / self.first_row.size
-        self._initial_k_factor = max(2, math.ceil(mean_rows / 2))
+        # Enough candidates for k songs of mean_rows segments in one FAISS pass when a song's segments are alike
+        # (real catalogues: one widening step fewer there; little extra cost when they are not).
+        self._initial_k_factor = max(2, math.ceil(mean_rows))
 
     def _new_index(self, dim: int):
         faiss = _import_faiss()

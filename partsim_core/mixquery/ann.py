@@ -1,0 +1,319 @@
+"""Approximate MixQuery search for catalogues past a million segments: one IVF per part, stored part by part.
+
+The exact search (:class:`~partsim_core.mixquery.search.FaissSearcher`) reads every segment for every query; at
+10^6 segments x 5 parts x 128 dimensions that is ~1.3 GB of half-precision codes per song query, about 100 ms on
+one core. :class:`AnnSearcher` answers the same two questions (eq. 6.1-6.2 song retrieval, similar stems) from a
+fraction of the catalogue:
+
+* **One inverted file per part.** For every part, k-means (FAISS, spherical) on a sample of that part's unit
+  vectors gives ``nlist`` centroids, and every segment goes to the list of the centroid nearest its vector of that
+  part. The part's vectors are stored in list order, ``(n_segments, D)`` float32 per part, so a list is one
+  contiguous block and a query over the parts ``I`` reads only those parts' vectors (a two-part query reads two).
+* **Similar stems** (one part): the ``nprobe_stems`` lists whose centroids are nearest the query are scanned
+  exactly (dot products of the stored unit vectors); the best ``k`` segments of other songs having that stem win.
+* **Song retrieval** (eq. 6.1-6.2): for each part ``i`` of the query set, the ``nprobe`` lists nearest the averaged
+  query ``y_i`` of that part are scanned and that part's best :data:`CANDIDATES_PER_K` x ``k`` segments kept; each
+  candidate's eq. 6.2 distance is completed by reading the other query parts' vectors of that segment (float32),
+  the minimum taken per song, and the leading songs' segments re-scored in float64 and ranked with the same
+  rounding and tie rules as the exact search. A song is found when one of its segments is near the query in at
+  least one part; a song whose best segment is only moderately near in every part can be missed, and a song is
+  reported at the distance of its best *candidate*
+  segment (never below the exact one). That is the approximation, measured as recall@100 against the exact search
+  by ``benchmarks/retrieval.py`` and by the tests (on synthetic catalogues whose songs resemble their style: on
+  structureless random vectors no inverted file reaches a useful recall without scanning most lists).
+
+:class:`~partsim_core.mixquery.index.MixQueryIndex` picks this searcher automatically from :data:`ANN_MIN_SEGMENTS`
+segments on (``search="auto"``; ``"exact"`` / ``"ann"`` force one); its API and output are the same either way.
+The inverted files are built when the index is opened (k-means and assignment: a few minutes for 10^6 segments on
+2 cores; ``benchmarks/retrieval.py`` reports the time).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from partsim_core.errors import PartsimError
+from partsim_core.mixquery.search import (
+    THESIS_K,
+    ZERO_NORM,
+    _import_faiss,
+    _tie_round,
+    check_k,
+    normalise_parts,
+    query_blocks,
+    song_bounds,
+)
+
+#: From this many segments on, ``search="auto"`` uses the approximate search. Below it the exact search is fast
+#: enough (``benchmarks/retrieval.py``, 2 busy cores: song query p95 ~30 ms at 100,000 segments, ~113 ms at
+#: 1,000,000, linear in between), and it is exact whatever the data.
+ANN_MIN_SEGMENTS = 300_000
+
+#: ``search`` choices of :class:`~partsim_core.mixquery.index.MixQueryIndex`.
+SEARCH_MODES: tuple[str, ...] = ("auto", "exact", "ann")
+
+#: k-means sample: this many rows per centroid at most (FAISS's own default is 256).
+TRAIN_ROWS_PER_LIST = 32
+
+#: Song queries keep this many times ``k`` best segments of each query part's scan as candidates.
+CANDIDATES_PER_K = 80
+
+#: Distance within which float32 scores of candidates are re-scored in float64 before ranking (float32 dot
+#: products of unit vectors err by ~1e-6).
+FLOAT32_MARGIN = 1e-4
+
+#: k-means iterations.
+KMEANS_ITERATIONS = 10
+
+
+def use_ann(search: str, n_segments: int, threshold: int = ANN_MIN_SEGMENTS) -> bool:
+    """Whether ``search`` (``auto``, ``exact`` or ``ann``) means the approximate searcher for this many segments.
+
+    Raises:
+        PartsimError: an unknown ``search``.
+    """
+    if search not in SEARCH_MODES:
+        raise PartsimError(f"unknown search {search!r}; choose one of: {', '.join(SEARCH_MODES)}")
+    return search == "ann" or (search == "auto" and n_segments >= threshold)
+
+
+def default_nlist(n_segments: int) -> int:
+    """Lists per part: the power of two nearest ``sqrt(n)`` (1,024 at 10^6 segments), from 1 to ``n / 8``."""
+    return int(max(1, min(n_segments // 8, 2 ** round(math.log2(max(1.0, math.sqrt(n_segments)))))))
+
+
+def default_nprobe(nlist: int) -> int:
+    """Lists scanned per query part: 1/64 of them (16 of 1,024: ~1.6 % of the catalogue), at least 8 (or all)."""
+    return int(max(min(nlist, 8), nlist // 64))
+
+
+class _PartFile:
+    """One part's inverted file: centroids, list offsets, the rows in list order and the vectors stored so."""
+
+    def __init__(self, vectors: np.ndarray, part: int, nlist: int, rng: np.random.Generator, seed: int,
+                 chunk_rows: int) -> None:
+        faiss = _import_faiss()
+        n, dim = vectors.shape[0], vectors.shape[2]
+        sample_rows = np.sort(rng.choice(n, size=min(n, nlist * TRAIN_ROWS_PER_LIST), replace=False))
+        sample = np.ascontiguousarray(vectors[sample_rows, part, :], dtype=np.float32)
+        sample = sample[np.linalg.norm(sample, axis=1) > ZERO_NORM]  # absent stems carry no direction
+        if sample.shape[0] < nlist:
+            sample = np.concatenate([sample, rng.standard_normal((nlist, dim)).astype(np.float32)])
+        kmeans = faiss.Kmeans(dim, nlist, niter=KMEANS_ITERATIONS, seed=int(seed), spherical=True,
+                              max_points_per_centroid=TRAIN_ROWS_PER_LIST, min_points_per_centroid=1, verbose=False)
+        kmeans.train(sample)
+        del sample
+        quantizer = faiss.IndexFlatIP(dim)
+        quantizer.add(np.ascontiguousarray(kmeans.centroids, dtype=np.float32))
+        #: ``(nlist, D)`` float32 unit centroids.
+        self.centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+        assignment = np.empty(n, dtype=np.int64)
+        for first in range(0, n, chunk_rows):
+            block = np.ascontiguousarray(vectors[first:first + chunk_rows, part, :], dtype=np.float32)
+            assignment[first:first + block.shape[0]] = quantizer.search(block, 1)[1][:, 0]
+        #: Rows in list order (rows of one list in row order) and the position of every row.
+        self.order = np.argsort(assignment, kind="stable")
+        self.position = np.empty(n, dtype=np.int64)
+        self.position[self.order] = np.arange(n, dtype=np.int64)
+        #: ``offsets[l]:offsets[l + 1]`` are the positions of list ``l``.
+        self.offsets = np.r_[0, np.cumsum(np.bincount(assignment, minlength=nlist))].astype(np.int64)
+        del assignment
+        #: ``(n_segments, D)`` float32 vectors of this part in list order.
+        self.store = np.empty((n, dim), dtype=np.float32)
+        for first in range(0, n, chunk_rows):
+            rows = self.order[first:first + chunk_rows]
+            ascending = np.argsort(rows)
+            block = np.empty((rows.size, dim), dtype=np.float32)
+            block[ascending] = vectors[rows[ascending], part, :]  # a memmap is read in row order
+            self.store[first:first + rows.size] = block
+
+    def nbytes(self) -> int:
+        return int(self.store.nbytes + self.centroids.nbytes + self.order.nbytes + self.position.nbytes
+                   + self.offsets.nbytes)
+
+    def scan(self, query: np.ndarray, probes: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, float32 similarities)`` of every row in the ``probes`` lists nearest ``query``.
+
+        Dot products by ``einsum`` (one thread, no BLAS): a multi-threaded BLAS call per query costs more in thread
+        hand-offs on a busy 2-core machine than it saves (as everywhere in this module).
+        """
+        nlist = self.centroids.shape[0]
+        if probes >= nlist:
+            lists = np.arange(nlist)
+        else:
+            lists = np.sort(np.argpartition(-(self.centroids @ query), probes - 1)[:probes])
+        starts, ends = self.offsets[lists], self.offsets[lists + 1]
+        keep = ends > starts
+        starts, ends = starts[keep].tolist(), ends[keep].tolist()
+        positions = np.concatenate([np.arange(start, end) for start, end in zip(starts, ends)]) if starts \
+            else np.empty(0, dtype=np.int64)
+        similarities = np.empty(positions.size, dtype=np.float32)
+        at = 0
+        for start, end in zip(starts, ends):
+            np.einsum("rd,d->r", self.store[start:end], query, out=similarities[at:at + end - start])
+            at += end - start
+        return positions, similarities
+
+
+def _best(similarities: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` largest similarities (all when there are fewer), unordered."""
+    if count >= similarities.size:
+        return np.arange(similarities.size)
+    return np.argpartition(-similarities, count - 1)[:count]
+
+
+class AnnSearcher:
+    """Approximate eq. 6.2 song retrieval and similar-stem search over one inverted file per part.
+
+    Same methods and outputs as :class:`~partsim_core.mixquery.search.FaissSearcher` (``search_songs``,
+    ``similar_stems``, ``vectors``, ``present``, ``song_of_row``, ``shards``, ``n_segments``), thread-safe.
+    """
+
+    def __init__(self, vectors: np.ndarray, song_of_row: np.ndarray, present: np.ndarray, *,
+                 normalise: bool = False, nlist: int | None = None, nprobe: int | None = None,
+                 nprobe_stems: int | None = None, candidates_per_k: int = CANDIDATES_PER_K, seed: int = 0,
+                 chunk_rows: int = 65536) -> None:
+        """Train each part's inverted file and store the part's vectors in its list order.
+
+        Args:
+            vectors: ``(n_segments, n_parts, D)`` unit-or-zero part vectors (any float array, e.g. a memmap).
+            song_of_row: Song index of each row (grouped by song).
+            present: ``(n_segments, n_parts)`` bools: the song has a stem of that part.
+            normalise: L2-normalise each part's vector on the way in (then a normalised copy is kept).
+            nlist: Lists per part (default :func:`default_nlist`).
+            nprobe: Lists scanned per part of a song query (default :func:`default_nprobe`).
+            nprobe_stems: Lists scanned per similar-stem query (default :func:`default_nprobe`).
+            candidates_per_k: Segments kept per query part of a song query, times ``k``.
+            seed: k-means seed (the samples and the initial centroids).
+            chunk_rows: Rows handled at a time while building (bounds temporary copies).
+
+        Raises:
+            PartsimError: inconsistent shapes or bad ``nlist`` / ``nprobe``.
+        """
+        faiss = _import_faiss()
+        if vectors.ndim != 3 or vectors.shape[0] == 0:
+            raise PartsimError(f"vectors must be shaped (segments, parts, dim), got {vectors.shape}")
+        n, n_parts, dim = vectors.shape
+        if np.shape(song_of_row) != (n,) or np.shape(present) != (n, n_parts):
+            raise PartsimError(f"song_of_row {np.shape(song_of_row)} / present {np.shape(present)} do not fit "
+                               f"vectors {vectors.shape}")
+        self.nlist = default_nlist(n) if nlist is None else nlist
+        if isinstance(self.nlist, bool) or not isinstance(self.nlist, (int, np.integer)) or not 1 <= self.nlist <= n:
+            raise PartsimError(f"nlist must be an integer from 1 to the {n} segments, got {nlist!r}")
+        self.nlist = int(self.nlist)
+        self.nprobe = self._probes(nprobe, "nprobe")
+        self.nprobe_stems = self._probes(nprobe_stems, "nprobe_stems")
+        self.candidates_per_k = self._probes(candidates_per_k, "candidates_per_k")
+        self.song_of_row = np.ascontiguousarray(song_of_row, dtype=np.int64)
+        self.first_row, self.song_rows = song_bounds(self.song_of_row)
+        self.present = np.ascontiguousarray(present, dtype=bool)
+        self.n_parts, self.dim = n_parts, dim
+        self.shards = 1
+        if normalise or vectors.dtype != np.float32:
+            store = np.empty(vectors.shape, dtype=np.float32)
+            for first in range(0, n, chunk_rows):
+                block = vectors[first:first + chunk_rows]
+                store[first:first + block.shape[0]] = normalise_parts(block) if normalise else block
+            vectors = store
+        #: ``(n_segments, n_parts, D)`` float32 unit-or-zero vectors in row order (the query vectors come from it).
+        self.vectors = vectors
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        rng = np.random.default_rng(seed)
+        #: One inverted file per part.
+        self.files = [_PartFile(vectors, part, self.nlist, rng, seed + part, chunk_rows) for part in range(n_parts)]
+
+    def _probes(self, value: int | None, name: str) -> int:
+        if value is None:
+            return default_nprobe(self.nlist)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise PartsimError(f"{name} must be a positive integer, got {value!r}")
+        return int(value if name == "candidates_per_k" else min(value, self.nlist))
+
+    @property
+    def n_segments(self) -> int:
+        """Rows in the index."""
+        return int(self.vectors.shape[0])
+
+    def memory_bytes(self) -> int:
+        """Bytes of the searcher's own arrays (the per-part stores, centroids, orders), not of ``vectors``."""
+        return sum(part_file.nbytes() for part_file in self.files)
+
+    def _similarity(self, part: int, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """float64 ``v_part(row) . query`` for ``rows``, read from the part's store."""
+        part_file = self.files[part]
+        return np.einsum("rd,d->r", part_file.store[part_file.position[rows]].astype(np.float64), query)
+
+    def search_songs(self, query_rows: Sequence[tuple[int, int]], k: int = THESIS_K,
+                     excluded_songs: Sequence[int] = ()) -> list[tuple[int, float, int]]:
+        """Approximate eq. 6.1-6.2 song retrieval; output as :func:`~partsim_core.mixquery.search_songs_numpy`."""
+        k = check_k(k)
+        blocks, parts = query_blocks(self.vectors, query_rows)
+        excluded = np.asarray(list(excluded_songs), dtype=np.int64)
+        if not np.any(blocks):
+            allowed = np.setdiff1d(np.arange(self.first_row.size), excluded)[:k]
+            return [(int(song), 1.0, int(self.first_row[song])) for song in allowed]
+        weights = {part: blocks[part].astype(np.float32) for part in parts if np.any(blocks[part])}
+        found_rows, found_totals = [], []
+        for part, weight in weights.items():
+            part_file = self.files[part]
+            positions, similarities = part_file.scan(weight, self.nprobe)
+            rows = part_file.order[positions]
+            if excluded.size:
+                keep = ~np.isin(self.song_of_row[rows], excluded)
+                rows, similarities = rows[keep], similarities[keep]
+            best = _best(similarities, self.candidates_per_k * k)
+            rows, total = rows[best], similarities[best]  # this part's similarity is known from the scan
+            for other, other_weight in weights.items():
+                if other != part:
+                    other_file = self.files[other]
+                    total += np.einsum("rd,d->r", other_file.store[other_file.position[rows]], other_weight)
+            found_rows.append(rows)
+            found_totals.append(total)
+        # A row found in two parts counts twice: harmless, and cheaper than unique.
+        rows, total = np.concatenate(found_rows), np.concatenate(found_totals)
+        if rows.size == 0:
+            return []
+        # Eq. 6.2 of every candidate in float32; the best segment of each song; then the leading songs' best
+        # segments (and every candidate within float32 error of them) again in float64, ranked as the exact search.
+        distances = 1.0 - total.astype(np.float64) / len(parts)
+        songs = self.song_of_row[rows]
+        order = np.lexsort((rows, distances, songs))
+        songs_sorted = songs[order]
+        firsts = order[np.r_[True, songs_sorted[1:] != songs_sorted[:-1]]]
+        leading = firsts[np.lexsort((songs[firsts], distances[firsts]))][:2 * k + 16]
+        cutoff = distances[leading[-1]] + FLOAT32_MARGIN
+        close = np.flatnonzero(np.isin(songs, songs[leading]) & (distances <= cutoff))
+        rows, songs = rows[close], songs[close]
+        exact = np.zeros(rows.size, dtype=np.float64)
+        for part in parts:
+            exact += self._similarity(part, rows, blocks[part])
+        distances = _tie_round(1.0 - exact / len(parts))
+        order = np.lexsort((rows, distances, songs))  # per song: best distance, then earliest row
+        songs_sorted = songs[order]
+        firsts = order[np.r_[True, songs_sorted[1:] != songs_sorted[:-1]]]
+        ranking = firsts[np.lexsort((songs[firsts], distances[firsts]))][:k]
+        return [(int(songs[i]), float(distances[i]), int(rows[i])) for i in ranking]
+
+    def similar_stems(self, row: int, part: int, k: int = THESIS_K) -> list[tuple[int, float]]:
+        """Approximate similar stems; output as :func:`~partsim_core.mixquery.similar_stems_numpy`."""
+        k = check_k(k)
+        query = normalise_parts(self.vectors[row, part]).astype(np.float64)
+        own_song = self.song_of_row[row]
+        if not np.any(query):
+            allowed = np.flatnonzero(self.present[:, part] & (self.song_of_row != own_song))
+            return [(int(hit), 1.0) for hit in allowed[:k]]
+        part_file = self.files[part]
+        positions, similarities = part_file.scan(query.astype(np.float32), self.nprobe_stems)
+        rows = part_file.order[positions]
+        keep = self.present[rows, part] & (self.song_of_row[rows] != own_song)
+        rows, similarities = rows[keep], similarities[keep]
+        if rows.size == 0:
+            return []
+        rows = rows[_best(similarities, 2 * k + 16)]
+        distances = _tie_round(1.0 - self._similarity(part, rows, query))
+        order = np.lexsort((rows, distances))[:k]
+        return [(int(rows[i]), float(distances[i])) for i in order]

@@ -1,0 +1,251 @@
+"""The MixQuery index manifest (``index.json``): its schema, its own checksum, and the verification of the array files.
+
+Every index folder written by :func:`~partsim_core.mixquery.index.build_index` holds ``index.json`` with, besides
+the description of the index (backend, model hash, catalog, parts, songs and their segments):
+
+* ``files``: for ``vectors.npy`` and ``present.npy`` the BLAKE2b checksum
+  (:func:`~partsim_core.data.artefacts.file_checksum`), the size in bytes, the array shape and dtype;
+* ``checksum``: BLAKE2b of the canonical JSON of every other field of ``index.json``, so that an edited manifest
+  (swapped song ids, reordered parts, changed segment bounds) is noticed, not silently searched.
+
+:func:`verify_index` checks all of it - the schema (types, counts, consistency of songs, segments and shapes), the
+manifest checksum, every file's size, checksum, ``.npy`` header (shape, dtype) and that every vector is finite -
+and raises a :class:`~partsim_core.errors.PartsimError` naming the damaged file and the command that rebuilds the
+index. The expensive part (hashing and the finiteness scan, a few seconds per GB) runs once per process and file
+version: it is memoised by (path, size, mtime). :func:`index_problem` returns the same message instead of raising
+(``partsim mixquery index`` rebuilds instead of reusing when it is not ``None``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from partsim_core.data.artefacts import file_checksum
+from partsim_core.errors import PartsimError
+
+#: Bump when the layout or meaning of the index files changes; an index of another version is refused.
+FORMAT_VERSION = 2
+
+INDEX_FILE, VECTORS_FILE, PRESENT_FILE = "index.json", "vectors.npy", "present.npy"
+
+#: Rows scanned at a time by the finiteness check (bounds the memory it touches at once).
+SCAN_ROWS = 65536
+
+_verified: dict[tuple, bool] = {}
+_verified_lock = threading.Lock()
+
+
+def rebuild_command(meta: Any, folder: Path | str) -> str:
+    """The ``partsim mixquery index`` command that rebuilds an index like the one ``meta`` describes."""
+    meta = meta if isinstance(meta, dict) else {}
+    catalog = meta.get("catalog") if isinstance(meta.get("catalog"), dict) else {}
+    words = ["partsim mixquery index", f"--catalog {catalog.get('root', 'ROOT')}",
+             f"--split {catalog.get('split', 'test')}", f"--backend {meta.get('backend', 'csn')}"]
+    if meta.get("preset"):
+        words.append(f"--preset {meta['preset']}")
+    words += [f"--out-dir {folder}", "--fresh"]
+    return " ".join(words)
+
+
+def manifest_checksum(meta: dict[str, Any]) -> str:
+    """BLAKE2b (128-bit) of the canonical JSON of ``meta`` without its ``checksum`` field."""
+    body = {key: value for key, value in meta.items() if key != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.blake2b(text.encode("ascii"), digest_size=16).hexdigest()
+
+
+def array_entry(path: Path) -> dict[str, Any]:
+    """The ``files`` entry of one ``.npy`` file: checksum, size, shape and dtype (read from its header)."""
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    return {"blake2b": file_checksum(path), "size": path.stat().st_size, "shape": [int(n) for n in array.shape],
+            "dtype": str(array.dtype)}
+
+
+def seal(meta: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``meta`` with ``files`` (entries of the array files in ``folder``) and ``checksum`` set (JSON-normalised)."""
+    sealed = json.loads(json.dumps({**meta, "files": {name: array_entry(folder / name)
+                                                      for name in (VECTORS_FILE, PRESENT_FILE)}}))
+    sealed.pop("checksum", None)
+    sealed["checksum"] = manifest_checksum(sealed)
+    return sealed
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def check_schema(meta: Any, where: Path) -> dict[str, Any]:
+    """Check the fields of a parsed ``index.json`` (the format version first, the checksum last).
+
+    Raises:
+        PartsimError: naming ``where`` and the first field that is missing, of the wrong type or inconsistent.
+    """
+    fix = f"rebuild it: {rebuild_command(meta, where.parent)}"
+
+    def bad(what: str) -> PartsimError:
+        return PartsimError(f"{where}: {what}; the index metadata is damaged, {fix}")
+
+    if not isinstance(meta, dict):
+        raise bad(f"expected a JSON object, found {type(meta).__name__}")
+    found = meta.get("format_version")
+    if found != FORMAT_VERSION:
+        raise PartsimError(f"{where.parent}: index format version {found!r}, but this partsim reads version "
+                           f"{FORMAT_VERSION}; {fix}")
+    for key, kind in (("backend", str), ("model_hash", str), ("songs", list), ("parts", list), ("catalog", dict),
+                      ("files", dict), ("checksum", str)):
+        if not isinstance(meta.get(key), kind):
+            raise bad(f"field {key!r} is missing or not a {kind.__name__}")
+    for key in ("dim", "sample_rate", "n_segments"):
+        if not _is_int(meta.get(key)) or meta[key] < 1:
+            raise bad(f"field {key!r} must be a positive integer, found {meta.get(key)!r}")
+    if not _is_number(meta.get("segment_seconds")) or meta["segment_seconds"] <= 0:
+        raise bad(f"field 'segment_seconds' must be a positive number, found {meta.get('segment_seconds')!r}")
+    parts = meta["parts"]
+    if not parts or not all(isinstance(part, str) and part for part in parts) or len(set(parts)) != len(parts):
+        raise bad(f"field 'parts' must list distinct part names, found {parts!r}")
+    catalog = meta["catalog"]
+    for key in ("root", "split", "fingerprint"):
+        if not isinstance(catalog.get(key), str):
+            raise bad(f"field 'catalog.{key}' is missing or not a string")
+    if not meta["songs"]:
+        raise bad("the index lists no song")
+    ids: set[str] = set()
+    rows = 0
+    for number, song in enumerate(meta["songs"]):
+        if not isinstance(song, dict) or not isinstance(song.get("id"), str) or not song["id"]:
+            raise bad(f"songs[{number}] must be an object with a non-empty string 'id'")
+        if song["id"] in ids:
+            raise bad(f"song {song['id']!r} is listed twice")
+        ids.add(song["id"])
+        stem_parts = song.get("stem_parts", [])
+        if not isinstance(stem_parts, list) or not all(isinstance(part, str) for part in stem_parts):
+            raise bad(f"songs[{number}].stem_parts must be a list of part names")
+        segments = song.get("segments")
+        if not isinstance(segments, list) or not segments:
+            raise bad(f"songs[{number}] ({song['id']!r}) must have a non-empty list of segments")
+        for bounds in segments:
+            if (not isinstance(bounds, list) or len(bounds) != 2 or not all(_is_int(v) for v in bounds)
+                    or not 0 <= bounds[0] < bounds[1]):
+                raise bad(f"songs[{number}] ({song['id']!r}) has a segment {bounds!r}; expected [start, end] "
+                          f"sample numbers with 0 <= start < end")
+        rows += len(segments)
+    if rows != meta["n_segments"]:
+        raise bad(f"the songs have {rows} segments but 'n_segments' says {meta['n_segments']}")
+    expected_shapes = {VECTORS_FILE: ([rows, len(parts), meta["dim"]], "float32"),
+                       PRESENT_FILE: ([rows, len(parts)], "bool")}
+    for name, (shape, dtype) in expected_shapes.items():
+        entry = meta["files"].get(name)
+        if (not isinstance(entry, dict) or not isinstance(entry.get("blake2b"), str)
+                or not _is_int(entry.get("size")) or entry.get("shape") != shape or entry.get("dtype") != dtype):
+            raise bad(f"'files.{name}' must give blake2b, size, shape {shape} and dtype {dtype}")
+    if meta["checksum"] != manifest_checksum(meta):
+        raise bad("its checksum does not match its content (edited after the build?)")
+    return meta
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """Parse and schema-check ``folder/index.json``.
+
+    Raises:
+        PartsimError: no index there, unreadable or damaged metadata (naming the file).
+    """
+    folder = Path(folder).expanduser()
+    meta_path = folder / INDEX_FILE
+    if not meta_path.is_file():
+        raise PartsimError(f"{folder}: no MixQuery index here (no {INDEX_FILE}); build one with "
+                           f"'partsim mixquery index --out-dir {folder}'")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise PartsimError(f"{meta_path}: unreadable index metadata ({str(error)[:200]}); rebuild it with "
+                           f"'partsim mixquery index --out-dir {folder} --fresh'") from None
+    return check_schema(meta, meta_path)
+
+
+def _finite_everywhere(array: np.ndarray) -> bool:
+    for first in range(0, array.shape[0], SCAN_ROWS):
+        if not np.isfinite(array[first:first + SCAN_ROWS]).all():
+            return False
+    return True
+
+
+def open_arrays(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Verify the array files of a schema-checked manifest and open them (``vectors`` memory-mapped).
+
+    Size and BLAKE2b checksum against ``files``, the ``.npy`` header (shape, dtype) against the manifest, and every
+    vector finite; the checksum and the scan run once per process and file version.
+
+    Raises:
+        PartsimError: a missing, truncated, altered or garbled file, or non-finite vectors, naming the file.
+    """
+    fix = f"rebuild it: {rebuild_command(meta, folder)}"
+    arrays = []
+    for name in (VECTORS_FILE, PRESENT_FILE):
+        path = folder / name
+        entry = meta["files"][name]
+        try:
+            stat = path.stat()
+        except OSError as error:
+            raise PartsimError(f"{path}: index file missing or unreadable ({error.strerror or error}); "
+                               f"{fix}") from None
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, entry["blake2b"])
+        with _verified_lock:
+            known = key in _verified
+        if stat.st_size != entry["size"]:
+            raise PartsimError(f"{path}: {stat.st_size} bytes, but {INDEX_FILE} records {entry['size']} "
+                               f"(truncated or replaced); {fix}")
+        if not known:
+            try:
+                digest = file_checksum(path)
+            except OSError as error:
+                raise PartsimError(f"{path}: unreadable ({error.strerror or error}); {fix}") from None
+            if digest != entry["blake2b"]:
+                raise PartsimError(f"{path}: checksum {digest} differs from the {entry['blake2b']} recorded in "
+                                   f"{INDEX_FILE}: the file was altered or damaged after the build; {fix}")
+        try:
+            array = np.load(path, mmap_mode="r" if name == VECTORS_FILE else None, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise PartsimError(f"{path}: not a readable .npy file ({str(error)[:200]}); {fix}") from None
+        if list(array.shape) != entry["shape"] or str(array.dtype) != entry["dtype"]:
+            raise PartsimError(f"{path}: holds {array.dtype} {tuple(array.shape)}, but {INDEX_FILE} records "
+                               f"{entry['dtype']} {tuple(entry['shape'])}; {fix}")
+        if not known:
+            if name == VECTORS_FILE and not _finite_everywhere(array):
+                raise PartsimError(f"{path}: holds NaN or infinite vectors; {fix}")
+            with _verified_lock:
+                _verified[key] = True
+        arrays.append(array)
+    return arrays[0], arrays[1]
+
+
+def verify_index(folder: str | os.PathLike) -> dict[str, Any]:
+    """Check an index folder completely (manifest schema and checksum, every array file); return its manifest.
+
+    Raises:
+        PartsimError: the first problem found, naming the file and the command that rebuilds the index.
+    """
+    folder = Path(folder).expanduser()
+    meta = read_manifest(folder)
+    open_arrays(folder, meta)
+    return meta
+
+
+def index_problem(folder: str | os.PathLike) -> str | None:
+    """``None`` when :func:`verify_index` passes, else its message (``partsim mixquery index`` then rebuilds)."""
+    try:
+        verify_index(folder)
+    except PartsimError as error:
+        return str(error)
+    return None
