@@ -489,7 +489,7 @@ def test_load_refuses_other_version_model_and_stale_catalog(catalog_root, tmp_pa
     meta = json.loads(original)
     meta["format_version"] = FORMAT_VERSION + 1
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(PartsimError, match=f"format version {FORMAT_VERSION + 1}.*--rebuild"):
+    with pytest.raises(PartsimError, match=f"format version {FORMAT_VERSION + 1}.*--fresh"):
         MixQueryIndex.load(out)
     meta_path.write_text(original)
     MixQueryIndex.load(out)
