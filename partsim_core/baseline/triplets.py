@@ -11,8 +11,6 @@ the negative a non-silent segment of another track's same part; triplet margin 0
 * :func:`gather`: waveforms of segment references, read from memory-mapped cached stems.
 * :class:`TripletTask`: the :class:`partsim_core.training.TrainingTask` of chapter 3 (one part network), reused
   for chapter 4's pre-training targets.
-
-Used by: ``partsim_core.baseline.run`` (chapter 3), ``partsim train part``, ``benchmarks/training.py``, chapter 4.
 """
 
 from __future__ import annotations
@@ -23,14 +21,17 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from partsim_core.data.segments import SILENCE_THRESHOLD, SegmentIndex, SignalSource, gather
+from partsim_core.data.segments import (
+    SILENCE_THRESHOLD,
+    SegmentIndex,
+    SignalSource,
+    gather,
+)
 from partsim_core.data.slakh import Track
 from partsim_core.errors import PartsimError
 from partsim_core.frontend import LogMel
 from partsim_core.presets import FrontendConfig, PartNetworkConfig
 from partsim_core.training import VALIDATION_SEED_OFFSET
-
-
 
 
 class TripletSampler:

@@ -229,7 +229,7 @@ class SeparatedBackend:
 
     def source(self, catalog: Catalog) -> Any:
         """The catalog's separated stems (separated on first use, cached under ``cache_root()/separated``)."""
-        from partsim_core.baseline.separation import SeparatedSource
+        from partsim_core.baseline.separated_stems import SeparatedSource
 
         key = id(catalog.cache)
         if key not in self._sources:
@@ -431,20 +431,20 @@ def get_backend(name: str, preset: str, *, data_root: str | os.PathLike = "", de
                                  seed=seed)
         return CSNBackend(result.model, settings.frontend, result.out_dir.name, preset=preset, device=device,
                           batch_size=batch_size)
-    from partsim_core.baseline.run import separated_source, train_part_network
+    from partsim_core.baseline.networks import train_part_network
+    from partsim_core.baseline.separated_stems import separated_source
     from partsim_core.data.dataset import load_dataset
 
     data = load_dataset(preset, data_root, progress=progress)
     if name == "track":
-        result = train_part_network(preset, MIX_PART, "ideal", data_root=data_root, device=device,
-                                    progress=progress, seed=seed, data=data)
+        result = train_part_network(data, MIX_PART, "ideal", device=device, progress=progress, seed=seed)
         return TrackLevelBackend(result.model, settings.frontend, result.out_dir.name, preset=preset, device=device,
                                  batch_size=batch_size)
-    source = separated_source(data, "unet", data_root=data_root, device=device, progress=progress, seed=seed)
+    source = separated_source(data, "unet", device=device, progress=progress, seed=seed)
     networks, keys = {}, {}
     for part in INSTRUMENTS:
-        result = train_part_network(preset, part, "separated", backend="unet", data_root=data_root, device=device,
-                                    progress=progress, seed=seed, data=data, source=source)
+        result = train_part_network(data, part, "separated", source=source, device=device, progress=progress,
+                                    seed=seed)
         networks[part], keys[part] = result.model, result.out_dir.name
     model_hash = stable_hash({"separator": source.key, "networks": keys}, length=12)
     return SeparatedBackend(networks, source.separator, settings.frontend, f"separated-{model_hash}", preset=preset,
@@ -474,10 +474,12 @@ def _mert_backend(preset: str, data_root: str | os.PathLike, device: str, progre
                   mert_model: str | os.PathLike | None, batch_size: int) -> EmbeddingBackend:
     """``mert``: refuse clearly unless transformers is importable and a local model folder is given."""
     folder = check_mert(mert_model)
-    from partsim_core.baseline.separation import get_separator
+    from partsim_core.baseline.separators import get_separator
+    from partsim_core.data.dataset import load_dataset
 
     settings = get_preset(preset)
-    separator = get_separator("unet", preset, data_root=data_root, device=device, progress=progress, seed=seed)
+    separator = get_separator("unet", load_dataset(preset, data_root, progress=progress), device=device,
+                              progress=progress, seed=seed)
     files = [file_identity(path) for path in sorted(folder.rglob("*")) if path.is_file()]
     model_hash = f"mert-{stable_hash({'model': files, 'separator': separator.key}, length=12)}"
     return MertBackend(folder, separator, settings.frontend, model_hash, preset=preset, device=device,
