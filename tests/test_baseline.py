@@ -287,7 +287,7 @@ def test_smoke_chapter_tables_curve_leakage_and_reuse(first_run, smoke_data):
         assert point["accuracy"]["value"] == pytest.approx(results.table_3_2["proposed"][point["part"]]["value"])
     assert set(results.leakage["accuracy"]) == set(INSTRUMENTS) and results.leakage["chance"] == 25.0
     payload = results.to_json()
-    text = json.dumps(payload, allow_nan=True)
+    text = json.dumps(payload, allow_nan=False)
     assert "/work/" not in text and "/home/" not in text
     assert set(payload) >= {"table_3_1", "table_3_2", "findings", "separator_quality_curve", "leakage_track_id"}
     assert "drums" not in payload["table_3_2"]["baseline"]

@@ -96,7 +96,7 @@ class Chapter3Results:
                     "test_tracks": result.n_tracks, "reused": result.reused,
                     "train_seconds": round(result.train_seconds, 2), "epochs_trained": len(result.history),
                     "history": _history(result.history)})
-        return {
+        return _finite({
             "chapter": 3,
             "preset": self.preset,
             "backend": self.backend,
@@ -114,7 +114,18 @@ class Chapter3Results:
             "networks": networks,
             "timings": {name: round(value, 2) for name, value in self.timings.items()},
             "reused": self.reused,
-        }
+        })
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (strict JSON: undefined cells are null)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def _number(value: Any) -> float | None:
