@@ -58,7 +58,12 @@ from IPython.display import HTML, Audio, Markdown, display
 from partsim_core import INSTRUMENTS
 from partsim_core.baseline.findings import accuracy_gap, findings_frame, summary_lines
 from partsim_core.baseline.run import run_chapter3, tsne_points
-from partsim_core.baseline.tables import TABLE_3_1_COLUMNS, intervals_frame, table_3_2_columns, values_frame
+from partsim_core.baseline.tables import (
+    TABLE_3_1_COLUMNS,
+    intervals_frame,
+    table_3_2_columns,
+    values_frame,
+)
 from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
 from partsim_core.book.viz import comparison_table, tsne_scatter
 from partsim_core.data.dataset import load_dataset

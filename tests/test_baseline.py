@@ -12,7 +12,12 @@ import pytest
 
 from partsim_core import INSTRUMENTS
 from partsim_core.baseline.filtering import chapter3_dataset, filter_by_segment_count
-from partsim_core.baseline.findings import accuracy_gap, chapter_findings, difference_cell, gap_follows_quality
+from partsim_core.baseline.findings import (
+    accuracy_gap,
+    chapter_findings,
+    difference_cell,
+    gap_follows_quality,
+)
 from partsim_core.baseline.networks import (
     NetworkEvaluation,
     check_network,
@@ -28,7 +33,13 @@ from partsim_core.baseline.separator_quality import (
     default_curve_epochs,
 )
 from partsim_core.baseline.separators import check_backend
-from partsim_core.baseline.tables import TABLE_3_1_COLUMNS, intervals_frame, table_3_1, table_3_2, values_frame
+from partsim_core.baseline.tables import (
+    TABLE_3_1_COLUMNS,
+    intervals_frame,
+    table_3_1,
+    table_3_2,
+    values_frame,
+)
 from partsim_core.book.thesis_tables import load_thesis_table
 from partsim_core.data.dataset import load_dataset
 from partsim_core.errors import PartsimError

@@ -19,17 +19,26 @@ import torch
 from test_data_slakh import write_track
 
 from partsim_core import INSTRUMENTS
+from partsim_core.baseline.bss import (
+    METRIC_CLAMP_DB,
+    evaluate_separation,
+    separation_metrics,
+)
+from partsim_core.baseline.separated_stems import SeparatedSource
+from partsim_core.baseline.separator_training import separator_task, train_separator
+from partsim_core.baseline.separators import (
+    DemucsSeparator,
+    OracleSeparator,
+    SpleeterSeparator,
+    get_separator,
+)
+from partsim_core.baseline.tables import table_3_1
+from partsim_core.data.artefacts import verify_manifest
 from partsim_core.data.cache import StemCache, cache_root
+from partsim_core.data.dataset import load_dataset
 from partsim_core.data.slakh import open_slakh
 from partsim_core.errors import PartsimError
 from partsim_core.models import SeparatorSTFT, SeparatorUNet, SpleeterUNet
-from partsim_core.baseline.bss import METRIC_CLAMP_DB, evaluate_separation, separation_metrics
-from partsim_core.baseline.separated_stems import SeparatedSource
-from partsim_core.baseline.separator_training import separator_task, train_separator
-from partsim_core.baseline.separators import DemucsSeparator, OracleSeparator, SpleeterSeparator, get_separator
-from partsim_core.baseline.tables import table_3_1
-from partsim_core.data.artefacts import verify_manifest
-from partsim_core.data.dataset import load_dataset
 
 RATE = 16000  # the smoke preset's front-end rate: no resampling in the stem cache
 

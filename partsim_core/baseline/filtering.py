@@ -23,7 +23,12 @@ from tqdm.auto import tqdm
 
 from partsim_core.data.cache import MIX_PART, StemCache
 from partsim_core.data.dataset import TEST_FILTER_FRACTION, DatasetHandle
-from partsim_core.data.segments import SILENCE_THRESHOLD, non_silent_mask, segment_length, segment_starts
+from partsim_core.data.segments import (
+    SILENCE_THRESHOLD,
+    non_silent_mask,
+    segment_length,
+    segment_starts,
+)
 from partsim_core.data.slakh import Track
 from partsim_core.errors import PartsimError
 

@@ -44,7 +44,11 @@ from partsim_core.baseline.networks import (
     train_part_network,
 )
 from partsim_core.baseline.separated_stems import SeparatedSource, separated_source
-from partsim_core.baseline.separator_quality import default_curve_epochs, leakage_track_id, separator_quality_curve
+from partsim_core.baseline.separator_quality import (
+    default_curve_epochs,
+    leakage_track_id,
+    separator_quality_curve,
+)
 from partsim_core.baseline.separators import check_backend
 from partsim_core.baseline.tables import PerTrack, table_3_1, table_3_2
 from partsim_core.data.cache import MIX_PART
