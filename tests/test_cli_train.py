@@ -124,10 +124,12 @@ def test_bad_backend_part_and_preset(capsys, cache, root):
 
 
 def test_baseline_out_must_be_a_file_and_is_not_overwritten(capsys, cache, root, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
     code, _, err = run_json(capsys, "baseline", "run", "--preset", "smoke", "--data-root", str(root), "--out",
-                            str(tmp_path))
+                            str(folder))
     assert code == 2 and "folder" in err
-    foreign = tmp_path / "notes.json"
+    foreign = folder / "notes.json"
     foreign.write_text("{}")
     code, _, err = run_json(capsys, "baseline", "run", "--preset", "smoke", "--data-root", str(root), "--out",
                             str(foreign), "--fresh")

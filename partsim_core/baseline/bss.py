@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import fast_bss_eval
 import numpy as np
 import pandas as pd
 import torch
@@ -43,8 +44,6 @@ def _bss_eval(references: np.ndarray, estimates: np.ndarray, filter_length: int)
     torch back end computes the same metrics. A (nearly) singular reference correlation matrix is retried with
     diagonal loading, as the package recommends.
     """
-    import fast_bss_eval
-
     ref = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float64))
     est = torch.from_numpy(np.ascontiguousarray(estimates, dtype=np.float64))
     try:

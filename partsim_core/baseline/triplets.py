@@ -30,6 +30,8 @@ from partsim_core.data.segments import (
 from partsim_core.data.slakh import Track
 from partsim_core.errors import PartsimError
 from partsim_core.frontend import LogMel
+from partsim_core.losses import triplet_loss
+from partsim_core.models import PartCNN
 from partsim_core.presets import FrontendConfig, PartNetworkConfig
 from partsim_core.training import VALIDATION_SEED_OFFSET
 
@@ -196,8 +198,6 @@ class TripletTask:
 
     def build_model(self) -> torch.nn.Module:
         """A fresh :class:`~partsim_core.models.PartCNN` of the preset's width and embedding size."""
-        from partsim_core.models import PartCNN
-
         return PartCNN(self.frontend.n_mels, width=self.config.width, embedding_dim=self.config.embedding_dim)
 
     def triplets(self, epoch: int) -> np.ndarray:
@@ -232,8 +232,6 @@ class TripletTask:
     def loss(self, model: torch.nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         """Triplet loss (margin ``config.margin``) of one batch; one forward pass over anchors, positives and
         negatives together."""
-        from partsim_core.losses import triplet_loss
-
         signals = torch.cat(list(batch))
         inputs = self._mel(signals) if self.mel_in_loss else signals
         anchor, positive, negative = model(inputs).chunk(3)
@@ -247,8 +245,6 @@ class TripletTask:
         """
         if self.validation_triplets is None:
             return None
-        from partsim_core.losses import triplet_loss
-
         device = next(model.parameters()).device
         total, count = 0.0, 0
         with torch.no_grad():
