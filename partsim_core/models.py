@@ -136,7 +136,7 @@ class PartCNN(nn.Module):
 
 
 # ==============================================================================================================
-# Chapter 3: separator U-Net (Spleeter's architecture, Jansson et al. 2017), written for partsim_core.baseline.separation
+# Chapter 3: separator U-Net (Spleeter's architecture, Jansson et al. 2017), written for partsim_core.baseline.separators
 # ==============================================================================================================
 
 #: Spleeter's STFT at 44.1 kHz: 4096-sample window, hop 1024, the lowest 1024 of 2049 bins (0-11 kHz) modelled.
@@ -254,13 +254,13 @@ class SpleeterUNet(nn.Module):
 class SeparatorUNet(nn.Module):
     """Our re-implementation of Spleeter: one :class:`SpleeterUNet` per source on the STFT magnitude, soft masks.
 
-    Training (``partsim_core.baseline.separation.train_separator``): :meth:`forward` maps mixture magnitudes to the five
+    Training (``partsim_core.baseline.separator_training.train_separator``): :meth:`forward` maps mixture magnitudes to the five
     sources' estimated magnitudes, compared with the ideal ones by an L1 loss (Spleeter's). Separation
     (:meth:`separate`): the estimates become ratio masks normalised across sources with exponent 2 (Spleeter's
     Wiener-like "soft" masking, so the five outputs sum to the mixture), applied to the complex mixture STFT
     (mixture phase) and inverted. Sources are in :data:`~partsim_core.INSTRUMENTS` order.
 
-    Used by chapter 3 (``partsim_core.baseline.separation``, ``notebooks/ch3_separation_baseline``).
+    Used by chapter 3 (``partsim_core.baseline.separators``, ``notebooks/ch3_separation_baseline``).
 
     Args:
         sample_rate: Rate of the audio the model works at (fixes the STFT, :class:`SeparatorSTFT`).

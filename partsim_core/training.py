@@ -23,7 +23,7 @@ from a :class:`TrainConfig` and a :class:`TrainingTask` that knows how to build 
   ``task.batch`` in worker processes; with 0 the batch is made inline.
 
 Used by ``partsim_core.baseline.triplets.TripletTask`` (chapter 3 notebook ``ch3_separation_baseline``),
-``partsim_core.baseline.separation.train_separator`` and the chapter-4 models.
+``partsim_core.baseline.separator_training.train_separator`` and the chapter-4 models.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tests of chapter 3's source separation: the Spleeter-style U-Net (``models.SeparatorUNet``), its training task,
 the backends (oracle, unet, spleeter subprocess, demucs adapter), the separated-stem cache and the BSS Eval
-metrics (``partsim_core.baseline.separation``)."""
+metrics (``partsim_core.baseline.separators``, ``.separator_training``, ``.separated_stems``, ``.bss``)."""
 
 from __future__ import annotations
 
@@ -19,23 +19,26 @@ import torch
 from test_data_slakh import write_track
 
 from partsim_core import INSTRUMENTS
-from partsim_core.data.cache import StemCache
+from partsim_core.baseline.bss import (
+    METRIC_CLAMP_DB,
+    evaluate_separation,
+    separation_metrics,
+)
+from partsim_core.baseline.separated_stems import SeparatedSource
+from partsim_core.baseline.separator_training import separator_task, train_separator
+from partsim_core.baseline.separators import (
+    DemucsSeparator,
+    OracleSeparator,
+    SpleeterSeparator,
+    get_separator,
+)
+from partsim_core.baseline.tables import table_3_1
+from partsim_core.data.artefacts import verify_manifest
+from partsim_core.data.cache import StemCache, cache_root
+from partsim_core.data.dataset import load_dataset
 from partsim_core.data.slakh import open_slakh
 from partsim_core.errors import PartsimError
 from partsim_core.models import SeparatorSTFT, SeparatorUNet, SpleeterUNet
-from partsim_core.baseline.separation import (
-    METRIC_CLAMP_DB,
-    DemucsSeparator,
-    OracleSeparator,
-    SeparatedSource,
-    SpleeterSeparator,
-    average_separation_metrics,
-    evaluate_separation,
-    get_separator,
-    separation_metrics,
-    separator_task,
-    train_separator,
-)
 
 RATE = 16000  # the smoke preset's front-end rate: no resampling in the stem cache
 
@@ -149,7 +152,7 @@ def test_separated_sources_sum_to_the_mix_for_any_length():
 
 
 def test_task_batches_are_deterministic_picklable_and_hold_the_ideal_parts(tiny_root):
-    task = separator_task("smoke", tiny_root)
+    task = separator_task(load_dataset("smoke", tiny_root))
     mix, parts = task.batch(0, 3)
     # Smoke: 3-s excerpts at 16 kHz = 94 frames -> 64 frames -> (64 - 1) * 512 samples.
     assert task.frames == 64 and mix.shape == (4, 63 * 512) and parts.shape == (4, 5, 63 * 512)
@@ -162,18 +165,20 @@ def test_task_batches_are_deterministic_picklable_and_hold_the_ideal_parts(tiny_
 
 
 def test_train_separator_learns_reuses_and_separates(tiny_root):
-    task = separator_task("smoke", tiny_root)
+    data = load_dataset("smoke", tiny_root)
+    task = separator_task(data)
     torch.manual_seed(0)
     untrained = task.validation_loss(task.build_model().eval())
 
-    result = train_separator("smoke", tiny_root, device="cpu", progress=False)
+    result = train_separator(data, device="cpu", progress=False)
     assert not result.reused and len(result.history) == 1
     assert isinstance(result.model, SeparatorUNet)
     trained = task.validation_loss(result.model)
     assert math.isfinite(trained) and trained < untrained
-    assert train_separator("smoke", tiny_root, device="cpu", progress=False).reused
+    assert train_separator(data, device="cpu", progress=False).reused
 
-    separator = get_separator("unet", "smoke", tiny_root, device="cpu", train=False)
+    separator = get_separator("unet", data, device="cpu", train=False)
+    assert separator.history == result.history
     assert separator.name == "unet" and separator.key.startswith("unet-")
     dataset = open_slakh(tiny_root)
     track = dataset.tracks("test")[0]
@@ -189,15 +194,26 @@ def test_train_separator_learns_reuses_and_separates(tiny_root):
 
 def test_unet_without_training_refuses_and_names_the_command(tiny_root):
     with pytest.raises(PartsimError, match="partsim train separator --preset smoke"):
-        get_separator("unet", "smoke", tiny_root, device="cpu", train=False)
+        get_separator("unet", load_dataset("smoke", tiny_root), device="cpu", train=False)
 
 
-def test_dataset_without_train_split_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
-    root = write_dataset(tmp_path / "data", {"test": 1})
-    with pytest.raises(PartsimError, match="no 'train' split"):
-        train_separator("smoke", root, device="cpu", progress=False)
-    assert not (tmp_path / "cache" / "models").exists()
+def test_separator_key_follows_the_audio(tiny_root):
+    # Regenerated audio (another seed or SoundFont) must not reuse a separator trained on the old audio: the
+    # training key includes the audio fingerprint. Rewriting one training track's stems changes the key.
+    from partsim_core.baseline.separator_training import separator_train_config
+
+    data = load_dataset("smoke", tiny_root)
+    task = separator_task(data)
+    before = separator_train_config(data, task, data.preset.separator).key()
+    assert separator_train_config(data, task, data.preset.separator).key() == before
+    track = data.dataset.tracks("train")[0]
+    audio_file = track.audio_files()[0]
+    written, rate = sf.read(audio_file, dtype="float32")
+    sf.write(audio_file, 0.5 * written, rate)
+    changed = load_dataset("smoke", tiny_root)
+    assert separator_train_config(changed, separator_task(changed), changed.preset.separator).key() != before
+    # Fewer epochs (an earlier separator for the quality curve) is another run too.
+    assert separator_train_config(data, task, data.preset.separator, epochs=2).key() != before
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -205,24 +221,23 @@ def test_dataset_without_train_split_is_refused(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def test_bad_backend_preset_or_option_is_refused(tiny_root):
-    with pytest.raises(PartsimError, match="unknown separation backend 'open-unmix'.*oracle, unet, spleeter"):
-        get_separator("open-unmix", "smoke", tiny_root)
-    with pytest.raises(PartsimError, match="unknown preset 'huge'"):
-        get_separator("oracle", "huge", tiny_root)
+def test_bad_backend_or_option_is_refused(tiny_root):
+    data = load_dataset("smoke", tiny_root)
+    with pytest.raises(PartsimError, match="unknown separator backend 'open-unmix'.*oracle, unet, spleeter"):
+        get_separator("open-unmix", data)
     with pytest.raises(PartsimError, match="unknown option.*demucs_model.*'oracle'"):
-        get_separator("oracle", "smoke", tiny_root, demucs_model="htdemucs")
+        get_separator("oracle", data, demucs_model="htdemucs")
 
 
 def test_oracle_serves_the_ideal_stems(tiny_root):
-    separator = get_separator("oracle", "smoke", tiny_root)
+    separator = get_separator("oracle", load_dataset("smoke", tiny_root))
     dataset = open_slakh(tiny_root)
     track = dataset.tracks("test")[0]
     written = sf.read(track.stems_by_group()["bass"][0].audio_path, dtype="float32")[0]
     assert np.array_equal(separator.separate_track(track)["bass"], written)
     source = SeparatedSource(separator, StemCache(dataset, RATE))
     assert np.array_equal(source.get(track, "bass"), written)
-    assert not (source.root).exists()  # nothing separated or copied for the oracle
+    assert not (cache_root() / "separated").exists()  # nothing separated or copied for the oracle
     with pytest.raises(PartsimError, match="needs the track"):
         separator.separate(written, RATE)
 
@@ -255,7 +270,7 @@ def test_separated_source_separates_each_track_once_and_caches(tiny_root, tmp_pa
     cache = StemCache(dataset, RATE)
     track = dataset.tracks("train")[0]
     separator = FractionSeparator()
-    source = SeparatedSource(separator, cache, root=tmp_path / "separated")
+    source = SeparatedSource(separator, cache)
     assert source.sample_rate == RATE
     mix = np.asarray(cache.get(track, "mix"))
     piano = source.get(track, "piano")
@@ -265,12 +280,14 @@ def test_separated_source_separates_each_track_once_and_caches(tiny_root, tmp_pa
     assert separator.calls == 1  # second get: from the cache
     # A new source object (another process) reads the same files without separating.
     again = FractionSeparator()
-    assert np.allclose(SeparatedSource(again, cache, root=tmp_path / "separated").get(track, "bass"), 0.2 * mix)
+    assert np.allclose(SeparatedSource(again, cache).get(track, "bass"), 0.2 * mix)
     assert again.calls == 0
     folder = source.folder(track)
     assert sorted(p.name for p in folder.iterdir()) == sorted([f"{p}.npy" for p in INSTRUMENTS]
-                                                              + ["separation.json"])
-    assert json.loads((folder / "separation.json").read_text())["key"] == "fraction-test"
+                                                              + ["manifest.json"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["config"]["separator"] == "fraction-test" and manifest["config"]["track"] == track.track_id
+    assert verify_manifest(folder) is None
     # separate_tracks skips separated tracks.
     source.separate_tracks(dataset.tracks("train"), progress=False)
     assert separator.calls == 3
@@ -278,14 +295,29 @@ def test_separated_source_separates_each_track_once_and_caches(tiny_root, tmp_pa
         source.get(track, "vocals")
 
 
+def test_corrupt_separated_stems_are_recomputed(tiny_root):
+    dataset = open_slakh(tiny_root)
+    cache = StemCache(dataset, RATE)
+    track = dataset.tracks("train")[0]
+    separator = FractionSeparator()
+    folder = SeparatedSource(separator, cache).folder(track)
+    path = folder / "bass.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # flip a byte of the last sample
+    path.write_bytes(bytes(data))
+    # A new source (another process) verifies the manifest, finds the mismatch and separates again.
+    again = FractionSeparator()
+    mix = np.asarray(cache.get(track, "mix"))
+    assert np.allclose(SeparatedSource(again, cache).get(track, "bass"), 0.2 * mix) and again.calls == 1
+
+
 def test_bad_separator_output_leaves_nothing_behind(tiny_root, tmp_path):
     dataset = open_slakh(tiny_root)
-    source = SeparatedSource(FractionSeparator(length_error=-5), StemCache(dataset, RATE), root=tmp_path / "sep")
+    source = SeparatedSource(FractionSeparator(length_error=-5), StemCache(dataset, RATE))
     track = dataset.tracks("train")[0]
     with pytest.raises(PartsimError, match="fraction.*drums of shape"):
         source.get(track, "drums")
-    assert not source.folder(track).exists()
-    assert not any(p.name.endswith(".npy") for p in (tmp_path / "sep").rglob("*"))
+    assert not any(p.name.endswith(".npy") for p in (cache_root() / "separated").rglob("*"))
     with pytest.raises(PartsimError, match="separator key"):
         SeparatedSource(FractionSeparator(), StemCache(dataset, RATE), key="../escape")
 
@@ -355,8 +387,9 @@ def test_evaluate_separation_averages_tracks(tiny_root, tmp_path):
     per_track = evaluate_separation(oracle, cache, tracks, chunk_seconds=2.0, progress=False)
     assert len(per_track) == 10 and set(per_track["track_id"]) == {t.track_id for t in tracks}
     assert (per_track["sdr"] > 60).all()  # the ideal stems against themselves
-    summary = average_separation_metrics(per_track)
-    assert list(summary.index) == list(INSTRUMENTS) and (summary["tracks"] == 2).all()
+    quality = per_track.rename(columns={"track_id": "track"}).assign(split="train")
+    table = table_3_1(quality)
+    assert table["drums"]["sdr_train"]["value"] > 60 and math.isnan(table["drums"]["sdr_test"]["value"])
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -400,7 +433,7 @@ def fake_spleeter_python(tmp_path) -> Path:
 def test_spleeter_missing_python_or_module_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.delenv("PARTSIM_SPLEETER_PYTHON", raising=False)
     with pytest.raises(PartsimError, match="needs spleeter_python=PATH.*pip install spleeter"):
-        get_separator("spleeter", "smoke")
+        get_separator("spleeter", None)
     with pytest.raises(PartsimError, match="does not exist.*pip install spleeter"):
         SpleeterSeparator(tmp_path / "nowhere" / "python")
     # Our own Python has no spleeter module.
@@ -438,7 +471,7 @@ def test_spleeter_adapter_plumbing_with_a_fake_spleeter(fake_spleeter_python, tm
 def test_demucs_missing_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "demucs", None)  # import demucs -> ImportError, installed or not
     with pytest.raises(PartsimError, match="needs the demucs package.*pip install demucs"):
-        get_separator("demucs", "smoke")
+        get_separator("demucs", None)
 
 
 def test_demucs_adapter_maps_sources_to_parts(monkeypatch):
@@ -462,7 +495,7 @@ def test_demucs_adapter_maps_sources_to_parts(monkeypatch):
     monkeypatch.setitem(sys.modules, "demucs", demucs)
     monkeypatch.setitem(sys.modules, "demucs.apply", types.SimpleNamespace(apply_model=apply_model))
     monkeypatch.setitem(sys.modules, "demucs.pretrained", types.SimpleNamespace(get_model=get_model))
-    separator = get_separator("demucs", "smoke", device="cpu")
+    separator = get_separator("demucs", None, device="cpu")
     t = np.arange(44100) / 44100
     mix = np.sin(2 * np.pi * 100 * t).astype(np.float32)
     mix -= mix.mean()  # zero mean: Demucs's normalisation adds the mean back to every source

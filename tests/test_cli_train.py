@@ -73,8 +73,7 @@ def test_train_part_trains_reuses_and_fresh_retrains(capsys, cache, root):
     assert config["config"]["data"]["input"] == "ideal"
     code, second, _ = run_json(capsys, *base)
     assert code == 0 and second["reused"] is True and second["out_dir"] == first["out_dir"]
-    code, again, _ = run_json(capsys, *base, "--resume")
-    assert code == 0 and again["reused"] is True
+    assert first["history"] and set(first["history"][0]) == {"epoch", "train_loss", "val_loss"}
     code, fresh, _ = run_json(capsys, *base, "--fresh")
     assert code == 0 and fresh["reused"] is False and fresh["out_dir"] == first["out_dir"]
 
@@ -82,7 +81,7 @@ def test_train_part_trains_reuses_and_fresh_retrains(capsys, cache, root):
 def test_checkpoint_of_another_config_is_refused(capsys, cache, root, tmp_path):
     out = tmp_path / "run"
     base = ["train", "part", "--part", "drums", "--preset", "smoke", "--data-root", str(root), "--device", "cpu",
-            "--no-progress", "--out", str(out)]
+            "--no-progress", "--out-dir", str(out)]
     code, first, _ = run_json(capsys, *base)
     assert code == 0 and first["out_dir"] == str(out)
     before = {path.name: path.read_bytes() for path in out.iterdir()}
@@ -111,7 +110,8 @@ def test_bad_backend_part_and_preset(capsys, cache, root):
     code, _, err = run_json(capsys, "train", "part", "--part", "mix", "--input", "separated", "--preset", "smoke",
                             "--data-root", str(root))
     assert code == 2 and "mix" in err
-    code, _, err = run_json(capsys, "baseline", "run", "--backend", "magic", "--preset", "smoke")
+    code, _, err = run_json(capsys, "baseline", "run", "--backend", "magic", "--preset", "smoke", "--data-root",
+                            str(root))
     assert code == 2 and "magic" in err
     assert not (cache / "models").exists()
     with pytest.raises(SystemExit) as exit_info:
@@ -123,9 +123,31 @@ def test_bad_backend_part_and_preset(capsys, cache, root):
     assert exit_info.value.code == 2
 
 
-def test_baseline_out_must_be_a_file(capsys, cache, tmp_path):
-    code, _, err = run_json(capsys, "baseline", "run", "--preset", "smoke", "--out", str(tmp_path))
+def test_baseline_out_must_be_a_file_and_is_not_overwritten(capsys, cache, root, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    code, _, err = run_json(capsys, "baseline", "run", "--preset", "smoke", "--data-root", str(root), "--out",
+                            str(folder))
     assert code == 2 and "folder" in err
+    foreign = folder / "notes.json"
+    foreign.write_text("{}")
+    code, _, err = run_json(capsys, "baseline", "run", "--preset", "smoke", "--data-root", str(root), "--out",
+                            str(foreign), "--fresh")
+    assert code == 2 and "not written by partsim" in err and foreign.read_text() == "{}"
+    assert not (cache / "models").exists()
+
+
+def test_train_part_seeds_and_separator_seed_epochs(capsys, cache, root, tmp_path):
+    code = main(["train", "part", "--part", "bass", "--preset", "smoke", "--data-root", str(root), "--device", "cpu",
+                 "--no-progress", "--seeds", "2", "--seed", "3", "--out-dir", str(tmp_path / "runs")])
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert code == 0 and [line["seed"] for line in lines] == [3, 4]
+    assert [Path(line["out_dir"]).name for line in lines] == ["seed-3", "seed-4"]
+    assert json.loads((tmp_path / "runs" / "seed-4" / "config.json").read_text())["seed"] == 4
+    code, first, _ = run_json(capsys, "train", "separator", "--preset", "smoke", "--data-root", str(root),
+                              "--device", "cpu", "--no-progress", "--seed", "2", "--epochs", "2")
+    assert code == 0 and first["epochs_trained"] == 2 and first["seed"] == 2 and len(first["history"]) == 2
+    assert json.loads((Path(first["out_dir"]) / "config.json").read_text())["seed"] == 2
 
 
 def test_data_root_that_is_not_a_folder(capsys, cache, tmp_path):
@@ -159,14 +181,21 @@ def test_baseline_run_writes_the_result_json(capsys, cache, root, tmp_path):
     printed = capsys.readouterr().out
     assert code == 0 and "Table 3.2" in printed and "Table 3.1" in printed
     result = json.loads(out.read_text())
-    assert result["preset"] == "smoke" and result["backend"] == "oracle"
+    assert result["preset"] == "smoke" and result["backend"] == "oracle" and result["seeds"] == [0]
     assert result["n_tracks"] == {"train": 3, "validation": 1, "test": 2, "test_before_filter": 2,
                                   "train_separation_metrics": 3}
-    rows = result["table_3_2"]["rows"]
+    rows = result["table_3_2"]
     assert set(rows) == {"baseline", "proposed", "proposed (ideal)"}
     for part in ("drums", "bass", "piano", "guitar", "others"):
         # Oracle separation: the separated networks see the ideal stems, with the same seed.
         assert rows["proposed"][part] == rows["proposed (ideal)"][part]
-        assert 0 <= rows["proposed"][part] <= 100
+        assert 0 <= rows["proposed"][part]["low"] <= rows["proposed"][part]["value"] <= 100
+    assert set(result["table_3_1"]["drums"]) == {"sdr_train", "sdr_test", "sir_train", "sir_test", "sar_train",
+                                                 "sar_test"}
+    assert isinstance(result["findings"], list) and "separator_quality_curve" in result
     assert len(result["networks"]) == 11 and not any(network["reused"] for network in result["networks"])
     assert [name for name in result["reused"]][-1] == "track-mix"
+    # The same --out again is refused without --fresh, replaced with it.
+    assert main(["baseline", "run", "--preset", "smoke", "--data-root", str(root), "--backend", "oracle",
+                 "--device", "cpu", "--no-progress", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import torch
 from test_mixquery_pseudo_catalog import tiny  # noqa: F401 - the tiny generated dataset fixture
 
 from partsim_core import INSTRUMENTS
-from partsim_core.baseline.separation import OracleSeparator
+from partsim_core.baseline.separators import OracleSeparator
 from partsim_core.cli import build_parser, main
 from partsim_core.cli.mixquery import train_head
 from partsim_core.errors import PartsimError

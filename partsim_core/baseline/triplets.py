@@ -11,8 +11,6 @@ the negative a non-silent segment of another track's same part; triplet margin 0
 * :func:`gather`: waveforms of segment references, read from memory-mapped cached stems.
 * :class:`TripletTask`: the :class:`partsim_core.training.TrainingTask` of chapter 3 (one part network), reused
   for chapter 4's pre-training targets.
-
-Used by: ``partsim_core.baseline.run`` (chapter 3), ``partsim train part``, ``benchmarks/training.py``, chapter 4.
 """
 
 from __future__ import annotations
@@ -23,14 +21,19 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from partsim_core.data.segments import SILENCE_THRESHOLD, SegmentIndex, SignalSource, gather
+from partsim_core.data.segments import (
+    SILENCE_THRESHOLD,
+    SegmentIndex,
+    SignalSource,
+    gather,
+)
 from partsim_core.data.slakh import Track
 from partsim_core.errors import PartsimError
 from partsim_core.frontend import LogMel
+from partsim_core.losses import triplet_loss
+from partsim_core.models import PartCNN
 from partsim_core.presets import FrontendConfig, PartNetworkConfig
 from partsim_core.training import VALIDATION_SEED_OFFSET
-
-
 
 
 class TripletSampler:
@@ -195,8 +198,6 @@ class TripletTask:
 
     def build_model(self) -> torch.nn.Module:
         """A fresh :class:`~partsim_core.models.PartCNN` of the preset's width and embedding size."""
-        from partsim_core.models import PartCNN
-
         return PartCNN(self.frontend.n_mels, width=self.config.width, embedding_dim=self.config.embedding_dim)
 
     def triplets(self, epoch: int) -> np.ndarray:
@@ -231,8 +232,6 @@ class TripletTask:
     def loss(self, model: torch.nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         """Triplet loss (margin ``config.margin``) of one batch; one forward pass over anchors, positives and
         negatives together."""
-        from partsim_core.losses import triplet_loss
-
         signals = torch.cat(list(batch))
         inputs = self._mel(signals) if self.mel_in_loss else signals
         anchor, positive, negative = model(inputs).chunk(3)
@@ -246,8 +245,6 @@ class TripletTask:
         """
         if self.validation_triplets is None:
             return None
-        from partsim_core.losses import triplet_loss
-
         device = next(model.parameters()).device
         total, count = 0.0, 0
         with torch.no_grad():

@@ -1,50 +1,59 @@
-"""``partsim baseline run``: the whole of chapter 3 (Tables 3.1 and 3.2) from the command line.
+"""``partsim baseline run``: the whole of chapter 3 from the command line.
 
-Trains (or reuses) the separator and the 11 chapter-3 networks, evaluates them by kNN track-ID prediction, prints
-both tables beside the thesis's numbers and writes the result JSON atomically (``--out``).
+Builds the dataset handle once, runs :func:`partsim_core.baseline.run.run_chapter3` (separator, 11 networks per
+seed, Tables 3.1 and 3.2 with 95 % intervals, the separator-quality curve, track-ID from leakage, findings), prints
+both tables beside the thesis's numbers and writes the chapter's JSON (``--out FILE``) under the output rule.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from partsim_core.cli.train import BACKEND_NAMES, non_negative_int
-from partsim_core.presets import PRESETS
+from partsim_core.cli.options import add_run_options
+
+#: Separator backends (``partsim_core.baseline.separators.BACKENDS``; listed here so that ``--help`` needs no torch).
+BACKEND_NAMES = ("oracle", "unet", "spleeter", "demucs")
 
 
 def run_baseline(args: argparse.Namespace) -> int:
-    """``partsim baseline run``: run chapter 3 and print/write its tables."""
+    """``partsim baseline run``: run chapter 3, print its tables and write its JSON."""
     import pandas as pd
 
-    from partsim_core.baseline.run import check_backend, run_chapter3
-    from partsim_core.data.cache import atomic_write_json
-    from partsim_core.errors import PartsimError
+    from partsim_core.baseline.run import run_chapter3
+    from partsim_core.baseline.separators import check_backend
+    from partsim_core.baseline.tables import intervals_frame, table_3_2_columns
     from partsim_core.book.thesis_tables import load_thesis_table
+    from partsim_core.data.dataset import load_dataset
+    from partsim_core.data.outputs import check_output_file, write_json_output
 
     check_backend(args.backend)
-    if args.out is not None and args.out.exists() and args.out.is_dir():
-        raise PartsimError(f"--out {args.out} is a folder; give a file name such as results.json")
+    inputs = [args.data_root or None]
+    if args.out is not None:
+        check_output_file(args.out, inputs, fresh=args.fresh)
     options = {}
     if args.spleeter_python:
         options["spleeter_python"] = str(args.spleeter_python)
     if args.demucs_model:
         options["demucs_model"] = args.demucs_model
     say = (lambda message: print(message, file=sys.stderr, flush=True))
-    results = run_chapter3(args.preset, data_root=args.data_root or "", backend=args.backend, device=args.device,
-                           epochs=args.epochs or None, progress=not args.no_progress, seed=args.seed, log=say,
-                           **options)
-    with pd.option_context("display.precision", 2, "display.width", 160):
-        for number, ours in (("3.2", results.table_3_2), ("3.1", results.table_3_1)):
-            thesis = load_thesis_table(number)
-            print(f"Table {number} (ours, preset {args.preset}, backend {args.backend}):")
-            print(ours.to_string(float_format=lambda value: f"{value:.2f}"))
+    data = load_dataset(args.preset, args.data_root, progress=not args.no_progress)
+    results = run_chapter3(data, backend=args.backend, device=args.device, epochs=args.epochs,
+                           seeds=range(args.seed, args.seed + args.seeds), progress=not args.no_progress, log=say,
+                           quality_curve=not args.no_quality_curve, fresh=args.fresh, **options)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        for number, ours, columns in (("3.2", results.table_3_2, table_3_2_columns()),
+                                      ("3.1", results.table_3_1, None)):
+            print(f"Table {number} (ours, preset {args.preset}, backend {args.backend}, value [95 % interval]):")
+            print(intervals_frame(ours, columns, digits=2).to_string())
             print(f"Table {number} (thesis):")
-            print(thesis.to_string(float_format=lambda value: f"{value:.2f}"))
+            print(load_thesis_table(number).to_string(float_format=lambda value: f"{value:.2f}"))
             print()
+        for item in results.findings:
+            low, high = item["interval"]
+            print(f"[{item['verdict']}] {item['claim']}: {item['estimate']:.2f} [{low:.2f}, {high:.2f}]")
     if args.out is not None:
-        atomic_write_json(args.out, results.to_json())
+        write_json_output(args.out, results.to_json(), inputs, fresh=args.fresh, command="partsim baseline run")
         print(f"partsim baseline run: results written to {args.out}", file=sys.stderr)
     return 0
 
@@ -54,55 +63,40 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "baseline",
         help="chapter 3: part networks on ideal vs separated stems, kNN track-ID accuracy (Tables 3.1, 3.2)",
-        description="Chapter 3 of the thesis: the source-separation baseline.",
+        description="Chapter 3 of the thesis: part-level similarity from source-separated stems.",
     )
     parser.set_defaults(group_parser=parser)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     run = commands.add_parser(
         "run",
-        help="train/reuse every chapter-3 model, evaluate, print Tables 3.1 and 3.2, write the result JSON",
+        help="train/reuse every chapter-3 model, evaluate, print Tables 3.1 and 3.2, write the chapter's JSON",
         description=(
             "Run chapter 3: separate every track with --backend (our U-Net is trained on the train split when not "
-            "cached), train or reuse 11 networks (drums, bass, piano, guitar, others on ideal and on separated "
-            "stems, and the track-level network on the mix), predict the track ID of every non-silent 3-s test "
-            "segment from its 5 nearest neighbours (leave-one-out), and measure the separation quality (SDR, SIR, "
-            "SAR with fast_bss_eval) on train and test. Prints Tables 3.1 and 3.2 with the thesis's numbers."
+            "cached), train or reuse 11 networks per seed (drums, bass, piano, guitar, others on ideal and on "
+            "separated stems, and the track network on the mix), predict the track ID of every non-silent 3-s test "
+            "segment from its 5 nearest neighbours (leave-one-out), measure the separation quality (SDR, SIR, SAR "
+            "with fast_bss_eval), the accuracy against separator quality and the track-ID from leakage alone. "
+            "Prints Tables 3.1 and 3.2 (95 % intervals, bootstrap over test tracks and seeds) with the thesis's "
+            "numbers, and the findings with their verdicts."
         ),
-        epilog="Example: partsim baseline run --preset smoke --out /tmp/ch3.json",
+        epilog="Example: partsim baseline run --preset smoke --seeds 3 --out ch3.json",
     )
-    run.add_argument(
-        "--preset", choices=sorted(PRESETS), default="default",
-        help="sizes and settings (partsim_core/presets.py): smoke, default or paper; default: %(default)s",
-    )
-    run.add_argument(
-        "--data-root", type=Path, default=None, metavar="DIR",
-        help="a Slakh2100-format dataset folder; default: the preset's embedded generated dataset",
-    )
+    add_run_options(run)
     run.add_argument(
         "--backend", default="unet", metavar="NAME",
         help=f"source separator: one of {', '.join(BACKEND_NAMES)} (oracle = the ideal stems; spleeter and "
              "demucs need local installations, see --spleeter-python / --demucs-model); default: %(default)s",
     )
     run.add_argument(
-        "--spleeter-python", type=Path, default=None, metavar="PYTHON",
+        "--spleeter-python", default=None, metavar="PYTHON",
         help="python executable of a separate environment with spleeter and its 5-stem model (backend spleeter)",
     )
     run.add_argument(
-        "--demucs-model", default=None, metavar="NAME_OR_PATH",
-        help="demucs model name or local weights path (backend demucs)",
+        "--demucs-model", default=None, metavar="NAME",
+        help="demucs model name whose weights are available locally (backend demucs)",
     )
     run.add_argument(
-        "--epochs", type=non_negative_int, default=0, metavar="N",
-        help="epochs of every part network; 0 = the preset's; default: %(default)s",
+        "--no-quality-curve", action="store_true",
+        help="skip the separator-quality curve (an earlier U-Net and the test separations of each separator)",
     )
-    run.add_argument("--seed", type=non_negative_int, default=0, help="seed of every network; default: %(default)s")
-    run.add_argument(
-        "--device", default="auto",
-        help="torch device: auto (CUDA when visible, else CPU), cpu, cuda or cuda:N; default: %(default)s",
-    )
-    run.add_argument(
-        "--out", type=Path, default=None, metavar="FILE",
-        help="write the result JSON here (atomically: complete or not at all)",
-    )
-    run.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     run.set_defaults(func=run_baseline)

@@ -258,7 +258,7 @@ def train_head(args: argparse.Namespace, features_model: Any = None) -> dict[str
         PartsimError: no MERT (transformers or model folder) and no stand-in, an output folder partsim may not
             replace or inside the dataset, too few songs for same-song triplets.
     """
-    from partsim_core.baseline.run import separated_source
+    from partsim_core.baseline.separated_stems import separated_source
     from partsim_core.data.dataset import load_dataset
     from partsim_core.data.outputs import check_output_dir, output_directory
     from partsim_core.errors import PartsimError
@@ -273,7 +273,7 @@ def train_head(args: argparse.Namespace, features_model: Any = None) -> dict[str
     if args.input == "ideal":
         source = data.cache
     else:
-        source = separated_source(data, "unet", data_root=data.root, device=args.device, progress=progress,
+        source = separated_source(data, "unet", device=args.device, progress=progress,
                                   seed=args.seed)
     features = split_features(model, source, tracks, INSTRUMENTS, data.fingerprint(tracks), args.input,
                               progress=progress)

@@ -1,14 +1,16 @@
 """``partsim train ...``: train one model of the book through the shared training engine.
 
-* ``partsim train separator --preset P [--data-root DIR] [--device D] [--fresh]``: our U-Net separator (chapter 3),
-  trained on the train split.
+* ``partsim train separator --preset P [--data-root DIR] [--device D] [--seed S] [--epochs N] [--fresh]``: our
+  U-Net separator (chapter 3), trained on the train split.
 * ``partsim train part --part drums|bass|piano|guitar|others|mix --input ideal|separated [--backend unet]
-  --preset P [--epochs N] [--device D] [--fresh] [--out DIR]``: one chapter-3 network.
+  --preset P [--epochs N] [--seed S] [--seeds N] [--device D] [--fresh] [--out-dir DIR]``: one chapter-3 network
+  per seed.
 * ``partsim train csn --condition i|all --preset P``: chapter 4's CSN of one ablation condition, or of all
   (defined in :mod:`partsim_core.cli.csn`).
 
 Runs resume from their last checkpoint by default and reuse a finished model with the same config key (nothing is
 trained again); ``--fresh`` discards both and starts over. Artefacts go to ``<cache>/models/<kind>/<run>-<key>/``.
+Each run prints one JSON line, with its per-epoch train and validation losses.
 """
 
 from __future__ import annotations
@@ -18,10 +20,18 @@ import json
 from pathlib import Path
 
 from partsim_core import INSTRUMENTS
-from partsim_core.presets import PRESETS
-
-#: Separator backends (``partsim_core.baseline.separation.BACKENDS``; listed here so that ``--help`` needs no torch import).
-BACKEND_NAMES = ("oracle", "unet", "spleeter", "demucs")
+from partsim_core.cli.baseline import BACKEND_NAMES
+from partsim_core.cli.options import (
+    add_data_root,
+    add_device,
+    add_epochs,
+    add_fresh,
+    add_no_progress,
+    add_preset,
+    add_seed,
+    add_seeds,
+    non_negative_int,  # noqa: F401  (cli.csn and cli.mixquery import it from here)
+)
 
 
 def _summary(kind: str, result, extra: dict | None = None) -> str:
@@ -34,6 +44,8 @@ def _summary(kind: str, result, extra: dict | None = None) -> str:
         "epochs_trained": len(history),
         "final_train_loss": history[-1].get("train_loss") if history else None,
         "final_val_loss": history[-1].get("val_loss") if history else None,
+        "history": [{"epoch": entry.get("epoch"), "train_loss": entry.get("train_loss"),
+                     "val_loss": entry.get("val_loss")} for entry in history],
         **(extra or {}),
     }
     return json.dumps(payload, allow_nan=False, default=str)
@@ -41,67 +53,54 @@ def _summary(kind: str, result, extra: dict | None = None) -> str:
 
 def run_separator(args: argparse.Namespace) -> int:
     """``partsim train separator``: train (or reuse) the U-Net separator of the preset."""
-    from partsim_core.presets import get_preset
-    from partsim_core.baseline.separation import train_separator
+    from partsim_core.baseline.separator_training import train_separator
+    from partsim_core.data.dataset import load_dataset
 
-    get_preset(args.preset)
-    result = train_separator(args.preset, data_root=args.data_root or "", device=args.device,
-                             resume=not args.fresh, progress=not args.no_progress)
-    print(_summary("separator", result, {"preset": args.preset}))
+    data = load_dataset(args.preset, args.data_root, progress=not args.no_progress)
+    result = train_separator(data, device=args.device, resume=not args.fresh, progress=not args.no_progress,
+                             seed=args.seed, epochs=args.epochs)
+    print(_summary("separator", result, {"preset": args.preset, "seed": args.seed}))
     return 0
 
 
 def run_part(args: argparse.Namespace) -> int:
-    """``partsim train part``: train (or reuse) one chapter-3 network."""
-    from partsim_core.baseline.run import check_backend, train_part_network
+    """``partsim train part``: train (or reuse) one chapter-3 network per seed."""
+    from partsim_core.baseline.networks import check_network, train_part_network
+    from partsim_core.baseline.separated_stems import separated_source
+    from partsim_core.baseline.separators import check_backend
+    from partsim_core.data.dataset import load_dataset
 
-    check_backend(args.backend)
-    result = train_part_network(args.preset, args.part, args.input, backend=args.backend,
-                                data_root=args.data_root or "", epochs=args.epochs or None, device=args.device,
-                                resume=not args.fresh, progress=not args.no_progress, out_dir=args.out,
-                                seed=args.seed)
-    print(_summary("part_network", result, {"preset": args.preset, "part": args.part, "input": args.input}))
+    check_network(args.part, args.input)
+    if args.input == "separated":
+        check_backend(args.backend)
+    progress = not args.no_progress
+    data = load_dataset(args.preset, args.data_root, progress=progress)
+    source = None
+    if args.input == "separated":
+        options = {"progress": progress, "seed": args.seed} if args.backend == "unet" else {}
+        source = separated_source(data, args.backend, device=args.device, **options)
+    seeds = range(args.seed, args.seed + args.seeds)
+    for seed in seeds:
+        out_dir = args.out_dir
+        if out_dir is not None and args.seeds > 1:
+            out_dir = Path(out_dir) / f"seed-{seed}"
+        result = train_part_network(data, args.part, args.input, source=source, epochs=args.epochs,
+                                    device=args.device, resume=not args.fresh, progress=progress, out_dir=out_dir,
+                                    seed=seed)
+        print(_summary("part_network", result, {"preset": args.preset, "part": args.part, "input": args.input,
+                                                "seed": seed}))
     return 0
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0 (also used by ``partsim baseline run``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
-
-
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    """Options every ``train`` command has: preset, data root, device, resume/fresh, progress."""
-    parser.add_argument(
-        "--preset", choices=sorted(PRESETS), default="default",
-        help="sizes and settings (partsim_core/presets.py): smoke (minutes), default (2 CPU cores), paper (the "
-             "thesis's settings); default: %(default)s",
-    )
-    parser.add_argument(
-        "--data-root", type=Path, default=None, metavar="DIR",
-        help="a Slakh2100-format dataset folder; default: the preset's embedded generated dataset (generated "
-             "into the cache when absent)",
-    )
-    parser.add_argument(
-        "--device", default="auto",
-        help="torch device: auto (CUDA when visible, else CPU), cpu, cuda or cuda:N; default: %(default)s",
-    )
-    resume = parser.add_mutually_exclusive_group()
-    resume.add_argument(
-        "--resume", dest="fresh", action="store_false",
-        help="continue from the last checkpoint, and reuse a finished model with the same config (the default)",
-    )
-    resume.add_argument(
-        "--fresh", dest="fresh", action="store_true",
-        help="discard the checkpoint and any finished model of this run and train from scratch",
-    )
-    parser.set_defaults(fresh=False)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    """Options every ``train`` command has: preset, data root, device, seed, epochs, fresh, progress."""
+    add_preset(parser)
+    add_data_root(parser)
+    add_device(parser)
+    add_seed(parser)
+    add_epochs(parser)
+    add_fresh(parser, "the checkpoint and any finished model of this run (train from scratch)")
+    add_no_progress(parser)
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -112,7 +111,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train one model of the book with the shared training engine (partsim_core.training): seeded, "
             "checkpointed, resumable. A finished model with the same config is reused, a checkpoint is resumed; "
-            "--fresh starts over. Prints one JSON line describing the run."
+            "--fresh starts over. Prints one JSON line describing each run (per-epoch losses included)."
         ),
     )
     parser.set_defaults(group_parser=parser)
@@ -124,9 +123,10 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train the chapter-3 source separator: a PyTorch re-implementation of Spleeter's spectrogram U-Net "
             "(one soft mask per part: drums, bass, piano, guitar, others), on the train split of the dataset, with "
-            "the preset's separator settings. The 'unet' backend of chapter 3 loads this model."
+            "the preset's separator settings. The 'unet' backend of chapter 3 loads this model. Fewer --epochs "
+            "train an earlier, weaker separator (a separate cached run)."
         ),
-        epilog="Example: partsim train separator --preset smoke",
+        epilog="Example: partsim train separator --preset smoke --seed 0",
     )
     _add_common(separator)
     separator.set_defaults(func=run_separator)
@@ -139,14 +139,14 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             "(margin from the preset, thesis 0.2) on unsupervised triplets: anchors are the first non-silent 3-s "
             "segments (50 % overlap) of each training track's part, positives other segments of the same track's "
             "part, negatives segments of other tracks. --input ideal uses the stems before mixing, --input "
-            "separated the stems estimated by --backend (the separator is trained first when needed). --part mix "
-            "trains the track-level baseline on the mixes."
+            "separated the stems estimated by --backend (the separator is trained first when needed, with --seed). "
+            "--part mix trains the track network (Table 3.2's baseline) on the mixes."
         ),
-        epilog="Example: partsim train part --part drums --input separated --preset smoke",
+        epilog="Example: partsim train part --part drums --input separated --preset smoke --seeds 3",
     )
     part.add_argument(
         "--part", required=True, choices=[*INSTRUMENTS, "mix"],
-        help="the instrument part to learn, or mix for the track-level baseline network",
+        help="the instrument part to learn, or mix for the track network",
     )
     part.add_argument(
         "--input", default="ideal", choices=["ideal", "separated"],
@@ -158,23 +158,17 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         help=f"separator for --input separated: one of {', '.join(BACKEND_NAMES)}; default: %(default)s (our "
              "U-Net, trained on the train split when not cached)",
     )
+    add_seeds(part)
     part.add_argument(
-        "--epochs", type=non_negative_int, default=0, metavar="N",
-        help="training epochs; 0 = the preset's part_network.epochs; default: %(default)s",
-    )
-    part.add_argument(
-        "--seed", type=non_negative_int, default=0,
-        help="seed of triplet sampling and initialisation; default: %(default)s",
-    )
-    part.add_argument(
-        "--out", type=Path, default=None, metavar="DIR",
-        help="artefact folder of the run (checkpoint.pt, model.pt, config.json, history.json); default: "
-             "<cache>/models/part_network/<run>-<config key>. A folder holding another config's checkpoint is "
-             "refused unless --fresh",
+        "--out-dir", type=Path, default=None, metavar="DIR",
+        help="folder of the run's artefacts (checkpoint.pt, model.pt, config.json, history.json; one seed-N "
+             "subfolder per seed with --seeds > 1); default: <cache>/models/part_network/<run>-<key>. A folder "
+             "holding another config's checkpoint is refused unless --fresh",
     )
     _add_common(part)
     part.set_defaults(func=run_part)
 
+    # Imported here: cli.csn imports non_negative_int from this module (a top-level import would be circular).
     from partsim_core.cli.csn import register_train_command
     from partsim_core.cli.mixquery import register_train_command as register_mixquery_head
 

@@ -393,7 +393,7 @@ def pretraining_setup(data: DatasetHandle, csn: CSNConfig, epochs: int | None = 
 
     Used by: :func:`train_pretraining`; tests.
     """
-    from partsim_core.baseline.run import train_part_network
+    from partsim_core.baseline.networks import train_part_network
     from partsim_core.data.segments import segment_length
     from partsim_core.training import TrainConfig
 
@@ -401,8 +401,7 @@ def pretraining_setup(data: DatasetHandle, csn: CSNConfig, epochs: int | None = 
     network_keys: dict[str, str | None] = {}
     for part in INSTRUMENTS:
         try:
-            result = train_part_network(data.preset.name, part, "ideal", device=device, progress=progress,
-                                        seed=seed, data=data)
+            result = train_part_network(data, part, "ideal", device=device, progress=progress, seed=seed)
         except PartsimError:
             # No training track plays this part: its block of every target is zero.
             networks[part], network_keys[part] = None, None

@@ -564,12 +564,10 @@ def run_chapter4(
     Raises:
         PartsimError: unknown preset, condition or backend; bad epochs; a data root without the needed splits.
     """
-    from partsim_core.baseline.run import (
-        check_backend,
-        load_dataset,
-        separated_source,
-        train_part_network,
-    )
+    from partsim_core.baseline.networks import train_part_network
+    from partsim_core.baseline.separated_stems import separated_source
+    from partsim_core.baseline.separators import check_backend
+    from partsim_core.data.dataset import load_dataset
     from partsim_core.csn.conditions import get_condition, train_condition
     from partsim_core.csn.metrics import (
         distance_matrix_correlation,
@@ -613,13 +611,12 @@ def run_chapter4(
     separated = None
     if "a" in letters:
         if backend == "unet":
-            separated = separated_source(data, backend, data_root=data_root, device=device, progress=progress)
+            separated = separated_source(data, backend, device=device, progress=progress)
         else:
-            separated = separated_source(data, backend, data_root=data_root, device=device)
+            separated = separated_source(data, backend, device=device)
         for part in INSTRUMENTS:
             for kind, store in (("separated", baseline_networks), ("ideal", ideal_networks)):
-                result = train_part_network(preset, part, kind, backend=backend, data_root=data_root,
-                                            device=device, progress=progress, seed=seed, data=data,
+                result = train_part_network(data, part, kind, device=device, progress=progress, seed=seed,
                                             source=separated if kind == "separated" else None)
                 store[part] = result.model.eval()
                 reused[f"part-{part}-{kind}"] = result.reused
@@ -790,13 +787,13 @@ def _separated_view(separated: Any, root: str, sample_rate: int) -> Any:
     """The same separator over another Slakh-format root (e.g. a local Slakh2100 for the published stimuli)."""
     from partsim_core.data.cache import StemCache
     from partsim_core.data.slakh import open_slakh
-    from partsim_core.baseline.separation import SeparatedSource
+    from partsim_core.baseline.separated_stems import SeparatedSource
 
     return SeparatedSource(separated.separator, StemCache(open_slakh(root), sample_rate))
 
 
 def _is_oracle(separated: Any) -> bool:
-    from partsim_core.baseline.separation import OracleSeparator
+    from partsim_core.baseline.separators import OracleSeparator
 
     return isinstance(getattr(separated, "separator", None), OracleSeparator)
 

@@ -244,7 +244,7 @@ def tempo_classes(tempos: Mapping[str, float], n_classes: int = THESIS_TEMPO_CLA
 @runtime_checkable
 class SignalSource(Protocol):
     """Anything that returns a part's mono float32 waveform of a track (:class:`~partsim_core.data.cache.StemCache`,
-    ``partsim_core.baseline.separation.SeparatedSource``, or a test's fake)."""
+    ``partsim_core.baseline.separated_stems.SeparatedSource``, or a test's fake)."""
 
     sample_rate: int
 

@@ -8,7 +8,7 @@ four backends behind one interface (:class:`EmbeddingBackend`) and one registry 
    :data:`~partsim_core.INSTRUMENTS` order. Trained (or reused) with
    :func:`partsim_core.csn.conditions.train_condition`; its model hash is the artefact folder's name.
 2. ``separated``: the chapter-3 pipeline: our U-Net separates the whole song (cached), and each part's per-part
-   network (:func:`partsim_core.baseline.run.train_part_network` with ``separated`` input) embeds that part's
+   network (:func:`partsim_core.baseline.networks.train_part_network` with ``separated`` input) embeds that part's
    10-s segments.
 3. ``mert``: the thesis's embedding (:mod:`partsim_core.mixquery.mert`): frozen MERT layer features of each
    separated stem, through the per-stem heads trained by ``partsim train mixquery-head`` (without heads: the mean
@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from partsim_core import INSTRUMENTS
-from partsim_core.baseline.run import separated_source, train_part_network
-from partsim_core.baseline.separation import SeparatedSource
+from partsim_core.baseline.networks import train_part_network
+from partsim_core.baseline.separated_stems import SeparatedSource, separated_source
 from partsim_core.csn.conditions import train_condition
 from partsim_core.data.cache import MIX_PART, stable_hash
 from partsim_core.embed import embed_bounds
@@ -311,7 +311,7 @@ def get_backend(name: str, data: DatasetHandle, *, device: str = "auto", progres
     preset = data.preset.name
     frontend = data.preset.frontend
     if name == "mert":
-        source = separated_source(data, "unet", data_root=data.root, device=device, progress=progress, seed=seed)
+        source = separated_source(data, "unet", device=device, progress=progress, seed=seed)
         heads = load_heads(mert_heads) if mert_heads else {}
         model_hash = "mert-" + stable_hash({"model": features.identity, "separator": source.key,
                                             "heads": heads_identity(mert_heads)},
@@ -324,16 +324,15 @@ def get_backend(name: str, data: DatasetHandle, *, device: str = "auto", progres
         return CSNBackend(result.model, frontend, result.out_dir.name, preset=preset, device=device,
                           batch_size=batch_size)
     if name == "track":
-        result = train_part_network(preset, MIX_PART, "ideal", data_root=data.root, device=device,
-                                    progress=progress, seed=seed, data=data, epochs=epochs, resume=not fresh)
+        result = train_part_network(data, MIX_PART, "ideal", device=device, progress=progress, seed=seed,
+                                    epochs=epochs, resume=not fresh)
         return TrackLevelBackend(result.model, frontend, result.out_dir.name, preset=preset, device=device,
                                  batch_size=batch_size)
-    source = separated_source(data, "unet", data_root=data.root, device=device, progress=progress, seed=seed)
+    source = separated_source(data, "unet", device=device, progress=progress, seed=seed)
     networks, keys = {}, {}
     for part in INSTRUMENTS:
-        result = train_part_network(preset, part, "separated", backend="unet", data_root=data.root, device=device,
-                                    progress=progress, seed=seed, data=data, source=source, epochs=epochs,
-                                    resume=not fresh)
+        result = train_part_network(data, part, "separated", source=source, device=device, progress=progress,
+                                    seed=seed, epochs=epochs, resume=not fresh)
         networks[part], keys[part] = result.model, result.out_dir.name
     model_hash = stable_hash({"separator": source.key, "networks": keys}, length=12)
     return SeparatedBackend(networks, source.separator, frontend, f"separated-{model_hash}", preset=preset,
