@@ -387,7 +387,6 @@ def _options(parser) -> set[str]:
 #: Commands whose owners are moving them to the output rule as this is written (issue 11/12): their output rows are
 #: expected to fail until then. Remove an entry once its rows pass (pytest reports them as XPASS).
 PENDING: dict[str, str] = {
-    "baseline-run": "cli/baseline.py does not check --out before running chapter 3 yet",
     "csn-evaluate": "cli/csn.py does not check --out before running chapter 4 yet",
 }
 

@@ -32,6 +32,11 @@ from partsim_core.cli.options import (
     add_seeds,
     non_negative_int,  # noqa: F401  (cli.csn and cli.mixquery import it from here)
 )
+from partsim_core.data.outputs import MARKER, check_output_dir
+from partsim_core.training import CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE
+
+#: Files the trainer writes into its folder.
+TRAINING_FILES = (CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE, HISTORY_FILE)
 
 
 def _summary(kind: str, result, extra: dict | None = None) -> str:
@@ -63,6 +68,11 @@ def run_separator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_training_folder(folder: Path) -> bool:
+    """A folder the trainer wrote: it holds one of its files (a run killed early has only the checkpoint)."""
+    return (folder / MARKER).is_file() or any((folder / name).is_file() for name in TRAINING_FILES)
+
+
 def run_part(args: argparse.Namespace) -> int:
     """``partsim train part``: train (or reuse) one chapter-3 network per seed."""
     from partsim_core.baseline.networks import check_network, train_part_network
@@ -73,17 +83,19 @@ def run_part(args: argparse.Namespace) -> int:
     check_network(args.part, args.input)
     if args.input == "separated":
         check_backend(args.backend)
+    seed_dirs = {seed: None for seed in range(args.seed, args.seed + args.seeds)}
+    if args.out_dir is not None:
+        for seed in seed_dirs:
+            folder = Path(args.out_dir) / f"seed-{seed}" if args.seeds > 1 else Path(args.out_dir)
+            # Before any work: a folder partsim did not write (no training files, no marker) is never trained into.
+            seed_dirs[seed] = check_output_dir(folder, fresh=True, is_own=_is_training_folder)
     progress = not args.no_progress
     data = load_dataset(args.preset, args.data_root, progress=progress)
     source = None
     if args.input == "separated":
         options = {"progress": progress, "seed": args.seed} if args.backend == "unet" else {}
         source = separated_source(data, args.backend, device=args.device, **options)
-    seeds = range(args.seed, args.seed + args.seeds)
-    for seed in seeds:
-        out_dir = args.out_dir
-        if out_dir is not None and args.seeds > 1:
-            out_dir = Path(out_dir) / f"seed-{seed}"
+    for seed, out_dir in seed_dirs.items():
         result = train_part_network(data, args.part, args.input, source=source, epochs=args.epochs,
                                     device=args.device, resume=not args.fresh, progress=progress, out_dir=out_dir,
                                     seed=seed)
@@ -170,7 +182,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
 
     # Imported here: cli.csn imports non_negative_int from this module (a top-level import would be circular).
     from partsim_core.cli.csn import register_train_command
-    from partsim_core.cli.mixquery import register_train_command as register_mixquery_head
+    from partsim_core.cli.mixquery import (
+        register_train_command as register_mixquery_head,
+    )
 
     register_train_command(commands)
     register_mixquery_head(commands)
