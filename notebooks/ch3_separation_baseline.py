@@ -50,10 +50,9 @@ from partsim_core.book.build import setup_notebook
 setup_notebook()  # plotly figures as offline HTML divs, pandas display options
 
 # %%
-import numpy as np
 import pandas as pd
 import plotly.express as px
-from IPython.display import HTML, Audio, Markdown, display
+from IPython.display import Markdown, display
 
 from partsim_core import INSTRUMENTS
 from partsim_core.baseline.findings import accuracy_gap, findings_frame, summary_lines
@@ -64,10 +63,11 @@ from partsim_core.baseline.tables import (
     table_3_2_columns,
     values_frame,
 )
+from partsim_core.book.audio import audio_table
+from partsim_core.book.notebook import publish_results
 from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
 from partsim_core.book.viz import comparison_table, tsne_scatter
 from partsim_core.data.dataset import load_dataset
-from partsim_core.data.slakh import resample
 
 data = load_dataset(preset, data_root)
 results = run_chapter3(data, backend=backend, device=device, epochs=epochs or None,
@@ -185,30 +185,15 @@ for part in INSTRUMENTS:
 # ## Listen: a mix and its separated stems
 #
 # The first seconds of one test track: the mix, then for each part the ideal stem and the stem our separator
-# estimated from the mix. Resampled to 8 kHz to keep this page small, so they sound duller than the model input.
+# estimated from the mix, at the model's sample rate (compressed files beside this page).
 
 # %%
-listen_rate = 8000
-listen_seconds = 5.0
 example = results.data.test_tracks[0]
-analysis_rate = results.data.cache.sample_rate
-n_samples = int(listen_seconds * analysis_rate)
-
-
-def player(audio: np.ndarray) -> str:
-    """HTML audio player of a clip at the listening rate ('(silent)' for an all-zero clip)."""
-    clip = resample(np.asarray(audio[:n_samples], dtype=np.float32), analysis_rate, listen_rate)
-    return Audio(clip, rate=listen_rate)._repr_html_() if np.any(clip) else "(silent)"
-
-
-rows = [f"<tr><th>mix</th><td colspan='2'>{player(results.data.cache.get(example, 'mix'))}</td></tr>"]
-for part in INSTRUMENTS:
-    ideal_cell = player(results.data.cache.get(example, part)) if part in example.stems_by_group() \
-        else "(no such part)"
-    separated_cell = player(results.separated.get(example, part))
-    rows.append(f"<tr><th>{part}</th><td>{ideal_cell}</td><td>{separated_cell}</td></tr>")
-display(HTML(f"<p>{example.track_id} ({backend})</p><table class='partsim-audio-table'><tr><th></th>"
-             f"<th>ideal stem</th><th>separated stem</th></tr>{''.join(rows)}</table>"))
+cache = results.data.cache
+clips = {"mix": {"ideal stem": cache.get(example, "mix")}}
+clips |= {part: {"ideal stem": cache.get(example, part) if part in example.stems_by_group() else None,
+                 "separated stem": results.separated.get(example, part)} for part in INSTRUMENTS}
+display(audio_table(clips, sample_rate=cache.sample_rate, name="ch3-listen", caption=f"{example.track_id} ({backend})"))
 
 # %% [markdown]
 # ## Accuracy against separator quality
@@ -288,6 +273,7 @@ if preset == "smoke":
     lines.append("\n*This is the `smoke` preset: a handful of short tracks and one epoch, meant to prove that the "
                  "code runs. Its numbers are noise and say nothing about the findings; read the `default` build.*")
 display(Markdown("\n".join(lines)))
+publish_results("ch3", summary)  # the book build collects it into _build/results/ch3.json
 
 # %% [markdown]
 # ## What differs from the thesis and why
