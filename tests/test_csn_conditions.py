@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,18 @@ from partsim_core import INSTRUMENTS
 from partsim_core.cli import main
 from partsim_core.csn.conditions import (
     CONDITIONS,
+    EXTRA_CONDITIONS,
     SWITCHES,
     CSNLoss,
     CSNModel,
+    condition_setup,
     get_condition,
+    pretraining_segments,
     pretraining_targets,
+    pretraining_tracks,
     train_condition,
 )
+from partsim_core.data.cache import stable_hash
 from partsim_core.errors import PartsimError
 from partsim_core.presets import FrontendConfig
 
@@ -40,7 +46,7 @@ def test_registry_matches_thesis_table_4_2():
             assert not condition.psd
     assert get_condition("I") is CONDITIONS["i"] and get_condition("(b)").pretraining_only
     with pytest.raises(PartsimError, match="unknown condition"):
-        get_condition("k")
+        get_condition("z")
     # j is Table 4.3's "w/pre, wo/norm" row: (i) without the norm loss, not a row of Table 4.2.
     extra = get_condition("j")
     assert "j" not in CONDITIONS
@@ -116,16 +122,90 @@ class _ConstantNetwork(torch.nn.Module):
         return torch.full((mel.shape[0], 4), self.value)
 
 
-def test_pretraining_targets_shape_and_zero_blocks():
-    frontend = FrontendConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16)
-    signals = np.random.default_rng(0).standard_normal((3, 5, 800)).astype(np.float32)
-    present = np.array([[1, 0, 1, 1, 0], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]], dtype=np.float32)
+class _Track:
+    """A fake track with the given parts."""
+
+    def __init__(self, track_id: str, parts: set[str]) -> None:
+        self.track_id, self.parts = track_id, parts
+
+    def stems_by_group(self) -> dict[str, list]:
+        return {part: [] for part in self.parts}
+
+
+class _Source:
+    """1-s signals at 8 kHz: part j of every track is a constant (j + 1) / 10, except the silences given."""
+
+    sample_rate = 8000
+
+    def __init__(self, silent: dict[tuple[str, str], tuple[int, int]]) -> None:
+        self.silent = silent
+
+    def get(self, track: _Track, part: str) -> np.ndarray:
+        audio = np.full(8000, (INSTRUMENTS.index(part) + 1) / 10, dtype=np.float32)
+        if (track.track_id, part) in self.silent:
+            first, last = self.silent[track.track_id, part]
+            audio[first:last] = 0.0
+        return audio
+
+
+class _Data:
+    """The few handle attributes the pre-training helpers read."""
+
+    def __init__(self, tracks: list[_Track], source: _Source) -> None:
+        from types import SimpleNamespace
+
+        self.train_tracks, self.cache = tracks, source
+        self.tracks_by_id = {track.track_id: track for track in tracks}
+        self.preset = SimpleNamespace(frontend=FrontendConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16),
+                                      segment_seconds=0.5, silence_threshold=1e-4, name="fake")
+
+    def fingerprint(self, tracks: list[_Track]) -> str:
+        return stable_hash([track.track_id for track in tracks] + [sorted(self.cache.silent)])
+
+
+def test_pretraining_segments_and_targets_by_hand():
+    # 1-s tracks, 0.5-s segments at 50 % overlap: starts 0, 2000, 4000. T1 has no guitar; T0's bass is silent in
+    # its first half (segments at 0 and 2000 are silent: both overlap it for at least half... only 0 is wholly
+    # silent, 2000 keeps power (0.2^2)/2 = 0.02 >= 1e-4) and T1's every part is silent at the end.
+    tracks = [_Track("T0", set(INSTRUMENTS)), _Track("T1", set(INSTRUMENTS) - {"guitar"})]
+    silent = {("T0", "bass"): (0, 4000)}
+    silent.update({("T1", part): (4000, 8000) for part in INSTRUMENTS})
+    data = _Data(tracks, _Source(silent))
+    refs, present, indices = pretraining_segments(data, tracks)
+    assert refs == [("T0", 0), ("T0", 2000), ("T0", 4000), ("T1", 0), ("T1", 2000)]
+    expected = np.array([[1, 0, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1],
+                         [1, 1, 1, 0, 1], [1, 1, 1, 0, 1]], dtype=np.float32)
+    np.testing.assert_array_equal(present, expected)
     networks = {part: _ConstantNetwork(float(index + 1)) for index, part in enumerate(INSTRUMENTS)}
-    networks["guitar"] = None  # no training track has guitar: zero block everywhere
-    targets = pretraining_targets(signals, present, networks, frontend, batch_size=2)
-    assert targets.shape == (3, 5, 4)
-    expected = np.array([[1, 0, 3, 0, 0], [0, 0, 0, 0, 5], [1, 2, 3, 0, 5]], dtype=np.float32)
-    np.testing.assert_allclose(targets.numpy(), np.repeat(expected[:, :, None], 4, axis=2))
+    networks["piano"] = None  # no training track has piano: zero block everywhere
+    targets = pretraining_targets(data, refs, indices, networks, batch_size=2)
+    assert targets.shape == (5, 5, 4)
+    values = expected * np.array([1, 2, 0, 4, 5], dtype=np.float32)
+    np.testing.assert_allclose(targets.numpy(), np.repeat(values[:, :, None], 4, axis=2))
+
+
+def test_table_4_3_first_row_is_its_own_condition():
+    # Thesis Table 4.3's first row "wo/pre, wo/norm": pseudo pieces + basic + add, no norm loss, no pre-training.
+    first = get_condition("k")
+    assert (first.psd, first.basic, first.add, first.norm, first.pre) == (True, True, True, False, False)
+    assert not first.is_baseline and first.letter in EXTRA_CONDITIONS
+    middle = get_condition("j")
+    assert (middle.psd, middle.basic, middle.add, middle.norm, middle.pre) == (True, True, True, False, True)
+    # (g) has the norm loss: it is not Table 4.3's first row.
+    assert get_condition("g").norm
+
+
+def test_cli_conditions_json_lists_every_condition_with_switches(capsys):
+    assert main(["csn", "conditions", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [entry["letter"] for entry in listed] == list("abcdefghijk")
+    by_letter = {entry["letter"]: entry for entry in listed}
+    assert by_letter["k"]["table"] == "4.3" and by_letter["i"]["table"] == "4.2"
+    for entry in listed:
+        condition = get_condition(entry["letter"])
+        assert all(entry[switch] == getattr(condition, switch) for switch in SWITCHES)
+        # Created silences are part of every triplet-trained condition's data (thesis 4.3.4), none of (a), (b).
+        assert entry["created_silences"] == (entry["letter"] not in "ab")
 
 
 # ---------------------------------------------------------------------------------------------------------------
