@@ -21,6 +21,7 @@ peak memory is set by the batch, not by the number or length of the test tracks.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +79,10 @@ def _index_or_none(source: SignalSource, tracks: Sequence[Any], part: str, secon
                    silence_source: SignalSource | None = None) -> SegmentIndex | None:
     """A non-overlapping :class:`SegmentIndex`, or None when no track has a non-silent segment of ``part``."""
     try:
-        return SegmentIndex(source, tracks, part, seconds, overlap=False, threshold=threshold,
-                            silence_source=silence_source)
+        with warnings.catch_warnings():  # too-short tracks: the grid's index of every segment warns once
+            warnings.simplefilter("ignore", UserWarning)
+            return SegmentIndex(source, tracks, part, seconds, overlap=False, threshold=threshold,
+                                silence_source=silence_source)
     except PartsimError as error:
         if "no non-silent" not in str(error):
             raise
