@@ -172,6 +172,38 @@ class Chapter4Results:
             frame.index.name = "part"
         return frame
 
+    def compare(self, name: str, thesis: pd.DataFrame, block: str | None = None) -> pd.DataFrame:
+        """Our cells beside the thesis's numbers, one line per cell: ``row, column, thesis, ours, low, high`` and
+        ``thesis in interval`` (whether the thesis's number lies inside our 95 % interval).
+
+        Args:
+            name: ``table_4_1`` .. ``table_4_5``.
+            thesis: the thesis's table in the same layout (rows and columns as in the book).
+            block: Table 4.5's block (``a``, ``b`` or ``c``).
+        """
+        frames = {what: self.frame(name, what) for what in ("value", "low", "high")}
+        if name == "table_4_5":
+            frames = {what: frame.get(block, pd.DataFrame()) for what, frame in frames.items()}
+        ours = frames["value"]
+        records = []
+        for row in dict.fromkeys([*thesis.index, *ours.index]):
+            for column in dict.fromkeys([*thesis.columns, *ours.columns]):
+                if column not in ours.columns and not pd.api.types.is_numeric_dtype(thesis[column]):
+                    continue
+
+                def get(frame: pd.DataFrame) -> float:
+                    value = frame.at[row, column] if row in frame.index and column in frame.columns else np.nan
+                    return float(value) if pd.notna(value) else math.nan
+
+                value, low, high, published = get(ours), get(frames["low"]), get(frames["high"]), get(thesis)
+                if math.isnan(value) and math.isnan(published):
+                    continue
+                records.append({"row": row, "column": column, "thesis": published, "ours": value, "low": low,
+                                "high": high, "thesis in interval": (low <= published <= high)
+                                if not any(math.isnan(v) for v in (low, high, published)) else None})
+        return pd.DataFrame.from_records(records, columns=["row", "column", "thesis", "ours", "low", "high",
+                                                           "thesis in interval"])
+
     def all_conditions(self, name: str, what: str = "value") -> pd.DataFrame:
         """``identification`` (Table 4.3's measure) or ``stem_mix`` (Table 4.4's) for every trained condition."""
         return pd.DataFrame({row: {part: (missing_cell() if s is None else s.cell())[what] for part, s in cells.items()}
