@@ -65,7 +65,13 @@ from partsim_core import INSTRUMENTS
 from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
 from partsim_core.book.viz import heatmap, tsne_scatter, wide_comparison
 from partsim_core.csn.conditions import conditions_table
-from partsim_core.csn.figures import dataset_tsne, distance_matrices, embedding_magnitudes, loss_curves, pseudo_tsne
+from partsim_core.csn.figures import (
+    dataset_tsne,
+    distance_matrices,
+    embedding_magnitudes,
+    loss_curves,
+    pseudo_tsne,
+)
 from partsim_core.csn.run import PROPOSED, run_chapter4
 from partsim_core.data.dataset import load_dataset
 

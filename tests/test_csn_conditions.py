@@ -18,11 +18,9 @@ from partsim_core.csn.conditions import (
     SWITCHES,
     CSNLoss,
     CSNModel,
-    condition_setup,
     get_condition,
     pretraining_segments,
     pretraining_targets,
-    pretraining_tracks,
     train_condition,
 )
 from partsim_core.data.cache import stable_hash

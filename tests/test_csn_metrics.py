@@ -205,7 +205,7 @@ def test_subspace_correlations_matrix() -> None:
     points = rng.normal(size=(120, 5 * WIDTH))
     points[:, :WIDTH] = base
     points[:, WIDTH:2 * WIDTH] = 2.0 * base  # bass = scaled drums: distances proportional, correlation 1
-    matrix = evaluation.subspace_correlations(points)
+    matrix = correlation.subspace_correlations(points)
     assert list(matrix.index) == list(INSTRUMENTS) and np.allclose(np.diag(matrix), 1.0)
     assert np.allclose(matrix.to_numpy(), matrix.to_numpy().T)
     assert matrix.loc["drums", "bass"] == pytest.approx(1.0, abs=1e-12)

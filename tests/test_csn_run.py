@@ -18,6 +18,8 @@ import pytest
 import torch
 
 from partsim_core import INSTRUMENTS
+from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
+from partsim_core.book.viz import MISSING, wide_comparison
 from partsim_core.cli import main
 from partsim_core.cli.csn import parse_conditions
 from partsim_core.csn.findings import chapter4_findings
@@ -36,8 +38,6 @@ from partsim_core.data.segments import SegmentIndex, filter_test_tracks
 from partsim_core.errors import PartsimError
 from partsim_core.frontend import LogMel
 from partsim_core.presets import FrontendConfig
-from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
-from partsim_core.book.viz import MISSING, wide_comparison
 
 MIX = "mix"
 

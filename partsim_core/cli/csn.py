@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from partsim_core.cli.options import (
     add_data_root,
@@ -37,7 +38,12 @@ TARGET_CHOICES = ("pretraining", "chapter3")
 
 def run_conditions(args: argparse.Namespace) -> int:
     """``partsim csn conditions``: print the registry (a table, or JSON with ``--json``)."""
-    from partsim_core.csn.conditions import CONDITIONS, EXTRA_CONDITIONS, condition_switches, conditions_table
+    from partsim_core.csn.conditions import (
+        CONDITIONS,
+        EXTRA_CONDITIONS,
+        condition_switches,
+        conditions_table,
+    )
 
     if args.json:
         print(json.dumps([condition_switches(c) for c in (*CONDITIONS.values(), *EXTRA_CONDITIONS.values())],
@@ -52,7 +58,12 @@ def run_conditions(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """``partsim train csn``: train one condition (or all) for each seed, printing one JSON line per run."""
-    from partsim_core.csn.conditions import CONDITIONS, EXTRA_CONDITIONS, get_condition, train_condition
+    from partsim_core.csn.conditions import (
+        CONDITIONS,
+        EXTRA_CONDITIONS,
+        get_condition,
+        train_condition,
+    )
     from partsim_core.data.dataset import load_dataset
 
     if args.condition == "all":
@@ -93,7 +104,7 @@ def _interval_table(frame, low, high, digits: int) -> str:
     for row in frame.index:
         for column in frame.columns:
             value = frame.at[row, column]
-            cells.at[row, column] = "–" if value != value else (
+            cells.at[row, column] = "–" if math.isnan(value) else (
                 f"{value:.{digits}f} [{low.at[row, column]:.{digits}f}, {high.at[row, column]:.{digits}f}]")
     return cells.to_string()
 

@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-import partsim_core.perceptual as perceptual
-from partsim_core import INSTRUMENTS
+from partsim_core import INSTRUMENTS, perceptual
 from partsim_core.baseline.separation import SeparatedSource
 from partsim_core.csn.metrics import subspace
 from partsim_core.data.cache import StemCache

@@ -37,7 +37,6 @@ from partsim_core.csn.correlation import (
     distance_matrix_correlation,
     jackknife_pseudo_values,
     leave_one_group_out_correlations,
-    subspace_correlations,
 )
 from partsim_core.errors import PartsimError
 from partsim_core.knn import THESIS_K, knn_accuracy, knn_predict

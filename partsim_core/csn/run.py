@@ -42,14 +42,18 @@ import pandas as pd
 import torch
 
 from partsim_core import INSTRUMENTS
-from partsim_core.baseline.run import check_backend, separated_source, train_part_network
+from partsim_core.baseline.run import (
+    check_backend,
+    separated_source,
+    train_part_network,
+)
 from partsim_core.baseline.separation import OracleSeparator
 from partsim_core.csn.conditions import (
     ALL_LETTERS,
     get_condition,
+    target_networks,
     train_condition,
     train_pretraining,
-    target_networks,
 )
 from partsim_core.csn.findings import chapter4_findings
 from partsim_core.csn.leakage import LEAKAGE_COLUMNS, grid_styles, leakage_table
@@ -76,7 +80,6 @@ from partsim_core.csn.test_set import (
     segment_grid,
     test_pseudo_pieces,
 )
-from partsim_core.data.cache import MIX_PART
 from partsim_core.data.dataset import DatasetHandle
 from partsim_core.device import resolve_device
 from partsim_core.errors import PartsimError
@@ -185,17 +188,18 @@ class Chapter4Results:
         if name == "table_4_5":
             frames = {what: frame.get(block, pd.DataFrame()) for what, frame in frames.items()}
         ours = frames["value"]
+
+        def get(frame: pd.DataFrame, row: Any, column: Any) -> float:
+            value = frame.at[row, column] if row in frame.index and column in frame.columns else np.nan
+            return float(value) if pd.notna(value) else math.nan
+
         records = []
         for row in dict.fromkeys([*thesis.index, *ours.index]):
             for column in dict.fromkeys([*thesis.columns, *ours.columns]):
                 if column not in ours.columns and not pd.api.types.is_numeric_dtype(thesis[column]):
                     continue
-
-                def get(frame: pd.DataFrame) -> float:
-                    value = frame.at[row, column] if row in frame.index and column in frame.columns else np.nan
-                    return float(value) if pd.notna(value) else math.nan
-
-                value, low, high, published = get(ours), get(frames["low"]), get(frames["high"]), get(thesis)
+                value, low, high, published = (get(frame, row, column) for frame in (ours, frames["low"],
+                                                                                      frames["high"], thesis))
                 if math.isnan(value) and math.isnan(published):
                     continue
                 records.append({"row": row, "column": column, "thesis": published, "ours": value, "low": low,
@@ -478,7 +482,7 @@ def run_chapter4(
         preset=data.preset.name, conditions=letters, seeds=seed_list, tables=tables, findings=findings,
         histories=trained["histories"], reused=trained["reused"], timings=timings,
         n_segments={"grid_" + f"{s:g}s": len(g) for s, g in grids.items()} | {
-            "pseudo_segments": int(len(segments)), "pseudo_pieces": int(len(pseudo.plan)),
+            "pseudo_segments": len(segments), "pseudo_pieces": len(pseudo.plan),
             "test_tracks": len(tracks)},
         table_4_6=listening, listening_test=listening_test, style_leakage=leakage, grids=grids,
         embeddings=first, pseudo=pseudo, data=data)

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from partsim_core import INSTRUMENTS
+from partsim_core.csn.metrics import test_pseudo_piece_plan
 from partsim_core.data.artefacts import cached_artefact
 from partsim_core.data.cache import MIX_PART
 from partsim_core.data.dataset import TEST_FILTER_FRACTION, DatasetHandle
@@ -47,7 +48,6 @@ from partsim_core.data.slakh import Track
 from partsim_core.embed import embed
 from partsim_core.errors import PartsimError
 from partsim_core.presets import FrontendConfig
-from partsim_core.csn.metrics import test_pseudo_piece_plan
 
 #: Input lengths of Table 4.1 (seconds).
 TABLE_4_1_SECONDS: tuple[float, ...] = (3.0, 5.0, 10.0)
@@ -114,7 +114,7 @@ class SegmentGrid:
     parts: dict[str, SegmentIndex | None] = field(repr=False)
 
     def __len__(self) -> int:
-        return int(len(self.track_ids))
+        return len(self.track_ids)
 
 
 def _members(index: SegmentIndex | None, track_ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
