@@ -297,7 +297,9 @@ def _train_models(data: DatasetHandle, letters: list[str], seeds: list[int], epo
     ideal: list[dict[str, torch.nn.Module]] = []
     separated = None
     if "a" in letters:
-        separated = separated_source(data, backend, data_root=str(data.root), device=device)
+        # Our U-Net trains first when it is not cached: it takes the progress flag too.
+        options = {"progress": progress} if backend == "unet" else {}
+        separated = separated_source(data, backend, data_root=str(data.root), device=device, **options)
         for seed in seeds:
             baseline.append({})
             ideal.append({})
