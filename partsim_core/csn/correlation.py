@@ -107,6 +107,14 @@ def _correlations(spaces: list[np.ndarray], pairs: list[tuple[int, int]],
     return [accumulator.value() for accumulator in accumulators]
 
 
+def pair_correlations(spaces: Sequence[Any], pairs: Sequence[tuple[int, int]]) -> list[float]:
+    """:func:`distance_matrix_correlation` of ``spaces[a]`` and ``spaces[b]`` for every pair, in one pass."""
+    points = [_as_points(space, f"spaces[{index}]", min_rows=3) for index, space in enumerate(spaces)]
+    if any(p.shape[0] != points[0].shape[0] for p in points):
+        raise PartsimError("every space must embed the same segments (same number of rows)")
+    return _correlations(points, list(pairs))
+
+
 def distance_matrix_correlation(a: Any, b: Any) -> float:
     """Tables 4.4-4.5: Pearson correlation of the flattened upper triangles of two Euclidean distance matrices.
 

@@ -37,6 +37,7 @@ from partsim_core.csn.correlation import (
     distance_matrix_correlation,
     jackknife_pseudo_values,
     leave_one_group_out_correlations,
+    pair_correlations,
 )
 from partsim_core.errors import PartsimError
 from partsim_core.knn import THESIS_K, knn_accuracy, knn_predict
@@ -528,6 +529,19 @@ def table_4_5(spaces: Mapping[str, Any], track_ids: Any, tracks: Sequence,
     """
     ids = np.asarray(track_ids)
     out: dict[tuple[str, str], ItemScores | None] = {}
+    if active is None and all(spaces.get(part) is not None for part in INSTRUMENTS) and ids.size >= 3:
+        # One pass over the distances of all five spaces for the ten pairs (per seed).
+        stacks = [_stack_seeds(spaces[part], part) for part in INSTRUMENTS]
+        pairs = [(i, j) for i in range(N_PARTS) for j in range(i + 1, N_PARTS)]
+        thetas, loo = [], []
+        for seed in range(stacks[0].shape[0]):
+            seed_spaces = [stack[seed] for stack in stacks]
+            thetas.append(pair_correlations(seed_spaces, pairs))
+            loo.append(leave_one_group_out_correlations(seed_spaces, pairs, ids, list(tracks)))
+        for number, (i, j) in enumerate(pairs):
+            out[INSTRUMENTS[i], INSTRUMENTS[j]] = jackknife_scores([row[number] for row in thetas],
+                                                                   np.stack([row[number] for row in loo]), tracks)
+        return out
     for i, first in enumerate(INSTRUMENTS):
         for second in INSTRUMENTS[i + 1:]:
             if spaces.get(first) is None or spaces.get(second) is None:
