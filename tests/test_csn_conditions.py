@@ -249,3 +249,49 @@ def test_cli_conditions_and_bad_condition(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "csn", "--condition", "z"])
     assert exit_info.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def smoke_handle():
+    from partsim_core.data.dataset import load_dataset
+
+    return load_dataset("smoke")
+
+
+def test_pretraining_target_networks_train_on_the_pretraining_pieces(smoke_handle, monkeypatch):
+    # Thesis 4.4.1: the target networks are trained on the same pre-training pieces; chapter 3's networks (every
+    # training track) remain an option.
+    import dataclasses
+    from types import SimpleNamespace
+
+    from partsim_core.csn import conditions
+
+    calls = []
+
+    def fake_train(preset, part, kind, **options):
+        calls.append((part, kind, [track.track_id for track in options["data"].train_tracks]))
+        return SimpleNamespace(model=torch.nn.Identity(), out_dir=Path(part), history=[])
+
+    monkeypatch.setattr(conditions, "train_part_network", fake_train)
+    csn = dataclasses.replace(smoke_handle.preset.csn, pretrain_tracks=3)
+    first_three = [track.track_id for track in smoke_handle.train_tracks[:3]]
+    conditions.target_networks(smoke_handle, csn, "pretraining")
+    assert [call[0] for call in calls] == list(INSTRUMENTS)
+    assert all(kind == "ideal" and tracks == first_three for _, kind, tracks in calls)
+    calls.clear()
+    conditions.target_networks(smoke_handle, csn, "chapter3")
+    assert all(tracks == [t.track_id for t in smoke_handle.train_tracks] for _, _, tracks in calls)
+    with pytest.raises(PartsimError, match="pre-training targets"):
+        conditions.target_networks(smoke_handle, csn, "mix")
+
+
+def test_triplet_training_never_stops_early_and_drops_parts(smoke_handle):
+    # The thesis trains a fixed number of epochs (4.4.1): no early stopping, under the paper preset too; created
+    # silences are in every triplet-trained condition's data (4.3.4), dataset pieces included.
+    from partsim_core.csn.conditions import condition_setup
+    from partsim_core.presets import get_preset
+
+    for letter in ("c", "g"):
+        task, config = condition_setup(get_condition(letter), smoke_handle, get_preset("paper").csn)
+        assert config.early_stopping_patience is None and config.epochs == 1000
+        assert task.config.created_silences and task.sampler.created_silences
