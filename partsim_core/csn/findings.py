@@ -123,8 +123,10 @@ def _correlation_difference(first: Sequence[ItemScores | None], second: Sequence
     if a is None or b is None or a[1].shape[1] != b[1].shape[1]:
         return None
     out = paired_difference_cell(a[1], b[1])
-    out["value"] = float(np.nanmean(a[0]) - np.nanmean(b[0]))
-    return out
+    # The interval keeps the pseudo-values' spread around the difference of the statistics themselves.
+    value = float(np.nanmean(a[0]) - np.nanmean(b[0]))
+    shift = value - out["value"]
+    return cell(value, out["low"] + shift, out["high"] + shift)
 
 
 def _mean_abs(values: np.ndarray) -> np.ndarray:

@@ -49,7 +49,7 @@ def ground_truth_styles(data: DatasetHandle) -> dict | None:
 def embed_one(model: torch.nn.Module, audio: np.ndarray, frontend: FrontendConfig, device: str = "cpu") -> np.ndarray:
     """One stimulus: waveform -> log-mel -> ``model`` (eval mode) -> ``(dim,)``."""
     model.eval().to(device)
-    mel = LogMel(frontend).to(device)(torch.from_numpy(np.asarray(audio, dtype=np.float32)[None]).to(device))
+    mel = LogMel(frontend).to(device)(torch.from_numpy(np.array(audio, dtype=np.float32)[None]).to(device))
     return model(mel).float().cpu().numpy()[0]
 
 

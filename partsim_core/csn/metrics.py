@@ -303,7 +303,8 @@ class ItemScores:
         values: ``(seeds, items)`` score per seed and item (NaN: the item has no segment here).
         weights: ``(items,)`` segments per item (accuracies are pooled over segments), or None (equal weights).
         scale: factor applied to values and estimate in :meth:`cell` (100 for percentages).
-        estimate: the cell's value when it is not the weighted mean of ``values`` (jackknife cells: the statistic).
+        estimate: the cell's value when it is not the weighted mean of ``values`` (jackknife cells: a correlation,
+            whose interval is the pseudo-values' bootstrap interval moved to the correlation and kept in [-1, 1]).
         thetas: ``(seeds,)`` the statistic per seed (jackknife cells).
         leave_one_out: ``(seeds, items)`` the statistic without each item (jackknife cells).
     """
@@ -324,7 +325,11 @@ class ItemScores:
             return cell(value, math.nan, math.nan)
         out = bootstrap_cell(values * self.scale, weights=self.weights)
         if self.estimate is not None:
-            out["value"] = float(self.estimate * self.scale)
+            # Jackknife cells: the pseudo-values' mean is the bias-corrected statistic; the interval keeps their
+            # spread around the statistic itself (shifted by the jackknife's bias estimate), within [-1, 1].
+            shift = float(self.estimate * self.scale) - out["value"]
+            out = cell(self.estimate * self.scale, max(out["low"] + shift, -self.scale),
+                       min(out["high"] + shift, self.scale))
         return out
 
 
