@@ -218,12 +218,17 @@ def smoke_root():
     return resolve_dataset_root("smoke", "")
 
 
+@pytest.mark.slow
 def test_smoke_condition_trains_then_is_reused(smoke_root, tmp_path, monkeypatch):
+    from partsim_core.data.dataset import load_dataset
+
     monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
-    first = train_condition("g", "smoke", data_root=str(smoke_root), device="cpu", progress=False)
+    data = load_dataset("smoke", str(smoke_root))
+    first = train_condition("g", data, device="cpu", progress=False)
     assert not first.reused and len(first.history) == 1
     assert np.isfinite(first.history[0]["train_loss"])
     assert isinstance(first.model, CSNModel)
+    # A preset name (loads the handle) still works, for callers without one.
     again = train_condition("g", "smoke", data_root=str(smoke_root), device="cpu", progress=False)
     assert again.reused and again.out_dir == first.out_dir
     for name, value in first.model.state_dict().items():
@@ -232,13 +237,20 @@ def test_smoke_condition_trains_then_is_reused(smoke_root, tmp_path, monkeypatch
         train_condition("a", "smoke", data_root=str(smoke_root))
 
 
+@pytest.mark.slow
 def test_smoke_pretraining_is_shared(smoke_root, tmp_path, monkeypatch):
+    from partsim_core.data.dataset import load_dataset
+
     monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
-    pretrained = train_condition("b", "smoke", data_root=str(smoke_root), device="cpu", progress=False)
+    data = load_dataset("smoke", str(smoke_root))
+    pretrained = train_condition("b", data, device="cpu", progress=False)
     assert not pretrained.reused
-    trained = train_condition("h", "smoke", data_root=str(smoke_root), device="cpu", progress=False)
+    trained = train_condition("h", data, device="cpu", progress=False)
     assert not trained.reused
-    assert train_condition("b", "smoke", data_root=str(smoke_root), device="cpu", progress=False).reused
+    assert train_condition("b", data, device="cpu", progress=False).reused
+    # The pre-training's target networks were trained on the pre-training tracks only (thesis 4.4.1).
+    config = json.loads((pretrained.out_dir / "config.json").read_text())
+    assert config["config"]["data"]["targets"] == "pretraining"
     assert pretrained.out_dir != trained.out_dir and pretrained.out_dir.parent == trained.out_dir.parent
 
 
