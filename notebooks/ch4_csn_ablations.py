@@ -27,18 +27,28 @@
 # * **pre-training** (4.3.5): the CSN first learns to reproduce chapter 3's per-part networks (eq. 4.7).
 #
 # Thesis Table 4.2 switches them on and off in nine conditions (a)-(i); (a) is chapter 3's baseline. This page
-# trains (or reuses from the artefact cache) every condition, then evaluates them as thesis 4.4.2 does: track-ID
-# accuracy per subspace (Table 4.1), part-level labels on test pseudo pieces (4.2), instrument identification from
-# subspace norms (4.3), distance-matrix correlations (4.4, 4.5) and agreement with listeners (4.6), with the thesis's
-# numbers beside ours. Every number comes from `partsim_core.csn.run.run_chapter4`.
+# trains (or reuses from the artefact cache) every condition for each seed, then evaluates them as thesis 4.4.2
+# does: track-ID accuracy per subspace (Table 4.1), part-level labels on test pseudo pieces (4.2), instrument
+# identification from subspace norms (4.3), distance-matrix correlations (4.4, 4.5) and agreement with listeners
+# (4.6), with the thesis's numbers beside ours. Every number comes from `partsim_core.csn.run.run_chapter4`; this
+# page only calls, shows and explains.
+#
+# **Intervals and verdicts.** Every accuracy, rate and correlation we print carries a 95 % interval: a percentile
+# bootstrap over the test tracks (the unit of resampling), with the training seeds drawn as well, so the interval
+# includes the seed-to-seed spread (correlations: per-track jackknife pseudo-values, bootstrapped the same way;
+# Table 4.6: the exact Clopper-Pearson interval over responses). A finding compares two conditions on the *same*
+# test tracks by paired resampling, and its verdict follows one rule: the claim "difference > 0" **holds** when the
+# whole interval lies above 0, **does not hold** when it lies at or below 0, and is **inconclusive** otherwise
+# (`partsim_core.stats`).
 
 # %% tags=["parameters"]
 preset = "smoke"  # smoke | default | paper (partsim_core.presets)
 data_root = ""  # a Slakh2100-format folder, or empty for the embedded generated dataset of the preset
-conditions = "all"  # "all" (a-j) or comma-separated letters, e.g. "a,e,i"
+conditions = "all"  # "all" (a-k) or comma-separated letters, e.g. "a,e,i"
 epochs = 0  # triplet-training epochs of every CSN condition; 0 = the preset's
 device = "auto"  # auto | cpu | cuda
-seed = 0  # seed of every training, the test pseudo pieces and the simulated listening test
+seed = 0  # first training seed; also seeds the test pseudo pieces and the simulated listening test
+seeds = 1  # training seeds per condition (seed .. seed + seeds - 1); intervals include their spread
 
 # %%
 from partsim_core.book.build import setup_notebook
@@ -52,51 +62,72 @@ from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
 from partsim_core import INSTRUMENTS
-from partsim_core.csn.conditions import EXTRA_CONDITIONS, conditions_table
-from partsim_core.csn.run import (
-    PROPOSED,
+from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
+from partsim_core.book.viz import heatmap, tsne_scatter, wide_comparison
+from partsim_core.csn.conditions import conditions_table
+from partsim_core.csn.figures import (
     dataset_tsne,
     distance_matrices,
     embedding_magnitudes,
-    findings,
+    loss_curves,
     pseudo_tsne,
-    run_chapter4,
 )
-from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
-from partsim_core.book.viz import comparison_table, heatmap, tsne_scatter, wide_comparison
+from partsim_core.csn.run import PROPOSED, run_chapter4
+from partsim_core.data.dataset import load_dataset
 
+data = load_dataset(preset, data_root)
 chosen = "all" if conditions.strip().lower() == "all" else [c.strip() for c in conditions.split(",") if c.strip()]
-results = run_chapter4(preset, data_root=data_root, conditions=chosen, epochs=epochs or None, device=device,
-                       seed=seed, progress=False)
-settings = results.data.preset
+results = run_chapter4(data, conditions=chosen, seeds=seeds, seed=seed, epochs=epochs or None, device=device,
+                       progress=False)
+settings = data.preset
 label = f"ours ({preset})"
-print(f"preset {preset!r}: {len(results.data.train_tracks)} training tracks, {len(results.data.test_tracks)} test "
-      f"tracks after the 10 % filter; CSN width {settings.csn.width} (thesis: 640-d output from a wider encoder), "
-      f"{settings.csn.triplets_per_epoch} triplets x {epochs or settings.csn.epochs} epochs per condition, "
-      f"{settings.csn.pretrain_epochs} pre-training epochs")
+print(f"preset {preset!r}: {len(data.train_tracks)} training tracks, {results.n_segments['test_tracks']} test tracks "
+      f"after chapter 4's 10 % filter; CSN width {settings.csn.width}, {settings.csn.triplets_per_epoch} triplets x "
+      f"{epochs or settings.csn.epochs} epochs per condition, {settings.csn.pretrain_epochs} pre-training epochs, "
+      f"seeds {results.seeds}")
 trained = [name for name, was_reused in results.reused.items() if not was_reused]
 print(f"models trained in this run: {len(trained)}, reused from the cache: {len(results.reused) - len(trained)}; "
       "seconds per step: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in results.timings.items()))
+
+
+def with_intervals(name: str, digits: int, block: str | None = None, caption: str = ""):
+    """Our cells (value and 95 % interval) beside the thesis's numbers."""
+    thesis = load_thesis_table(name.replace("table_", "").replace("_", ".") + (block or ""))
+    return results.compare(name, thesis, block).style.format(
+        {"thesis": f"{{:.{digits}f}}", "ours": f"{{:.{digits}f}}", "low": f"{{:.{digits}f}}",
+         "high": f"{{:.{digits}f}}"}, na_rep="–").set_caption(caption).hide(axis="index")
+
 
 # %% [markdown]
 # ## The conditions
 #
 # The switches of thesis Table 4.2 ("w/" = on). (a) is chapter 3's networks on separated stems (nothing is trained
 # here that chapter 3 has not trained); (b) is the pre-trained network alone; (c)-(e) train on same-track triplets
-# of dataset pieces (Fig. 4.2); (f)-(i) on pseudo pieces. Row (j) is not in Table 4.2: it is the middle row of
-# Table 4.3 ("w/pre, wo/norm"), which the thesis reports without a letter.
+# of dataset pieces (Fig. 4.2); (f)-(i) on pseudo pieces. Rows (j) and (k) are not in Table 4.2: they are Table
+# 4.3's "w/pre, wo/norm" and "wo/pre, wo/norm" rows, which the thesis reports without a letter. Created silences
+# (4.3.4) are part of every triplet-trained condition's data, dataset pieces included; the pre-training's target
+# networks are trained on the pre-training pieces themselves (4.4.1).
 
 # %%
-registry = conditions_table()
-extra = pd.DataFrame([{"row": c.row, "baseline": False, "norm": c.norm, "psd": c.psd, "basic": c.basic,
-                       "add": c.add, "pre": c.pre, "description": c.description}
-                      for c in EXTRA_CONDITIONS.values()]).set_index("row")
-flags = pd.concat([registry, extra]).replace({True: "w/", False: ""})
-history_rows = {f"({letter})": {"epochs": len(history),
-                                "final train loss": history[-1].get("train_loss") if history else None,
-                                "final validation loss": history[-1].get("val_loss") if history else None}
-                for letter, history in results.histories.items()}
-flags.join(pd.DataFrame(history_rows).T)
+conditions_table().replace({True: "w/", False: ""})
+
+# %% [markdown]
+# ## Training: loss per epoch
+#
+# Train and validation loss of every model this page uses (CSN conditions, pre-training and its target networks,
+# chapter 3's networks for (a)), one line per seed. No model stops early: the thesis trains a fixed number of
+# epochs. A validation loss that still falls at the last epoch means the preset trains too little.
+
+# %%
+curves = loss_curves(results)
+if curves.empty:
+    print("no training history")
+else:
+    figure = px.line(curves, x="epoch", y="loss", color="split", line_dash="seed", facet_col="model",
+                     facet_col_wrap=6, markers=True, title="Train and validation loss per epoch")
+    figure.update_yaxes(matches=None)
+    figure.update_layout(height=300 + 180 * ((curves["model"].nunique() - 1) // 6))
+    figure.show()
 
 # %% [markdown]
 # ## Table 4.1: track-ID accuracy per subspace, 3, 5 and 10 s of input
@@ -104,11 +135,10 @@ flags.join(pd.DataFrame(history_rows).T)
 # The proposed CSN (condition (i)) embeds the test mixes; each part is evaluated in its own subspace by leave-one-out
 # kNN (k = 5) on the non-overlapping segments where that part's stem sounds. The baseline embeds the same segments'
 # separated stems with chapter 3's per-part networks. The thesis's baseline has no guitar/others networks; ours
-# does.
+# does. "low"/"high" bound our 95 % interval.
 
 # %%
-comparison_4_1 = side_by_side(load_thesis_table("4.1"), results.table_4_1, label_ours=label)
-comparison_table(comparison_4_1, caption=f"Table 4.1 (%): thesis vs {label}")
+with_intervals("table_4_1", 1, caption=f"Table 4.1 (%): thesis vs {label}")
 
 # %% [markdown]
 # ## Table 4.2: part-level label prediction on test pseudo pieces
@@ -116,38 +146,37 @@ comparison_table(comparison_4_1, caption=f"Table 4.1 (%): thesis vs {label}")
 # For each part, test pseudo pieces share that part's source track in groups of four and nothing else (thesis
 # 4.4.2: (A, B), (A, C), (A, D), (A, E), ...); a 5-s segment's label is predicted by kNN (k = 5) in the part's
 # subspace, never from segments of its own piece. A subspace that leaked other parts' features would find the
-# wrong neighbours. The thesis's (a) row has no guitar/others; ours does.
+# wrong neighbours. Picking one of the labels at random is right about once in as many labels as there are.
 
 # %%
-thesis_4_2 = load_thesis_table("4.2")[list(INSTRUMENTS)]
-comparison_4_2 = side_by_side(thesis_4_2, results.table_4_2, label_ours=label)
-display(wide_comparison(comparison_4_2, caption=f"Table 4.2 (%): thesis vs {label} "
-                                                f"({results.n_segments['pseudo_segments']} segments of "
-                                                f"{results.n_segments['pseudo_pieces']} test pseudo pieces)"))
+display(wide_comparison(side_by_side(load_thesis_table("4.2")[[*results.frame("table_4_2").columns]],
+                                     results.frame("table_4_2"), label_ours=label),
+                        caption=f"Table 4.2 (%): thesis vs {label} ({results.n_segments['pseudo_segments']} "
+                                f"segments of {results.n_segments['pseudo_pieces']} test pseudo pieces)"))
+with_intervals("table_4_2", 1, caption="Table 4.2 with our 95 % intervals")
 
 # %% [markdown]
 # ## Table 4.3: which instrument is this? (subspace norms, single stems)
 #
 # Each part's clean stem alone is embedded (5-s segments where it sounds), and the predicted instrument is the
-# subspace with the largest norm. The rows are (g) = psd+basic+add, (j) = the same with pre-training, (i) = with
-# pre-training and the norm loss. Every trained condition's rate is in the second table.
+# subspace with the largest norm. The rows are the thesis's: (k) = psd+basic+add ("wo/pre, wo/norm"), (j) = the
+# same with pre-training, (i) = with pre-training and the norm loss. Every trained condition's rate follows.
 
 # %%
-comparison_4_3 = side_by_side(load_thesis_table("4.3"), results.table_4_3(), label_ours=label)
-display(wide_comparison(comparison_4_3, caption=f"Table 4.3 (%): thesis vs {label}"))
-results.identification.style.format("{:.1f}", na_rep="–").set_caption("Identification rate (%) of every trained "
-                                                                      "condition")
+display(with_intervals("table_4_3", 1, caption=f"Table 4.3 (%): thesis vs {label}"))
+results.all_conditions("identification").style.format("{:.1f}", na_rep="–").set_caption(
+    "Identification rate (%) of every trained condition")
 
 # %% [markdown]
 # ## Fig. 4.10: |embedding| of single-stem inputs
 #
 # Absolute values of the (unmasked) output of condition (i) for single-stem inputs, 20 segments per instrument
-# stacked vertically. Where pre-training and the norm loss work, only the input instrument's block of 128
-# dimensions (its subspace) lights up.
+# stacked vertically. Where pre-training and the norm loss work, only the input instrument's block of dimensions
+# (its subspace) lights up.
 
 # %%
-magnitudes = embedding_magnitudes(results, PROPOSED, per_part=20) if PROPOSED in results.embeddings else None
-if magnitudes is None or magnitudes.empty:
+magnitudes = embedding_magnitudes(results, PROPOSED, per_part=20)
+if magnitudes.empty:
     print("condition (i) was not run")
 else:
     figure = px.imshow(magnitudes.to_numpy(), aspect="auto", color_continuous_scale="Viridis",
@@ -166,9 +195,8 @@ else:
 # the mix as it sees it alone. Rows: wo/psd = (e), w/psd = (i).
 
 # %%
-comparison_4_4 = side_by_side(load_thesis_table("4.4"), results.table_4_4(), label_ours=label)
-display(wide_comparison(comparison_4_4, digits=3, caption=f"Table 4.4 (Pearson r): thesis vs {label}"))
-results.stem_mix_correlation.style.format("{:.3f}", na_rep="–").set_caption("Every trained condition")
+display(with_intervals("table_4_4", 3, caption=f"Table 4.4 (Pearson r): thesis vs {label}"))
+results.all_conditions("stem_mix").style.format("{:.3f}", na_rep="–").set_caption("Every trained condition")
 
 # %%
 if PROPOSED in results.embeddings:
@@ -191,13 +219,10 @@ if PROPOSED in results.embeddings:
 # %%
 blocks = {"a": "reference: chapter-3 networks on ideal stems", "b": "wo/psd = (e)", "c": "w/psd = (i)"}
 for block, title in blocks.items():
-    ours = results.table_4_5(block)
-    if ours is None:
+    if block in results.frame("table_4_5"):
+        display(with_intervals("table_4_5", 3, block, caption=f"Table 4.5{block} ({title}): thesis vs {label}"))
+    else:
         print(f"Table 4.5{block} ({title}): not computed (condition not run)")
-        continue
-    comparison = side_by_side(load_thesis_table(f"4.5{block}"), ours, label_ours=label).dropna(
-        subset=["thesis", label], how="all")
-    display(wide_comparison(comparison, digits=3, caption=f"Table 4.5 ({title}): thesis vs {label}"))
 
 # %% [markdown]
 # ## Fig. 4.7: the subspaces on dataset pieces
@@ -221,16 +246,15 @@ if PROPOSED in results.embeddings:
 # (A-1, A-2, ...): pieces with the same label should mix within a cluster, not form sub-clusters of their own.
 
 # %%
-if PROPOSED in results.embeddings:
-    points = pseudo_tsne(results, PROPOSED, seed=seed)
-    if points.empty:
-        print("too few test pseudo pieces for a map")
-    else:
-        for colour, title in (("label", "Fig. 4.8: colour = part-level label"),
-                              ("piece", "Fig. 4.9: colour = whole pseudo piece")):
-            figure = tsne_scatter(points, color=colour, hover=["other"], facet="subspace", title=title)
-            figure.update_layout(height=380, showlegend=colour == "label")
-            figure.show()
+points = pseudo_tsne(results, PROPOSED, seed=seed)
+if points.empty:
+    print("too few test pseudo pieces for a map (or condition (i) was not run)")
+else:
+    for colour, title in (("label", "Fig. 4.8: colour = part-level label"),
+                          ("piece", "Fig. 4.9: colour = whole pseudo piece")):
+        figure = tsne_scatter(points, color=colour, hover=["other"], facet="subspace", title=title)
+        figure.update_layout(height=380, showlegend=colour == "label")
+        figure.show()
 
 # %% [markdown]
 # ## Table 4.6: agreement with listeners
@@ -238,8 +262,9 @@ if PROPOSED in results.embeddings:
 # For each xab sample set kept by chapter 5's 80 % filter, the model says which of A/B is nearer to X (the CSN in
 # the category's subspace of the mix excerpt; the baseline with its per-part network on the excerpt separated by
 # chapter 3's separator); the rate counts the listener evaluations that chose the same file (± half the
-# Clopper-Pearson 95 % interval). Unless real ABX audio is given, the listeners are **simulated** from the
-# generator's ground truth (`partsim_core.perceptual.simulate`): these numbers test the procedure, not perception.
+# Clopper-Pearson 95 % interval: the unit is one response). Unless real ABX audio is given, the listeners are
+# **simulated** from the generator's ground truth (`partsim_core.perceptual.simulate`): these numbers test the
+# procedure, not perception. The first seed's models answer.
 
 # %%
 print(f"listening test: {results.listening_test}")
@@ -257,7 +282,7 @@ for block, perspective in (("a", "overall"), ("b", "timbre")):
 # The generator of the embedded dataset records every part's style, so we can ask each subspace directly what it
 # encodes: among a segment's 10 nearest neighbours in subspace *c* (segments of its own track excluded), how much more
 # often than chance does part *q* share the segment's style? For *q = c* that excess is what the subspace should
-# capture ("own"); for the other parts it is leakage (0 = none). Not in the thesis.
+# capture ("own"); for the other parts it is leakage (0 = none). Not in the thesis; first seed only.
 
 # %%
 summary = results.leakage_summary()
@@ -275,19 +300,17 @@ else:
 # %% [markdown]
 # ## Do the thesis's findings hold here?
 #
-# Each line states a finding of thesis 4.4.3 and our numbers for it, computed above
-# (`partsim_core.csn.run.findings`).
+# Each line states a finding of thesis 4.4.3, our estimate of the difference it claims and its 95 % interval
+# (paired over the same test tracks and seeds), and the verdict by the rule stated at the top of this page
+# (`partsim_core.csn.findings`).
 
 # %%
-checks = findings(results)
-lines = []
-for row in checks.itertuples(index=False):
-    verdict = {True: "**holds**", False: "**does not hold**", None: "not computable here"}[row.holds]
-    lines.append(f"* {row[0]}: {row.ours} - {verdict}.")
+verdicts = pd.DataFrame(results.findings)[["claim", "estimate", "interval", "verdict"]]
+display(verdicts.style.format({"estimate": "{:.3f}",
+                               "interval": lambda pair: f"[{pair[0]:.3f}, {pair[1]:.3f}]"}).hide(axis="index"))
 if preset == "smoke":
-    lines.append("\n*This is the `smoke` preset: a few short tracks and one epoch, meant to prove that the code "
-                 "runs. Its numbers are noise and say nothing about the findings; read the `default` build.*")
-display(Markdown("\n".join(lines)))
+    display(Markdown("*This is the `smoke` preset: a few short tracks and one epoch, meant to prove that the code "
+                     "runs. Its numbers are noise and say nothing about the findings; read the `default` build.*"))
 
 # %% [markdown]
 # ## What differs from the thesis and why
@@ -296,10 +319,10 @@ display(Markdown("\n".join(lines)))
 #   (short procedurally composed songs rendered with one SoundFont) instead of Slakh2100, with a narrower encoder,
 #   fewer triplets and far fewer epochs than the thesis's 1,000 (see `partsim_core/presets.py`; the `paper` preset
 #   holds the thesis's settings). Absolute numbers are therefore not comparable with the thesis's; only the pattern
-#   between conditions is.
+#   between conditions is, and only where its interval says so.
 # * **Baseline (a).** Chapter 3's networks on stems from our Spleeter-style U-Net trained on the same data, not the
 #   pretrained Spleeter; we also have guitar and others networks, so row (a) has five columns.
 # * **Test pseudo pieces.** On small test splits the design shrinks (fewer labels or pieces per label) and the
-#   "other" tracks repeat across labels; `partsim_core.csn.run` documents the choices.
-# * **Table 4.3's middle row** needs a condition the thesis does not letter: our (j).
+#   "other" tracks repeat across labels; `partsim_core.csn.test_set` documents the choices.
+# * **Table 4.3's first two rows** need conditions the thesis does not letter: our (k) and (j).
 # * **Table 4.6** runs on a simulated listening test unless the published ABX data and a local Slakh2100 are given.

@@ -9,7 +9,7 @@ Used by: ``partsim data synth``, ``partsim book build`` and every chapter notebo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from partsim_core.errors import PartsimError
 
@@ -118,7 +118,6 @@ class Preset:
     segment_seconds: float = 3.0
     #: Mean power below which a segment counts as silent (thesis ch. 3).
     silence_threshold: float = 1e-4
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Plain-dict form, for configs saved beside results."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,16 @@ from partsim_core import INSTRUMENTS
 from partsim_core.cli import main
 from partsim_core.csn.conditions import (
     CONDITIONS,
+    EXTRA_CONDITIONS,
     SWITCHES,
     CSNLoss,
     CSNModel,
     get_condition,
+    pretraining_segments,
     pretraining_targets,
     train_condition,
 )
+from partsim_core.data.cache import stable_hash
 from partsim_core.errors import PartsimError
 from partsim_core.presets import FrontendConfig
 
@@ -40,7 +44,7 @@ def test_registry_matches_thesis_table_4_2():
             assert not condition.psd
     assert get_condition("I") is CONDITIONS["i"] and get_condition("(b)").pretraining_only
     with pytest.raises(PartsimError, match="unknown condition"):
-        get_condition("k")
+        get_condition("z")
     # j is Table 4.3's "w/pre, wo/norm" row: (i) without the norm loss, not a row of Table 4.2.
     extra = get_condition("j")
     assert "j" not in CONDITIONS
@@ -116,16 +120,90 @@ class _ConstantNetwork(torch.nn.Module):
         return torch.full((mel.shape[0], 4), self.value)
 
 
-def test_pretraining_targets_shape_and_zero_blocks():
-    frontend = FrontendConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16)
-    signals = np.random.default_rng(0).standard_normal((3, 5, 800)).astype(np.float32)
-    present = np.array([[1, 0, 1, 1, 0], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]], dtype=np.float32)
+class _Track:
+    """A fake track with the given parts."""
+
+    def __init__(self, track_id: str, parts: set[str]) -> None:
+        self.track_id, self.parts = track_id, parts
+
+    def stems_by_group(self) -> dict[str, list]:
+        return {part: [] for part in self.parts}
+
+
+class _Source:
+    """1-s signals at 8 kHz: part j of every track is a constant (j + 1) / 10, except the silences given."""
+
+    sample_rate = 8000
+
+    def __init__(self, silent: dict[tuple[str, str], tuple[int, int]]) -> None:
+        self.silent = silent
+
+    def get(self, track: _Track, part: str) -> np.ndarray:
+        audio = np.full(8000, (INSTRUMENTS.index(part) + 1) / 10, dtype=np.float32)
+        if (track.track_id, part) in self.silent:
+            first, last = self.silent[track.track_id, part]
+            audio[first:last] = 0.0
+        return audio
+
+
+class _Data:
+    """The few handle attributes the pre-training helpers read."""
+
+    def __init__(self, tracks: list[_Track], source: _Source) -> None:
+        from types import SimpleNamespace
+
+        self.train_tracks, self.cache = tracks, source
+        self.tracks_by_id = {track.track_id: track for track in tracks}
+        self.preset = SimpleNamespace(frontend=FrontendConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16),
+                                      segment_seconds=0.5, silence_threshold=1e-4, name="fake")
+
+    def fingerprint(self, tracks: list[_Track]) -> str:
+        return stable_hash([track.track_id for track in tracks] + [sorted(self.cache.silent)])
+
+
+def test_pretraining_segments_and_targets_by_hand():
+    # 1-s tracks, 0.5-s segments at 50 % overlap: starts 0, 2000, 4000. T1 has no guitar; T0's bass is silent in
+    # its first half (segments at 0 and 2000 are silent: both overlap it for at least half... only 0 is wholly
+    # silent, 2000 keeps power (0.2^2)/2 = 0.02 >= 1e-4) and T1's every part is silent at the end.
+    tracks = [_Track("T0", set(INSTRUMENTS)), _Track("T1", set(INSTRUMENTS) - {"guitar"})]
+    silent = {("T0", "bass"): (0, 4000)}
+    silent.update({("T1", part): (4000, 8000) for part in INSTRUMENTS})
+    data = _Data(tracks, _Source(silent))
+    refs, present, indices = pretraining_segments(data, tracks)
+    assert refs == [("T0", 0), ("T0", 2000), ("T0", 4000), ("T1", 0), ("T1", 2000)]
+    expected = np.array([[1, 0, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1],
+                         [1, 1, 1, 0, 1], [1, 1, 1, 0, 1]], dtype=np.float32)
+    np.testing.assert_array_equal(present, expected)
     networks = {part: _ConstantNetwork(float(index + 1)) for index, part in enumerate(INSTRUMENTS)}
-    networks["guitar"] = None  # no training track has guitar: zero block everywhere
-    targets = pretraining_targets(signals, present, networks, frontend, batch_size=2)
-    assert targets.shape == (3, 5, 4)
-    expected = np.array([[1, 0, 3, 0, 0], [0, 0, 0, 0, 5], [1, 2, 3, 0, 5]], dtype=np.float32)
-    np.testing.assert_allclose(targets.numpy(), np.repeat(expected[:, :, None], 4, axis=2))
+    networks["piano"] = None  # no training track has piano: zero block everywhere
+    targets = pretraining_targets(data, refs, indices, networks, batch_size=2)
+    assert targets.shape == (5, 5, 4)
+    values = expected * np.array([1, 2, 0, 4, 5], dtype=np.float32)
+    np.testing.assert_allclose(targets.numpy(), np.repeat(values[:, :, None], 4, axis=2))
+
+
+def test_table_4_3_first_row_is_its_own_condition():
+    # Thesis Table 4.3's first row "wo/pre, wo/norm": pseudo pieces + basic + add, no norm loss, no pre-training.
+    first = get_condition("k")
+    assert (first.psd, first.basic, first.add, first.norm, first.pre) == (True, True, True, False, False)
+    assert not first.is_baseline and first.letter in EXTRA_CONDITIONS
+    middle = get_condition("j")
+    assert (middle.psd, middle.basic, middle.add, middle.norm, middle.pre) == (True, True, True, False, True)
+    # (g) has the norm loss: it is not Table 4.3's first row.
+    assert get_condition("g").norm
+
+
+def test_cli_conditions_json_lists_every_condition_with_switches(capsys):
+    assert main(["csn", "conditions", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [entry["letter"] for entry in listed] == list("abcdefghijk")
+    by_letter = {entry["letter"]: entry for entry in listed}
+    assert by_letter["k"]["table"] == "4.3" and by_letter["i"]["table"] == "4.2"
+    for entry in listed:
+        condition = get_condition(entry["letter"])
+        assert all(entry[switch] == getattr(condition, switch) for switch in SWITCHES)
+        # Created silences are part of every triplet-trained condition's data (thesis 4.3.4), none of (a), (b).
+        assert entry["created_silences"] == (entry["letter"] not in "ab")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -140,27 +218,39 @@ def smoke_root():
     return resolve_dataset_root("smoke", "")
 
 
+@pytest.mark.slow
 def test_smoke_condition_trains_then_is_reused(smoke_root, tmp_path, monkeypatch):
+    from partsim_core.data.dataset import load_dataset
+
     monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
-    first = train_condition("g", "smoke", data_root=str(smoke_root), device="cpu", progress=False)
+    data = load_dataset("smoke", str(smoke_root))
+    first = train_condition("g", data, device="cpu", progress=False)
     assert not first.reused and len(first.history) == 1
     assert np.isfinite(first.history[0]["train_loss"])
     assert isinstance(first.model, CSNModel)
-    again = train_condition("g", "smoke", data_root=str(smoke_root), device="cpu", progress=False)
+    # A second handle of the same data reuses the trained model.
+    again = train_condition("g", load_dataset("smoke", str(smoke_root)), device="cpu", progress=False)
     assert again.reused and again.out_dir == first.out_dir
     for name, value in first.model.state_dict().items():
         assert torch.equal(value, again.model.state_dict()[name]), name
     with pytest.raises(PartsimError, match="chapter-3 baseline"):
-        train_condition("a", "smoke", data_root=str(smoke_root))
+        train_condition("a", data)
 
 
+@pytest.mark.slow
 def test_smoke_pretraining_is_shared(smoke_root, tmp_path, monkeypatch):
+    from partsim_core.data.dataset import load_dataset
+
     monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
-    pretrained = train_condition("b", "smoke", data_root=str(smoke_root), device="cpu", progress=False)
+    data = load_dataset("smoke", str(smoke_root))
+    pretrained = train_condition("b", data, device="cpu", progress=False)
     assert not pretrained.reused
-    trained = train_condition("h", "smoke", data_root=str(smoke_root), device="cpu", progress=False)
+    trained = train_condition("h", data, device="cpu", progress=False)
     assert not trained.reused
-    assert train_condition("b", "smoke", data_root=str(smoke_root), device="cpu", progress=False).reused
+    assert train_condition("b", data, device="cpu", progress=False).reused
+    # The pre-training's target networks were trained on the pre-training tracks only (thesis 4.4.1).
+    config = json.loads((pretrained.out_dir / "config.json").read_text())
+    assert config["config"]["data"]["targets"] == "pretraining"
     assert pretrained.out_dir != trained.out_dir and pretrained.out_dir.parent == trained.out_dir.parent
 
 
@@ -171,3 +261,49 @@ def test_cli_conditions_and_bad_condition(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "csn", "--condition", "z"])
     assert exit_info.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def smoke_handle():
+    from partsim_core.data.dataset import load_dataset
+
+    return load_dataset("smoke")
+
+
+def test_pretraining_target_networks_train_on_the_pretraining_pieces(smoke_handle, monkeypatch):
+    # Thesis 4.4.1: the target networks are trained on the same pre-training pieces; chapter 3's networks (every
+    # training track) remain an option.
+    import dataclasses
+    from types import SimpleNamespace
+
+    from partsim_core.csn import conditions
+
+    calls = []
+
+    def fake_train(preset, part, kind, **options):
+        calls.append((part, kind, [track.track_id for track in options["data"].train_tracks]))
+        return SimpleNamespace(model=torch.nn.Identity(), out_dir=Path(part), history=[])
+
+    monkeypatch.setattr(conditions, "train_part_network", fake_train)
+    csn = dataclasses.replace(smoke_handle.preset.csn, pretrain_tracks=3)
+    first_three = [track.track_id for track in smoke_handle.train_tracks[:3]]
+    conditions.target_networks(smoke_handle, csn, "pretraining")
+    assert [call[0] for call in calls] == list(INSTRUMENTS)
+    assert all(kind == "ideal" and tracks == first_three for _, kind, tracks in calls)
+    calls.clear()
+    conditions.target_networks(smoke_handle, csn, "chapter3")
+    assert all(tracks == [t.track_id for t in smoke_handle.train_tracks] for _, _, tracks in calls)
+    with pytest.raises(PartsimError, match="pre-training targets"):
+        conditions.target_networks(smoke_handle, csn, "mix")
+
+
+def test_triplet_training_never_stops_early_and_drops_parts(smoke_handle):
+    # The thesis trains a fixed number of epochs (4.4.1): no early stopping, under the paper preset too; created
+    # silences are in every triplet-trained condition's data (4.3.4), dataset pieces included.
+    from partsim_core.csn.conditions import condition_setup
+    from partsim_core.presets import get_preset
+
+    for letter in ("c", "g"):
+        task, config = condition_setup(get_condition(letter), smoke_handle, get_preset("paper").csn)
+        assert config.early_stopping_patience is None and config.epochs == 1000
+        assert task.config.created_silences and task.sampler.created_silences

@@ -11,6 +11,7 @@ from scipy.spatial.distance import pdist
 from scipy.stats import pearsonr
 
 from partsim_core import INSTRUMENTS
+from partsim_core.csn import correlation, leakage
 from partsim_core.csn import metrics as evaluation
 from partsim_core.errors import PartsimError
 
@@ -26,32 +27,65 @@ def clustered_in_one_subspace(rng: np.random.Generator, labels: np.ndarray, part
     return points
 
 
-def test_track_accuracy_is_one_in_the_clustered_subspace_and_near_chance_elsewhere() -> None:
+def test_table_4_1_is_one_in_the_clustered_subspace_and_near_chance_elsewhere() -> None:
     rng = np.random.default_rng(0)
     tracks = np.repeat(np.arange(10), 10)  # 10 tracks x 10 segments: chance = 0.1
     points = clustered_in_one_subspace(rng, tracks, part=0)
-    assert evaluation.subspace_track_accuracy(points, tracks, "drums") == 1.0
+    active = np.ones((tracks.size, 5), dtype=bool)
+    active[::2, 1] = False  # bass counts on half the segments only
+    table = evaluation.table_4_1({3.0: points}, None, {3.0: tracks}, {3.0: active})
+    drums = table["drums"]["proposed_3s"].cell()
+    assert drums["value"] == 100.0 and drums["low"] == 100.0 and drums["high"] == 100.0
     for part in INSTRUMENTS[1:]:
-        assert evaluation.subspace_track_accuracy(points, tracks, part) < 0.3
-    table = evaluation.subspace_track_accuracy_table({3: (points, tracks), 5: (points[::2], tracks[::2])})
-    assert list(table.index) == list(INSTRUMENTS) and list(table.columns) == [3, 5]
-    assert table.loc["drums", 3] == 100.0 and table.loc["drums", 5] == 100.0
+        found = table[part]["proposed_3s"].cell()
+        assert found["value"] < 30.0 and found["low"] <= found["value"] <= found["high"]
+    assert table["bass"]["proposed_3s"].weights.sum() == 50  # only the segments where bass sounds
+    assert table["drums"]["baseline_3s"] is None  # no baseline given
 
 
-def test_track_accuracy_uses_only_the_subspace() -> None:
+def test_track_id_scores_use_only_the_subspace() -> None:
     # Hand-made: the drums subspace groups the tracks, the bass subspace puts point 0 next to track 1. In the full
     # space the large bass values would dominate; the drums subspace alone must give 1.
     points = np.zeros((6, 5 * WIDTH))
     points[:, 0] = [0.0, 0.1, 0.2, 5.0, 5.1, 5.2]  # drums: track 0 = first three
     points[:, WIDTH] = [100.0, 0.0, 0.0, 103.0, 104.0, 105.0]  # bass
     tracks = np.array([0, 0, 0, 1, 1, 1])
-    assert evaluation.subspace_track_accuracy(points, tracks, 0, k=2) == 1.0
+    assert evaluation.track_id_scores(evaluation.subspace(points, 0), tracks, k=2).cell()["value"] == 100.0
     # Bass, k = 1: 0 -> 3 (wrong), 1 <-> 2, 3 -> 4, 4 -> 3 (tie with 5, both track 1), 5 -> 4: 5 of 6 right.
-    assert evaluation.subspace_track_accuracy(points, tracks, "bass", k=1) == pytest.approx(5 / 6)
+    bass = evaluation.track_id_scores(evaluation.subspace(points, "bass"), tracks, k=1)
+    assert bass.cell()["value"] == pytest.approx(100 * 5 / 6)
+    np.testing.assert_allclose(bass.values, [[2 / 3, 1.0]])  # per track: track 0 has the one miss
+    assert evaluation.track_id_scores(points, np.arange(6)) is None  # no track has two segments
     with pytest.raises(PartsimError, match="unknown part"):
-        evaluation.subspace_track_accuracy(points, tracks, "vocals")
+        evaluation.subspace(points, "vocals")
     with pytest.raises(PartsimError, match="5 x D"):
-        evaluation.subspace_track_accuracy(points[:, :7], tracks, 0)
+        evaluation.subspace(points[:, :7], 0)
+
+
+def test_scores_from_segments_pool_per_track_and_seed() -> None:
+    correct = np.array([[1, 0, 1, 1, 1], [0, 0, 1, 1, 0]], dtype=float)  # 2 seeds x 5 segments
+    scores = evaluation.scores_from_segments(correct, ["a", "a", "b", "b", "b"])
+    assert scores.items.tolist() == ["a", "b"] and scores.weights.tolist() == [2.0, 3.0]
+    np.testing.assert_allclose(scores.values, [[0.5, 1.0], [0.0, 2 / 3]])
+    found = scores.cell()
+    # The value is the accuracy over all segments and seeds: 6 right of 10.
+    assert found["value"] == pytest.approx(60.0) and 0.0 <= found["low"] <= found["value"] <= found["high"] <= 100
+
+
+def test_table_4_3_identifies_the_largest_subspace() -> None:
+    rng = np.random.default_rng(1)
+    stems = {}
+    for column, part in enumerate(INSTRUMENTS):
+        points = rng.normal(scale=0.1, size=(6, 5 * WIDTH))
+        points[:, column * WIDTH] = 5.0  # the part's own subspace is the largest ...
+        if part == "bass":
+            points[:2, 0] = 50.0  # ... except in two bass segments, where drums is larger
+        stems[part] = points
+    tracks = {part: np.array(["t0", "t0", "t1", "t1", "t2", "t2"]) for part in INSTRUMENTS}
+    table = evaluation.table_4_3({"(i)": stems}, tracks)["(i)"]
+    assert table["drums"].cell()["value"] == 100.0
+    assert table["bass"].cell()["value"] == pytest.approx(100 * 4 / 6)
+    np.testing.assert_allclose(table["bass"].values, [[0.0, 1.0, 1.0]])
 
 
 def test_pseudo_piece_plan_design() -> None:
@@ -155,8 +189,8 @@ def test_distance_matrix_correlation_self_random_and_scipy(monkeypatch: pytest.M
     assert abs(evaluation.distance_matrix_correlation(a, b)) < 0.1
     reference = pearsonr(pdist(a), pdist(mixed))[0]
     # Small chunks exercise the streaming merge across many row blocks.
-    monkeypatch.setattr(evaluation, "CORRELATION_CHUNK_ROWS", 7)
-    assert evaluation._correlations([a, mixed], [(0, 1)], chunk_rows=7)[0] == pytest.approx(reference, abs=1e-10)
+    monkeypatch.setattr(correlation, "CORRELATION_CHUNK_ROWS", 7)
+    assert correlation._correlations([a, mixed], [(0, 1)], chunk_rows=7)[0] == pytest.approx(reference, abs=1e-10)
     assert evaluation.distance_matrix_correlation(a, mixed) == pytest.approx(reference, abs=1e-10)
     assert math.isnan(evaluation.distance_matrix_correlation(a, np.zeros((300, 3))))  # collapsed space
     with pytest.raises(PartsimError, match="same segments"):
@@ -171,7 +205,7 @@ def test_subspace_correlations_matrix() -> None:
     points = rng.normal(size=(120, 5 * WIDTH))
     points[:, :WIDTH] = base
     points[:, WIDTH:2 * WIDTH] = 2.0 * base  # bass = scaled drums: distances proportional, correlation 1
-    matrix = evaluation.subspace_correlations(points)
+    matrix = correlation.subspace_correlations(points)
     assert list(matrix.index) == list(INSTRUMENTS) and np.allclose(np.diag(matrix), 1.0)
     assert np.allclose(matrix.to_numpy(), matrix.to_numpy().T)
     assert matrix.loc["drums", "bass"] == pytest.approx(1.0, abs=1e-12)
@@ -204,7 +238,7 @@ def test_style_leakage_separated_subspace() -> None:
     rng = np.random.default_rng(4)
     styles, tracks = style_fixture(rng)
     points = style_embeddings(rng, styles, leak_piano=0.0)
-    frame = evaluation.style_leakage(points, styles, "drums", k=10, exclude_groups=tracks)
+    frame = leakage.style_leakage(points, styles, "drums", k=10, exclude_groups=tracks)
     assert list(frame["part"]) == list(INSTRUMENTS) and set(frame["subspace"]) == {"drums"}
     same = frame.set_index("part").loc["drums"]
     assert same["relation"] == "same" and same["precision"] == 1.0 and same["excess"] > 0.5
@@ -217,7 +251,7 @@ def test_style_leakage_detects_a_leaking_subspace() -> None:
     rng = np.random.default_rng(5)
     styles, tracks = style_fixture(rng)
     points = style_embeddings(rng, styles, leak_piano=0.5)
-    frame = evaluation.style_leakage(points, styles, 0, k=10, exclude_groups=tracks).set_index("part")
+    frame = leakage.style_leakage(points, styles, 0, k=10, exclude_groups=tracks).set_index("part")
     assert frame.loc["piano", "excess"] > 0.3
     assert abs(frame.loc["bass", "excess"]) < 0.08
 
@@ -229,9 +263,36 @@ def test_style_leakage_chance_by_hand() -> None:
     tracks = np.array([0, 0, 1, 1])
     points = np.zeros((4, 5 * WIDTH))
     points[:, 0] = [0.0, 19.0, 1.0, 20.0]
-    frame = evaluation.style_leakage(points, styles, "drums", k=1, exclude_groups=tracks).set_index("part")
+    frame = leakage.style_leakage(points, styles, "drums", k=1, exclude_groups=tracks).set_index("part")
     assert frame.loc["drums", "chance"] == pytest.approx(0.5)
     # Nearest eligible: 0 -> 2 (b, miss), 1 -> 3 (a, hit), 2 -> 0 (a, miss), 3 -> 1 (a, hit): precision 1/2.
     assert frame.loc["drums", "precision"] == pytest.approx(0.5)
     with pytest.raises(PartsimError, match="no column"):
-        evaluation.style_leakage(points, styles.drop(columns="bass"), "drums")
+        leakage.style_leakage(points, styles.drop(columns="bass"), "drums")
+
+
+def test_leave_one_track_out_correlations_match_scipy() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(30, 6))
+    b = a[:, :3] + 0.5 * rng.normal(size=(30, 3))
+    groups = np.repeat([f"t{i}" for i in range(6)], 5)
+    ids = [f"t{i}" for i in range(7)]  # t6 has no segment: leaving it out changes nothing
+    found = correlation.leave_one_group_out_correlations([a, b], [(0, 1)], groups, ids, chunk_rows=4)
+    for number, track in enumerate(ids):
+        keep = groups != track
+        assert found[0, number] == pytest.approx(pearsonr(pdist(a[keep]), pdist(b[keep]))[0], abs=1e-9)
+
+
+def test_table_4_5_cells_carry_jackknife_intervals() -> None:
+    rng = np.random.default_rng(4)
+    points = rng.normal(size=(2, 24, 5 * WIDTH))  # two seeds
+    points[:, :, WIDTH:2 * WIDTH] = points[:, :, :WIDTH] + 0.1 * rng.normal(size=(2, 24, WIDTH))  # bass ~ drums
+    tracks = np.repeat([f"t{i}" for i in range(8)], 3)
+    table = evaluation.table_4_5(evaluation.csn_spaces(points), tracks, [f"t{i}" for i in range(8)])
+    pair = table["drums", "bass"]
+    expected = np.mean([pearsonr(pdist(p[:, :WIDTH]), pdist(p[:, WIDTH:2 * WIDTH]))[0] for p in points])
+    found = pair.cell()
+    assert found["value"] == pytest.approx(expected, abs=1e-9) and found["value"] > 0.9
+    assert -1.0 <= found["low"] <= found["value"] <= found["high"] <= 1.0 and pair.values.shape == (2, 8)
+    unrelated = table["drums", "piano"].cell()
+    assert abs(unrelated["value"]) < 0.5 and unrelated["low"] < unrelated["value"] < unrelated["high"]

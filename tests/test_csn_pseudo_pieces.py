@@ -280,3 +280,30 @@ def test_task_runs_in_the_training_engine(tmp_path) -> None:
     config = TrainConfig(run_name="pseudo-test", epochs=1, steps_per_epoch=task.steps_per_epoch, device="cpu")
     result = train(task, config, tmp_path / "run", progress=False)
     assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"])
+
+
+def test_created_silences_also_shape_dataset_pieces(groups: TempoGroups) -> None:
+    # Thesis 4.3.4: created silences balance the parts of the training data; Fig. 4.2's dataset pieces hold only
+    # some parts "for the reasons explained in Section 4.3.4". Unbalanced presence: others in two tracks only.
+    present = {track_id: {"drums", "bass", "piano", "guitar"} for track_id in TRACK_IDS}
+    for track_id in ("T3", "T6"):
+        present[track_id].add("others")
+    unbalanced = PartActivity(ConstantSource(present), TRACKS, seconds=1.0)
+    plain = PseudoTripletSampler(unbalanced, None, pseudo=False, additional=False, created_silences=False, seed=0)
+    for t in plain.triplets(0, 50):
+        for piece in (t.anchor, t.negative):
+            source = piece.labels()[t.condition]
+            assert all((label is not None) == unbalanced.has(source, part)
+                       for part, label in zip(INSTRUMENTS, piece.labels()))
+    silenced = PseudoTripletSampler(unbalanced, None, pseudo=False, additional=False, created_silences=True, seed=0)
+    dropped = 0
+    for t in silenced.triplets(0, 300):
+        assert t.anchor == t.positive  # one piece: the same parts are kept in anchor and positive
+        for piece in (t.anchor, t.negative):
+            labels = piece.labels()
+            source = labels[t.condition]
+            assert source is not None  # the condition part is never dropped
+            assert all(label in (None, source) for label in labels)
+            dropped += sum(label is None and unbalanced.has(source, part)
+                           for part, label in zip(INSTRUMENTS, labels))
+    assert dropped > 0

@@ -1,4 +1,5 @@
-"""Chapter 4's experiment runner (``partsim_core.csn.run``), its wide table and ``partsim csn evaluate``.
+"""Chapter 4's runner (``partsim_core.csn.run``), its test set (``partsim_core.csn.test_set``), findings, and
+``partsim csn run``.
 
 The fast tests check each building block against an independent computation on the embedded smoke dataset or on
 hand-made inputs (no training). The one slow test runs the chapter on the smoke preset with conditions (a), (e),
@@ -17,23 +18,26 @@ import pytest
 import torch
 
 from partsim_core import INSTRUMENTS
+from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
+from partsim_core.book.viz import MISSING, wide_comparison
 from partsim_core.cli import main
 from partsim_core.cli.csn import parse_conditions
-from partsim_core.csn.run import (
+from partsim_core.csn.findings import chapter4_findings
+from partsim_core.csn.metrics import ItemScores
+from partsim_core.csn.run import Chapter4Results
+from partsim_core.csn.test_set import (
     EVALUATION_SECONDS,
     TABLE_4_1_SECONDS,
-    Chapter4Results,
-    _separate_segments,
-    embed_waveforms,
-    findings,
+    SeparatedPieces,
+    chapter4_test_tracks,
+    embed_index,
     segment_grid,
     test_pseudo_pieces,
 )
+from partsim_core.data.segments import SegmentIndex, filter_test_tracks
 from partsim_core.errors import PartsimError
 from partsim_core.frontend import LogMel
 from partsim_core.presets import FrontendConfig
-from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
-from partsim_core.book.viz import MISSING, wide_comparison
 
 MIX = "mix"
 
@@ -112,8 +116,8 @@ def _expected_grid(data, seconds: float) -> tuple[list[str], list[int], list[boo
             start = number * length
             ids.append(track.track_id)
             starts.append(start)
-            mix_active.append(_power(mix, start, length) > threshold)
-            part_active.append([part in having and _power(data.cache.get(track, part), start, length) > threshold
+            mix_active.append(_power(mix, start, length) >= threshold)
+            part_active.append([part in having and _power(data.cache.get(track, part), start, length) >= threshold
                                 for part in INSTRUMENTS])
     return ids, starts, mix_active, part_active, length
 
@@ -121,7 +125,7 @@ def _expected_grid(data, seconds: float) -> tuple[list[str], list[int], list[boo
 @pytest.mark.parametrize("seconds", TABLE_4_1_SECONDS)
 def test_segment_grid_matches_direct_power(chapter_data, seconds):
     smoke_data = chapter_data
-    grid = segment_grid(smoke_data, seconds)
+    grid = segment_grid(smoke_data, seconds, smoke_data.test_tracks)
     ids, starts, mix_active, part_active, length = _expected_grid(smoke_data, seconds)
     assert grid.length == length and grid.seconds == seconds and len(grid) == len(ids) > 0
     np.testing.assert_array_equal(grid.track_ids, ids)
@@ -151,12 +155,12 @@ def test_segment_grid_skips_tracks_shorter_than_a_segment(smoke_data):
     assert min(lengths.values()) < max(lengths.values())
     # A segment longer than the shortest test track but shorter than the longest.
     seconds = (min(lengths.values()) + max(lengths.values())) / 2 / rate
-    grid = segment_grid(smoke_data, seconds)
+    grid = segment_grid(smoke_data, seconds, smoke_data.test_tracks)
     long_enough = {track_id for track_id, n in lengths.items() if n >= grid.length}
     assert set(grid.track_ids) == long_enough and len(long_enough) < len(lengths)
     assert len(grid) == sum(lengths[track_id] // grid.length for track_id in long_enough)
     with pytest.raises(PartsimError, match="no test track is at least"):
-        segment_grid(smoke_data, max(lengths.values()) / rate + 1.0)
+        segment_grid(smoke_data, max(lengths.values()) / rate + 1.0, smoke_data.test_tracks)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -166,7 +170,7 @@ def test_segment_grid_skips_tracks_shorter_than_a_segment(smoke_data):
 
 def test_pseudo_pieces_segments_and_waveforms(chapter_data):
     data = chapter_data
-    pieces = test_pseudo_pieces(data, EVALUATION_SECONDS, seed=0)
+    pieces = test_pseudo_pieces(data, data.test_tracks, EVALUATION_SECONDS, seed=0)
     segments, plan = pieces.segments, pieces.plan
     rate, threshold = data.cache.sample_rate, data.preset.silence_threshold
     length = int(round(EVALUATION_SECONDS * rate))
@@ -189,7 +193,7 @@ def test_pseudo_pieces_segments_and_waveforms(chapter_data):
         part, label, other, start = segment["part"], segment["label"], segment["other"], int(segment["start"])
         # The label part sounds in every kept segment (its stem's mean power above the threshold).
         assert part in tracks[label].stems_by_group()
-        assert _power(data.cache.get(tracks[label], part), start, length) > threshold, (row, part, label)
+        assert _power(data.cache.get(tracks[label], part), start, length) >= threshold, (row, part, label)
         # The segment lies inside both source tracks.
         assert start + length <= min(len(data.cache.get(tracks[label], MIX)), len(data.cache.get(tracks[other], MIX)))
         # Every part comes from the label (its own part) or the other track, None where that track lacks it.
@@ -214,22 +218,29 @@ def test_pseudo_pieces_segments_and_waveforms(chapter_data):
         label_track, other_track = tracks[piece_row.label], tracks[piece_row.other]
         n = min(len(data.cache.get(label_track, MIX)), len(data.cache.get(other_track, MIX)))
         stem = data.cache.get(label_track, piece_row.part)
-        expected = [start for start in range(0, n - length + 1, length) if _power(stem, start, length) > threshold]
+        expected = [start for start in range(0, n - length + 1, length) if _power(stem, start, length) >= threshold]
         found = sorted(segments.loc[segments["piece"] == piece_row.piece, "start"])
         assert found == expected, piece_row.piece
         dropped += n // length - len(expected)
     if isinstance(data.cache, _SilencedCache):
         assert dropped > 0  # the silent label stretches removed segments
 
-    # The lazy sequence gives the same waveforms, one by one or sliced.
-    lazy = pieces.waveforms(MIX, np.array([2, 0]))
-    assert len(lazy) == 2
-    np.testing.assert_array_equal(lazy[0], pieces.waveform(2, MIX))
-    np.testing.assert_array_equal(lazy[1:][0], pieces.waveform(0, MIX))
+
+def test_chapter4_filter_is_the_thesis_4_4_1_rule(smoke_data):
+    # Chapter 4's own test set, from the raw split: the rule of 4.4.1 (shortest non-silent part first).
+    kept, table = chapter4_test_tracks(smoke_data)
+    expected, _ = filter_test_tracks(smoke_data.cache, smoke_data.dataset.tracks("test"), fraction=0.1,
+                                     seconds=smoke_data.preset.segment_seconds,
+                                     threshold=smoke_data.preset.silence_threshold, progress=False)
+    assert [t.track_id for t in kept] == [t.track_id for t in expected]
+    # Every dropped track has a shorter shortest part than every kept one.
+    dropped = table[~table["kept"]]["shortest_non_silent_s"]
+    if len(dropped):
+        assert dropped.max() <= table[table["kept"]]["shortest_non_silent_s"].min()
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Separating many excerpts at once
+# Separated test pieces and streamed embeddings
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -244,31 +255,20 @@ class _ScalingSeparator:
         return {part: mix * (index + 1) for index, part in enumerate(INSTRUMENTS)}
 
 
-def test_separate_segments_cuts_the_excerpts_apart_again():
-    rng = np.random.default_rng(0)
-    mixes = [rng.standard_normal(100).astype(np.float32) for _ in range(7)]
+def test_separated_pieces_separate_whole_pieces_once(smoke_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
+    pieces = test_pseudo_pieces(smoke_data, smoke_data.test_tracks, EVALUATION_SECONDS, seed=0)
     separator = _ScalingSeparator()
-    source = SimpleNamespace(separator=separator)
-    # 0.3 s at 1 kHz = 300 samples per call: three excerpts of 100 samples each.
-    out = _separate_segments(source, mixes, "piano", sample_rate=1000, max_seconds=0.3)
-    assert len(out) == len(mixes)
-    for estimate, mix in zip(out, mixes):
-        assert estimate.shape == (100,) and estimate.dtype == np.float32
-        np.testing.assert_allclose(estimate, mix * 3)  # piano is part 2: factor 3
-    assert separator.calls == [300, 300, 100] and len(separator.calls) < len(mixes)
+    separated = SimpleNamespace(separator=separator, key="scaling")
+    source = SeparatedPieces(pieces, separated, smoke_data.fingerprint(smoke_data.test_tracks))
+    # One call per piece, on its whole mix.
+    assert sorted(separator.calls) == sorted(piece.n_samples for piece in pieces.pieces.values())
+    for piece in list(pieces.pieces.values())[:3]:
+        factor = INSTRUMENTS.index(piece.part) + 1
+        np.testing.assert_allclose(source.get(piece, "mix"), factor * pieces.source.get(piece, "mix"), rtol=1e-6)
+    again = SeparatedPieces(pieces, separated, smoke_data.fingerprint(smoke_data.test_tracks))
+    assert again.folder == source.folder and len(separator.calls) == len(pieces.pieces)  # reused, not redone
 
-    one_call = _ScalingSeparator()
-    drums = _separate_segments(SimpleNamespace(separator=one_call), mixes, "drums", sample_rate=1000)
-    assert one_call.calls == [700]
-    for estimate, mix in zip(drums, mixes):
-        np.testing.assert_allclose(estimate, mix)
-    assert _separate_segments(SimpleNamespace(separator=one_call), [], "drums", 1000) == []
-    assert one_call.calls == [700]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Embedding
-# --------------------------------------------------------------------------------------------------------------
 
 FRONTEND = FrontendConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16)
 
@@ -292,109 +292,146 @@ class _TinyModel(torch.nn.Module):
         return out
 
 
-def test_embed_waveforms_dict_equals_each_model_alone():
-    rng = np.random.default_rng(1)
-    waves = [rng.standard_normal(1600).astype(np.float32) * scale for scale in (0.1, 1.0, 0.5, 2.0, 0.01)]
-    first, second = _TinyModel(0), _TinyModel(1, dim=4)
-    first.train()
-    second.eval()
-    both = embed_waveforms({"first": first, "second": second}, waves, FRONTEND, device="cpu", batch_size=2)
-    assert set(both) == {"first", "second"}
-    assert both["first"].shape == (5, 3) and both["second"].shape == (5, 4)
-    assert both["first"].dtype == np.float32
-    for name, model in (("first", first), ("second", second)):
-        alone = embed_waveforms(model, waves, FRONTEND, device="cpu", batch_size=32)
-        np.testing.assert_allclose(both[name], alone, rtol=1e-5, atol=1e-6)
-        # Independently: the log-mel of the whole batch, then the model.
-        with torch.no_grad():
-            direct = model(LogMel(FRONTEND)(torch.from_numpy(np.stack(waves)))).numpy()
-        np.testing.assert_allclose(alone, direct, rtol=1e-5, atol=1e-6)
-    assert first.training and not second.training  # each model's mode is restored
+class _NoiseSource:
+    sample_rate = 8000
+
+    def get(self, track, part: str) -> np.ndarray:
+        rng = np.random.default_rng(int(track.track_id[1:]))
+        return rng.standard_normal(8000).astype(np.float32)
 
 
-def test_embed_waveforms_names_a_model_returning_nan():
-    waves = [np.full(1600, 0.1, dtype=np.float32)] * 3
-    with pytest.raises(PartsimError, match="'broken'.*input 1"):
-        embed_waveforms({"fine": _TinyModel(0), "broken": _TinyModel(1, broken=True)}, waves, FRONTEND,
-                        device="cpu", batch_size=2)
+def test_embed_index_streams_batches_and_names_nan():
+    tracks = [SimpleNamespace(track_id=f"T{number}") for number in range(3)]
+    by_id = {track.track_id: track for track in tracks}
+    index = SegmentIndex(_NoiseSource(), tracks, "mix", 0.25, overlap=False, threshold=0.0)
+    model = _TinyModel(0)
+    streamed = embed_index(model, _NoiseSource(), by_id, index, FRONTEND, batch_size=5)
+    waves = np.stack([_NoiseSource().get(track, "mix")[start:start + 2000] for track in tracks
+                      for start in range(0, 8000, 2000)])
+    with torch.no_grad():
+        direct = model(LogMel(FRONTEND)(torch.from_numpy(waves))).numpy()
+    np.testing.assert_allclose(streamed, direct, rtol=1e-5, atol=1e-6)
+    assert embed_index(model, _NoiseSource(), by_id, None, FRONTEND) is None
     with pytest.raises(PartsimError, match="NaN"):
-        embed_waveforms(_TinyModel(1, broken=True), waves, FRONTEND, device="cpu")
+        embed_index(_TinyModel(1, broken=True), _NoiseSource(), by_id, index, FRONTEND, batch_size=4)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Results tables and findings on hand-made numbers
+# Results, cells and findings on hand-made per-track scores
 # --------------------------------------------------------------------------------------------------------------
 
-
-def _symmetric(off_diagonal: np.ndarray) -> pd.DataFrame:
-    """A 5 x 5 correlation matrix with the given 10 upper-triangle values (row-major), mirrored, diagonal 1."""
-    matrix = np.eye(5)
-    matrix[np.triu_indices(5, k=1)] = off_diagonal
-    matrix = np.triu(matrix) + np.triu(matrix, k=1).T
-    return pd.DataFrame(matrix, index=pd.Index(INSTRUMENTS, name="subspace"),
-                        columns=pd.Index(INSTRUMENTS, name="subspace"))
+TRACKS = np.array([f"t{number}" for number in range(8)])
 
 
-def _rows(values: dict[str, float | list[float]]) -> pd.DataFrame:
-    """Rows ``(x)`` x parts; a scalar fills the row."""
-    data = {row: (list(value) if isinstance(value, (list, tuple)) else [value] * 5) for row, value in values.items()}
-    frame = pd.DataFrame.from_dict(data, orient="index", columns=list(INSTRUMENTS), dtype=float)
-    frame.index.name = "row"
-    return frame
+def _accuracy(level: float, spread: float = 0.0, seed: int = 0) -> ItemScores:
+    """Per-track accuracies around ``level`` (one seed, 4 segments per track)."""
+    noise = np.random.default_rng(seed).uniform(-spread, spread, TRACKS.size)
+    return ItemScores(items=TRACKS, values=np.clip(level + noise, 0, 1)[None], weights=np.full(TRACKS.size, 4.0),
+                      scale=100.0)
+
+
+def _correlation(level: float, spread: float = 0.0, seed: int = 0) -> ItemScores:
+    """A jackknife cell whose statistic is ``level`` and whose leave-one-out values scatter by ``spread``."""
+    noise = np.random.default_rng(seed).uniform(-spread, spread, TRACKS.size)
+    loo = level + noise - noise.mean()
+    pseudo = TRACKS.size * level - (TRACKS.size - 1) * loo
+    return ItemScores(items=TRACKS, values=pseudo[None], estimate=level, thetas=np.array([level]),
+                      leave_one_out=loo[None])
+
+
+def _tables(**changes) -> dict:
+    """Per-track tables in which every finding holds clearly; ``changes`` replace entries."""
+    rows_4_2 = {"(a)": 1.0, "(b)": 0.0, "(c)": 0.4, "(d)": 0.4, "(e)": 0.4, "(f)": 0.5, "(g)": 0.5, "(h)": 0.5,
+                "(i)": 0.5}
+    tables = {
+        "table_4_1": {part: {f"{kind}_{s:g}s": _accuracy(0.8 if kind == "proposed" else 0.4)
+                             for s in TABLE_4_1_SECONDS for kind in ("proposed", "baseline")}
+                      for part in INSTRUMENTS},
+        "table_4_2": {row: {part: _accuracy(level) for part in INSTRUMENTS} for row, level in rows_4_2.items()},
+        "identification": {row: {part: _accuracy(level) for part in INSTRUMENTS}
+                           for row, level in {"(e)": 0.1, "(i)": 0.8, "(j)": 0.5, "(k)": 0.2}.items()},
+        "stem_mix": {row: {part: _correlation(level) for part in INSTRUMENTS}
+                     for row, level in {"(e)": 0.3, "(i)": 0.7, "(j)": 0.5, "(k)": 0.5}.items()},
+        "subspace_correlation": {
+            row: {(first, second): _correlation(level) for i, first in enumerate(INSTRUMENTS)
+                  for second in INSTRUMENTS[i + 1:]}
+            for row, level in {"(e)": 0.5, "(i)": 0.1, "reference": 0.05}.items()},
+    }
+    tables.update(changes)
+    return tables
+
+
+def _verdicts(tables: dict) -> list[str]:
+    return [found["verdict"] for found in chapter4_findings(tables)]
+
+
+def test_findings_verdicts_follow_the_intervals():
+    base = _tables()
+    found = chapter4_findings(base)
+    assert [f["verdict"] for f in found] == ["holds"] * 8
+    assert found[0]["estimate"] == pytest.approx(10.0)  # 50 % - 40 %, in points
+    assert found[1]["estimate"] == pytest.approx(0.4)  # mean |r| 0.5 - 0.1
+    for entry in found:
+        assert set(entry) >= {"claim", "verdict", "estimate", "interval"} and len(entry["interval"]) == 2
+    # Does not hold: pseudo pieces lower the accuracy, by the same margin on every track.
+    lower = {**base["table_4_2"], **{row: {p: _accuracy(0.3) for p in INSTRUMENTS} for row in ("(f)", "(g)", "(h)",
+                                                                                                  "(i)")}}
+    assert _verdicts(_tables(table_4_2=lower))[0] == "does not hold"
+    # Inconclusive: a 1-point difference drowned by per-track noise of +-30 points.
+    noisy = {**base["table_4_2"],
+             **{row: {p: _accuracy(0.41, 0.3, seed=n) for n, p in enumerate(INSTRUMENTS)} for row in
+                ("(f)", "(g)", "(h)", "(i)")},
+             **{row: {p: _accuracy(0.40, 0.3, seed=10 + n) for n, p in enumerate(INSTRUMENTS)} for row in
+                ("(c)", "(d)", "(e)")}}
+    assert _verdicts(_tables(table_4_2=noisy))[0] == "inconclusive"
+    # |r| counts, not r: strongly negative correlations between (i)'s subspaces are not "less correlated".
+    negative = {**base["subspace_correlation"],
+                "(i)": {pair: _correlation(-0.6) for pair in base["subspace_correlation"]["(i)"]}}
+    assert _verdicts(_tables(subspace_correlation=negative))[1] == "does not hold"
+    # Table 4.3: (j) above (i) flips the norm finding only.
+    identification = {**base["identification"], "(j)": {p: _accuracy(0.9) for p in INSTRUMENTS}}
+    assert _verdicts(_tables(identification=identification))[3:5] == ["holds", "does not hold"]
+    # Not computable -> inconclusive with a note.
+    without = {row: cells for row, cells in base["identification"].items() if row != "(k)"}
+    missing = chapter4_findings(_tables(identification=without))[3]
+    assert missing["verdict"] == "inconclusive" and "not computable" in missing["note"]
 
 
 def _results(**changes) -> Chapter4Results:
-    """Hand-made results in which every finding holds; ``changes`` replace fields."""
-    table_4_1 = pd.DataFrame({"proposed_3s": [80.0, 50.0, 70.0], "baseline_3s": [90.0, 50.0, 40.0],
-                              "proposed_5s": [82.0, 55.0, 75.0], "baseline_5s": [92.0, 60.0, 45.0],
-                              "proposed_10s": [85.0, 60.0, 80.0], "baseline_10s": [93.0, 70.0, 50.0]},
-                             index=pd.Index(["drums", "bass", "piano"], name="part"))
-    # Decoys: (a) and (b) belong to neither group of the Table 4.2 finding; counting them would flip it.
-    table_4_2 = _rows({"(a)": 100.0, "(b)": 0.0, "(c)": 40.0, "(d)": 40.0, "(e)": [40, 40, 40, 40, np.nan],
-                       "(f)": [50, 50, 50, np.nan, 50], "(g)": 50.0, "(h)": 50.0, "(i)": 50.0})
-    identification = _rows({"(e)": 10.0, "(g)": [20, 30, 10, 20, 20], "(i)": 80.0, "(j)": 50.0})
-    stem_mix = _rows({"(e)": 0.3, "(g)": 0.9, "(i)": [0.6, 0.7, 0.8, 0.7, 0.7], "(j)": 0.5})
-    correlations = {"reference": _symmetric(np.linspace(0.0, 0.09, 10)), "(e)": _symmetric(np.full(10, 0.5)),
-                    "(i)": _symmetric(np.array([0.1, -0.2, 0.0, 0.1, 0.2, -0.1, 0.1, 0.0, 0.1, 0.2]))}
-    leakage = pd.DataFrame({
-        "subspace": ["drums", "drums", "drums", "bass", "bass", "drums"],
-        "part": ["drums", "bass", "piano", "bass", "drums", "drums"],
-        "relation": ["same", "other", "other", "same", "other", "same"],
-        "excess": [0.4, 0.1, 0.0, 0.2, np.nan, 0.1],
-        "condition": ["(i)", "(i)", "(i)", "(i)", "(i)", "(e)"]})
-    fields = dict(preset="smoke", data_root="", conditions=["e", "g", "i", "j"], table_4_1=table_4_1,
-                  table_4_2=table_4_2, identification=identification, stem_mix_correlation=stem_mix,
-                  subspace_correlation=correlations, table_4_6={}, style_leakage=leakage,
-                  timings={"total": 1.234}, reused={"csn-i": True}, histories={}, n_segments={"grid_5s": 8})
+    fields = dict(preset="smoke", conditions=["e", "i", "j", "k"], seeds=[0], tables=_tables(),
+                  findings=chapter4_findings(_tables()), histories={"csn-i/seed0": [
+                      {"epoch": 1, "train_loss": 0.5, "val_loss": float("nan"), "seconds": 1.0}]},
+                  reused={"csn-i/seed0": True}, timings={"total": 1.234}, n_segments={"grid_5s": 32},
+                  table_4_6={}, listening_test="skipped", style_leakage=pd.DataFrame({
+                      "subspace": ["drums", "drums", "drums", "bass", "bass", "drums"],
+                      "part": ["drums", "bass", "piano", "bass", "drums", "drums"],
+                      "relation": ["same", "other", "other", "same", "other", "same"],
+                      "excess": [0.4, 0.1, 0.0, 0.2, np.nan, 0.1],
+                      "condition": ["(i)", "(i)", "(i)", "(i)", "(i)", "(e)"]}))
     fields.update(changes)
     return Chapter4Results(**fields)
 
 
-def test_tables_4_3_to_4_5_pick_the_thesis_rows():
+def test_cells_follow_the_thesis_layout_and_json_is_strict():
     results = _results()
-    table_4_3 = results.table_4_3()
+    table_4_3 = results.frame("table_4_3")
     assert list(table_4_3.index) == ["wo/pre, wo/norm", "w/pre, wo/norm", "w/pre, w/norm"]
-    assert list(table_4_3.columns) == list(INSTRUMENTS)
-    for label, letter in (("wo/pre, wo/norm", "g"), ("w/pre, wo/norm", "j"), ("w/pre, w/norm", "i")):
-        np.testing.assert_array_equal(table_4_3.loc[label].to_numpy(dtype=float),
-                                      results.identification.loc[f"({letter})"].to_numpy(dtype=float))
-    table_4_4 = results.table_4_4()
-    assert list(table_4_4.index) == ["wo/psd", "w/psd"]
-    np.testing.assert_array_equal(table_4_4.loc["wo/psd"].to_numpy(dtype=float), np.full(5, 0.3))
-    np.testing.assert_array_equal(table_4_4.loc["w/psd"].to_numpy(dtype=float), [0.6, 0.7, 0.8, 0.7, 0.7])
-    # A missing condition drops its row only.
-    partial = _results(identification=results.identification.drop(index="(j)"))
-    assert list(partial.table_4_3().index) == ["wo/pre, wo/norm", "w/pre, w/norm"]
-
-    for block, key in (("a", "reference"), ("b", "(e)"), ("c", "(i)")):
-        upper = results.table_4_5(block)
-        full = results.subspace_correlation[key].to_numpy()
-        values = upper.to_numpy(dtype=float)
-        assert list(upper.index) == list(INSTRUMENTS) and list(upper.columns) == list(INSTRUMENTS)
-        above = np.triu(np.ones((5, 5), dtype=bool), k=1)
-        np.testing.assert_array_equal(values[above], full[above])
-        assert np.isnan(values[~above]).all()  # diagonal and lower triangle left empty, as printed in the thesis
-    assert _results(subspace_correlation={}).table_4_5("c") is None
+    # Rows from (k), (j), (i): the true Table 4.3 rows.
+    assert table_4_3.loc["wo/pre, wo/norm"].tolist() == [20.0] * 5
+    assert table_4_3.loc["w/pre, w/norm"].tolist() == [80.0] * 5
+    assert list(results.frame("table_4_4").index) == ["wo/psd", "w/psd"]
+    blocks = results.frame("table_4_5")
+    assert set(blocks) == {"a", "b", "c"} and blocks["c"].at["drums", "bass"] == pytest.approx(0.1)
+    assert math.isnan(blocks["c"].at["bass", "drums"])  # upper triangle only, as printed in the thesis
+    payload = json.loads(json.dumps(results.to_json(), allow_nan=False))
+    cell = payload["table_4_2"]["(i)"]["drums"]
+    assert set(cell) == {"value", "low", "high"} and cell["value"] == pytest.approx(50.0)
+    assert payload["table_4_1"]["piano"]["proposed_3s"]["value"] == pytest.approx(80.0)
+    assert payload["table_4_5"]["b"]["drums"]["bass"]["value"] == pytest.approx(0.5)
+    assert payload["histories"]["csn-i/seed0"][0]["val_loss"] is None
+    assert [f["verdict"] for f in payload["findings"]] == ["holds"] * 8
+    partial = _results(tables=_tables(identification={"(i)": _tables()["identification"]["(i)"]}))
+    assert list(partial.frame("table_4_3").index) == ["w/pre, w/norm"]
 
 
 def test_leakage_summary_means_per_condition_and_relation():
@@ -404,75 +441,6 @@ def test_leakage_summary_means_per_condition_and_relation():
     assert summary.at["(i)", "own"] == pytest.approx(0.3)
     assert summary.at["(i)", "leakage"] == pytest.approx(0.05)
     assert summary.at["(e)", "own"] == pytest.approx(0.1) and math.isnan(summary.at["(e)", "leakage"])
-    empty = _results(style_leakage=pd.DataFrame(columns=["condition", "relation", "excess"])).leakage_summary()
-    assert empty.empty and list(empty.columns) == ["own", "leakage"]
-
-
-def _holds(results: Chapter4Results) -> dict[str, object]:
-    """``finding's table -> holds`` (key: ``Table 4.x`` at the start of the claim)."""
-    table = findings(results)
-    assert list(table.columns) == ["finding (thesis)", "ours", "holds"]
-    out = {}
-    for claim, holds in zip(table["finding (thesis)"], table["holds"]):
-        key = claim.split(":")[0]
-        assert holds is None or isinstance(holds, (bool, np.bool_)), (claim, holds)
-        out[key] = None if holds is None else bool(holds)
-    return out
-
-
-def test_findings_hold_exactly_as_the_numbers_say():
-    base = _results()
-    assert _holds(base) == {"Table 4.2": True, "Table 4.5": True, "Table 4.4": True, "Table 4.3": True,
-                            "Table 4.1": True}
-    ours = dict(zip(findings(base)["finding (thesis)"].str.split(":").str[0], findings(base)["ours"]))
-    assert "50.0" in ours["Table 4.2"] and "40.0" in ours["Table 4.2"]
-    # (i)'s mean |r| = mean(|upper triangle|) = 1.1 / 10.
-    assert "0.110" in ours["Table 4.5"] and "0.500" in ours["Table 4.5"]
-
-    # Flip each finding on its own.
-    table_4_2 = base.table_4_2.copy()
-    table_4_2.loc[["(f)", "(g)", "(h)", "(i)"]] = 39.0
-    assert _holds(_results(table_4_2=table_4_2))["Table 4.2"] is False
-    # |r| counts, not r: strongly negative correlations between (i)'s subspaces are not "less correlated".
-    negative = {**base.subspace_correlation, "(i)": _symmetric(np.full(10, -0.6))}
-    assert _holds(_results(subspace_correlation=negative))["Table 4.5"] is False
-    stem_mix = base.stem_mix_correlation.copy()
-    stem_mix.loc["(i)"] = 0.2
-    assert _holds(_results(stem_mix_correlation=stem_mix))["Table 4.4"] is False
-    identification = base.identification.copy()
-    identification.loc["(j)"] = 90.0  # (g) < (j) but (j) > (i)
-    assert _holds(_results(identification=identification))["Table 4.3"] is False
-    table_4_1 = base.table_4_1.copy()
-    table_4_1.at["piano", "proposed_10s"] = 49.0  # one length where the baseline wins
-    flipped = _holds(_results(table_4_1=table_4_1))
-    assert flipped["Table 4.1"] is False
-    assert {key: value for key, value in flipped.items() if key != "Table 4.1"} == {
-        "Table 4.2": True, "Table 4.5": True, "Table 4.4": True, "Table 4.3": True}
-
-    # Not computable -> None.
-    assert _holds(_results(table_4_2=base.table_4_2.drop(index=["(c)", "(d)", "(e)"])))["Table 4.2"] is None
-    assert _holds(_results(subspace_correlation={"(i)": base.subspace_correlation["(i)"]}))["Table 4.5"] is None
-    assert _holds(_results(stem_mix_correlation=base.stem_mix_correlation.drop(index="(e)")))["Table 4.4"] is None
-    assert _holds(_results(identification=base.identification.drop(index="(j)")))["Table 4.3"] is None
-    no_baseline = base.table_4_1.copy()
-    no_baseline[["baseline_3s", "baseline_5s", "baseline_10s"]] = np.nan
-    assert _holds(_results(table_4_1=no_baseline))["Table 4.1"] is None
-    assert "Table 4.1" not in _holds(_results(table_4_1=base.table_4_1.drop(index="piano")))
-
-
-def test_to_json_is_strict_json_with_null_for_nan():
-    results = _results()
-    payload = results.to_json()
-    text = json.dumps(payload, allow_nan=False)
-    again = json.loads(text)
-    # Table 4.2's NaN cell ((e), others) is null; the numbers are the frame's.
-    table = again["table_4_2"]
-    row, column = table["index"].index("(e)"), table["columns"].index("others")
-    assert table["data"][row][column] is None
-    assert table["data"][table["index"].index("(i)")] == [50.0] * 5
-    assert again["table_4_5"]["c"]["data"][0][0] is None and again["table_4_5"]["c"]["data"][0][1] == 0.1
-    assert again["timings"] == {"total": 1.23} and again["chapter"] == 4
-    assert again["table_4_6"] == {}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -503,23 +471,31 @@ def test_wide_comparison_layout_and_values():
 
 
 # --------------------------------------------------------------------------------------------------------------
-# partsim csn evaluate
+# partsim csn run
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_cli_evaluate_help_and_conditions(capsys):
+def test_cli_run_help_options_and_conditions(capsys, tmp_path):
     with pytest.raises(SystemExit) as stop:
-        main(["csn", "evaluate", "--help"])
+        main(["csn", "run", "--help"])
     assert stop.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: partsim csn evaluate") and "4.6" in out and "--conditions" in out
+    assert out.startswith("usage: partsim csn run") and "--seeds" in out and "--out" in out and "%%" not in out
     with pytest.raises(SystemExit) as stop:
-        main(["csn", "evaluate", "--conditions", "x,y"])
+        main(["csn", "run", "--conditions", "x,y"])
     assert stop.value.code == 2
     assert "--conditions" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["csn", "evaluate", "--help"])  # renamed to 'run'
     assert parse_conditions("a, e ,I") == ["a", "e", "i"]
     assert parse_conditions(" ALL ") == "all"
-    assert parse_conditions("(a),(j)") == ["a", "j"]
+    assert parse_conditions("(a),(k)") == ["a", "k"]
+    # --out is checked before any work: a folder is refused at once.
+    assert main(["csn", "run", "--preset", "smoke", "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "csn", "--help"])
+    assert "--seeds" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -548,10 +524,14 @@ def _knn_nearest_rule(points: np.ndarray, labels: np.ndarray, k: int = 5) -> np.
 
 
 @pytest.fixture(scope="module")
-def chapter4_smoke():
+def chapter4_smoke(tmp_path_factory):
     from partsim_core.csn.run import run_chapter4
+    from partsim_core.data.dataset import load_dataset
 
-    return run_chapter4("smoke", conditions=["a", "e", "i"], progress=False, device="cpu")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PARTSIM_CACHE", str(tmp_path_factory.mktemp("cache")))
+        data = load_dataset("smoke")
+        yield run_chapter4(data, conditions=["a", "e", "i"], seeds=2, progress=False, device="cpu")
 
 
 @pytest.mark.slow
@@ -560,91 +540,104 @@ def test_smoke_chapter4_end_to_end(chapter4_smoke):
     from scipy.stats import pearsonr
     from sklearn.neighbors import KNeighborsClassifier
 
+    from partsim_core.csn.conditions import train_condition
     from partsim_core.csn.metrics import subspace
 
-    from partsim_core.csn.conditions import train_condition
-
     results = chapter4_smoke
-    assert results.conditions == ["a", "e", "i"]
+    assert results.conditions == ["a", "e", "i"] and results.seeds == [0, 1]
     data = results.data
     grid = results.grids[EVALUATION_SECONDS]
     vectors = results.embeddings["i"]["mix_5"]
     assert vectors.shape == (len(grid), 640) and np.isfinite(vectors).all()
 
-    # (i)'s network from the artefact cache (reused: the run above trained or reused it), run directly on the
-    # grid excerpts of the mixes; at 5 s it must reproduce the stored embeddings.
-    trained = train_condition("i", "smoke", device="cpu", progress=False, data=data)
-    assert trained.reused
-    network = trained.model.eval()
+    # (i)'s networks from the artefact cache (reused: the run above trained them), run directly on the grid
+    # excerpts of the mixes; at 5 s seed 0 must reproduce the stored embeddings.
+    networks = []
+    for seed in (0, 1):
+        trained = train_condition("i", data, device="cpu", progress=False, seed=seed)
+        assert trained.reused
+        networks.append(trained.model.eval())
     tracks = data.tracks_by_id
 
-    def direct_embeddings(seconds: float) -> np.ndarray:
+    def direct_embeddings(seconds: float, network) -> np.ndarray:
         one = results.grids[seconds]
         waves = np.stack([np.asarray(data.cache.get(tracks[track_id], MIX)[start:start + one.length], np.float32)
                           for track_id, start in zip(one.track_ids, one.starts)])
         with torch.no_grad():
             return network(LogMel(data.preset.frontend)(torch.from_numpy(waves))).numpy()
 
-    np.testing.assert_allclose(direct_embeddings(EVALUATION_SECONDS), vectors, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(direct_embeddings(EVALUATION_SECONDS, networks[0]), vectors, rtol=1e-4, atol=1e-5)
 
     # Table 4.1, proposed: leave-one-out 5-NN track ID on subspace `part` of (i)'s mix embeddings, over the
-    # segments where the part sounds. At 5 s (the brief's check) the smoke tracks give only two segments each,
-    # so the true track never wins a vote; 3 s (four per track) is where the comparison has teeth.
+    # segments where the part sounds, averaged over the two seeds. At 5 s the smoke tracks give only two segments
+    # each, so the true track never wins a vote; 3 s (four per track) is where the comparison has teeth.
+    table_4_1 = results.frame("table_4_1")
     compared = 0
-    for seconds, points_all in ((EVALUATION_SECONDS, vectors), (3.0, direct_embeddings(3.0))):
+    for seconds in (EVALUATION_SECONDS, 3.0):
         one = results.grids[seconds]
+        points_by_seed = [direct_embeddings(seconds, network) for network in networks]
         for column, part in enumerate(INSTRUMENTS):
             rows = np.flatnonzero(one.part_active[:, column])
-            ours = results.table_4_1.at[part, f"proposed_{seconds:g}s"]
+            ours = table_4_1.at[part, f"proposed_{seconds:g}s"]
             if rows.size < 2:
                 assert math.isnan(ours)
                 continue
-            points, labels = subspace(points_all[rows], part), one.track_ids[rows]
-            expected = 100.0 * np.mean(_knn_nearest_rule(points, labels) == labels)
-            assert ours == pytest.approx(expected, abs=1e-9), (seconds, part)
-            # Where no vote is tied, scikit-learn's own classifier (fit on all other points) agrees.
-            sklearn_predictions = []
-            tied = False
-            for target in range(rows.size):
-                others = np.delete(np.arange(rows.size), target)
-                model = KNeighborsClassifier(n_neighbors=min(5, others.size), algorithm="brute")
-                model.fit(points[others], labels[others])
-                probabilities = model.predict_proba(points[target:target + 1])[0]
-                tied |= int(np.sum(probabilities == probabilities.max())) > 1
-                sklearn_predictions.append(model.predict(points[target:target + 1])[0])
-            if not tied:
-                assert ours == pytest.approx(100.0 * np.mean(np.asarray(sklearn_predictions) == labels), abs=1e-9)
+            labels = one.track_ids[rows]
+            per_seed = []
+            for points_all in points_by_seed:
+                points = subspace(points_all[rows], part)
+                per_seed.append(100.0 * np.mean(_knn_nearest_rule(points, labels) == labels))
+                # Where no vote is tied, scikit-learn's own classifier (fit on all other points) agrees.
+                sklearn_predictions, tied = [], False
+                for target in range(rows.size):
+                    others = np.delete(np.arange(rows.size), target)
+                    model = KNeighborsClassifier(n_neighbors=min(5, others.size), algorithm="brute")
+                    model.fit(points[others], labels[others])
+                    probabilities = model.predict_proba(points[target:target + 1])[0]
+                    tied |= int(np.sum(probabilities == probabilities.max())) > 1
+                    sklearn_predictions.append(model.predict(points[target:target + 1])[0])
+                if not tied:
+                    assert per_seed[-1] == pytest.approx(100.0 * np.mean(np.asarray(sklearn_predictions) == labels))
+            assert ours == pytest.approx(np.mean(per_seed), abs=1e-6), (seconds, part)
+            low = results.frame("table_4_1", "low").at[part, f"proposed_{seconds:g}s"]
+            high = results.frame("table_4_1", "high").at[part, f"proposed_{seconds:g}s"]
+            assert low <= ours <= high
             compared += 1
     assert compared >= 8
-    assert np.nanmax(results.table_4_1["proposed_3s"].to_numpy(dtype=float)) > 0  # a non-trivial column
 
     # Table 4.2: rows (a), (e), (i); percentages or NaN.
-    table_4_2 = results.table_4_2
+    table_4_2 = results.frame("table_4_2")
     assert list(table_4_2.index) == ["(a)", "(e)", "(i)"] and list(table_4_2.columns) == list(INSTRUMENTS)
     values = table_4_2.to_numpy(dtype=float)
     assert np.all(np.isnan(values) | ((values >= 0) & (values <= 100)))
     assert np.isfinite(values[1:]).any()  # the CSN rows are computed somewhere
 
-    # Table 4.5c: upper triangle of the symmetric matrix of distance-matrix correlations between (i)'s subspaces
-    # on the mix-active rows.
+    # Table 4.5c: upper triangle of the correlations between (i)'s subspaces on the mix-active rows, averaged over
+    # the seeds.
     mix_rows = np.flatnonzero(grid.mix_active)
-    distances = [pdist(subspace(vectors[mix_rows], part)) for part in INSTRUMENTS]
-    table_4_5c = results.table_4_5("c")
-    full = results.subspace_correlation["(i)"].to_numpy(dtype=float)
-    np.testing.assert_allclose(full, full.T, equal_nan=True)
+    per_seed = [direct_embeddings(EVALUATION_SECONDS, network)[mix_rows] for network in networks]
+    table_4_5c = results.frame("table_4_5")["c"]
     for i in range(5):
         for j in range(5):
-            cell = table_4_5c.iat[i, j]
+            value = table_4_5c.iat[i, j]
             if j <= i:
-                assert math.isnan(cell)
-            elif np.ptp(distances[i]) == 0 or np.ptp(distances[j]) == 0:
-                assert math.isnan(cell)
-            else:
-                assert cell == pytest.approx(pearsonr(distances[i], distances[j])[0], abs=1e-6), (i, j)
-    assert table_4_5c is not None and results.table_4_5("b") is not None and results.table_4_5("a") is not None
+                assert math.isnan(value)
+                continue
+            expected = []
+            for points in per_seed:
+                first, second = pdist(subspace(points, INSTRUMENTS[i])), pdist(subspace(points, INSTRUMENTS[j]))
+                expected.append(math.nan if np.ptp(first) == 0 or np.ptp(second) == 0 else
+                                pearsonr(first, second)[0])
+            assert value == pytest.approx(np.mean(expected), abs=1e-4, nan_ok=True), (i, j)
+    assert set(results.frame("table_4_5")) == {"a", "b", "c"}
 
-    # JSON: strict (NaN written as null).
-    payload = results.to_json()
-    json.dumps(payload, allow_nan=False)
-    assert payload["conditions"] == ["a", "e", "i"]
-    assert set(payload["table_4_5"]) == {"a", "b", "c"}
+    # JSON: strict, every table cell {"value", "low", "high"}, findings with verdicts, a history per model.
+    payload = json.loads(json.dumps(results.to_json(), allow_nan=False))
+    assert payload["conditions"] == ["a", "e", "i"] and payload["seeds"] == [0, 1]
+    for name in ("table_4_1", "table_4_2", "table_4_3", "table_4_4"):
+        for row in payload[name].values():
+            for cell in row.values():
+                assert set(cell) == {"value", "low", "high"}
+    assert all(f["verdict"] in ("holds", "does not hold", "inconclusive") for f in payload["findings"])
+    assert {"csn-i/seed0", "csn-i/seed1", "csn-e/seed1", "csn-pretrain/seed0",
+            "part-drums-separated/seed1"} <= set(payload["histories"])

@@ -1,27 +1,32 @@
-"""Chapter 4: the nine training conditions (a)-(i) of thesis Table 4.2 and the CSN training of each.
+"""Chapter 4: the training conditions (a)-(i) of thesis Table 4.2 (plus (j), (k) for Table 4.3) and the CSN
+training of each.
 
 Every condition switches five ideas of thesis 4.3 on or off: the norm loss (``norm``, 4.3.4), pseudo musical
 pieces (``psd``, 4.3.3), basic triplets (``basic``), additional triplets (``add``) and pre-training (``pre``,
 4.3.5). Condition (a) is the chapter-3 baseline (per-part networks on separated stems; nothing is trained here);
 (b) is the pre-trained network alone; (c)-(e) train on same-track triplets of dataset pieces (Fig. 4.2); (f)-(i)
-on pseudo pieces (Fig. 4.3).
+on pseudo pieces (Fig. 4.3). Table 4.3's rows need two conditions that are not rows of Table 4.2: (k) = psd +
+basic + add ("wo/pre, wo/norm") and (j) = (k) + pre ("w/pre, wo/norm"); (i) is its "w/pre, w/norm" row.
 
 Choices made here, documented because the thesis leaves them open:
 
-* **Created silences** (4.3.4) go with the pseudo pieces: they are a way of *making* pseudo pieces, and the
-  Fig. 4.2 sampler (dataset pieces) has no parts to drop.
+* **Created silences** (4.3.4) are part of the training data: every triplet-trained condition, on pseudo pieces
+  and on dataset pieces alike (see :mod:`partsim_core.csn.pseudo_pieces`), drops parts to balance each part's
+  total sounding time.
 * **Loss** (:class:`CSNLoss`): masked triplet loss on the basic triplets, plus (``add``) the masked triplet loss
   on (anchor, negative, positive) under the additional condition, averaged over the rows that have one, plus
   (``norm``) ``lambda x`` the norm loss averaged over anchor, positive and negative.
-* **Pre-training** (:func:`pretraining_setup`): dataset segments (3 s, 50 % overlap) of the first
-  ``csn.pretrain_tracks`` training tracks (thesis: 200) where at least one part is audible; the targets are the
-  chapter-3 ideal per-part networks' outputs on each part's clean segment, with a zero block where that part is
-  silent (mean power <= the silence threshold) or missing. The pre-trained :class:`CSNModel` (encoder *and* norm
-  bias) is trained once and cached; every ``pre`` condition starts from its weights, and its artefact key enters
-  theirs, so retraining the pre-training retrains them.
+* **Pre-training** (:func:`pretraining_setup`, thesis 4.3.5 and 4.4.1): dataset segments (3 s, 50 % overlap) of
+  the first ``csn.pretrain_tracks`` training tracks (thesis: 200) where at least one part sounds; the targets are
+  the outputs of five per-part networks on each part's clean segment, with a zero block where that part is silent
+  (mean power below the silence threshold) or missing. As thesis 4.4.1 says, the per-part target networks are
+  trained (chapter 3's way, on ideal stems) **on the same pre-training pieces** (``targets="pretraining"``, the
+  default); ``targets="chapter3"`` uses chapter 3's ideal networks trained on every training track instead (our
+  earlier reading, kept as an option). The pre-trained :class:`CSNModel` (encoder *and* norm bias) is trained
+  once per seed and cached; every ``pre`` condition starts from its weights, and its artefact key enters theirs.
 * **Number of pre-training epochs**: not in the thesis; a preset setting (``csn.pretrain_epochs``).
-
-Used by: ``partsim train csn`` / ``partsim csn conditions`` and ``notebooks/ch4_csn_ablations``.
+* **No early stopping**: the thesis trains a fixed number of epochs (4.4.1: 1,000), so the CSN runs every epoch
+  of the preset; the validation loss is recorded per epoch, never used to stop.
 """
 
 from __future__ import annotations
@@ -29,10 +34,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,14 +44,17 @@ import torch
 from torch import nn
 
 from partsim_core import INSTRUMENTS
+from partsim_core.baseline.networks import train_part_network
+from partsim_core.csn.pseudo_pieces import PseudoTripletConfig, PseudoTripletTask
+from partsim_core.data.dataset import DatasetHandle
+from partsim_core.data.segments import SegmentIndex, segment_length, track_tempo
+from partsim_core.embed import embed
 from partsim_core.errors import PartsimError
+from partsim_core.frontend import LogMel
 from partsim_core.losses import NormLoss, masked_triplet_loss, pretraining_loss
 from partsim_core.models import CSNEncoder
-from partsim_core.presets import CSNConfig, get_preset
-
-if TYPE_CHECKING:
-    from partsim_core.data.dataset import DatasetHandle
-    from partsim_core.training import TrainConfig, TrainResult
+from partsim_core.presets import CSNConfig
+from partsim_core.training import TrainConfig, TrainResult, load_trained, train
 
 #: Artefact kind (folder under ``cache_root()/models``) of the CSN runs.
 CSN_KIND = "csn"
@@ -113,19 +120,29 @@ CONDITIONS: dict[str, Condition] = {c.letter: c for c in (
 )}
 
 
-#: Conditions some table needs that are not rows of Table 4.2: ``j`` is Table 4.3's middle row "w/pre, wo/norm"
-#: (psd + basic + add + pre, i.e. (i) without the norm loss).
+#: Conditions Table 4.3 needs that are not rows of Table 4.2: its first row "wo/pre, wo/norm" is (k) = psd + basic
+#: + add (no norm loss, no pre-training); its middle row "w/pre, wo/norm" is (j) = (k) + pre, i.e. (i) without the
+#: norm loss. Its last row "w/pre, w/norm" is (i).
 EXTRA_CONDITIONS: dict[str, Condition] = {c.letter: c for c in (
     Condition("j", psd=True, basic=True, add=True, pre=True,
               description="Table 4.3 'w/pre, wo/norm': (i) without the norm loss (not a row of Table 4.2)"),
+    Condition("k", psd=True, basic=True, add=True,
+              description="Table 4.3 'wo/pre, wo/norm': pseudo pieces + basic and additional triplets, no norm "
+                          "loss, no pre-training (not a row of Table 4.2)"),
 )}
+
+#: Every condition letter: Table 4.2's rows, then the extra ones.
+ALL_LETTERS: tuple[str, ...] = (*CONDITIONS, *EXTRA_CONDITIONS)
+
+#: Where the pre-training's per-part target networks come from (see the module docstring).
+PRETRAINING_TARGETS: tuple[str, ...] = ("pretraining", "chapter3")
 
 
 def get_condition(letter: str) -> Condition:
-    """The condition of Table 4.2 row ``letter`` (``"i"`` or ``"(i)"``, any case), or an extra one (``j``).
+    """The condition of Table 4.2 row ``letter`` (``"i"`` or ``"(i)"``, any case), or an extra one (``j``, ``k``).
 
     Raises:
-        PartsimError: not one of a-j.
+        PartsimError: not one of a-k.
     """
     key = str(letter).strip().lower().strip("()")
     known = {**CONDITIONS, **EXTRA_CONDITIONS}
@@ -134,14 +151,20 @@ def get_condition(letter: str) -> Condition:
     return known[key]
 
 
-def conditions_table() -> pd.DataFrame:
-    """The registry as a table (index: Table 4.2 row; columns baseline + the switches as bools, description).
+def condition_switches(condition: Condition) -> dict[str, Any]:
+    """One condition as plain data: letter, row, the table it belongs to, baseline, the five switches, whether its
+    training data has created silences, and the description."""
+    return {"letter": condition.letter, "row": condition.row,
+            "table": "4.2" if condition.letter in CONDITIONS else "4.3", "baseline": condition.is_baseline,
+            **{name: getattr(condition, name) for name in SWITCHES},
+            "created_silences": condition.basic and not condition.is_baseline,
+            "description": condition.description}
 
-    Used by ``partsim csn conditions`` and the chapter-4 notebook.
-    """
-    rows = [{"row": c.row, "baseline": c.is_baseline, **{name: getattr(c, name) for name in SWITCHES},
-             "description": c.description} for c in CONDITIONS.values()]
-    return pd.DataFrame(rows).set_index("row")
+
+def conditions_table() -> pd.DataFrame:
+    """Every condition (Table 4.2's rows and the extra ones) as a table indexed by row label."""
+    rows = [condition_switches(c) for c in (*CONDITIONS.values(), *EXTRA_CONDITIONS.values())]
+    return pd.DataFrame(rows).drop(columns="letter").set_index("row")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -173,8 +196,6 @@ def build_csn_model(n_mels: int, width: int, initial_weights: str | None = None)
     """
     model = CSNModel(n_mels, width)
     if initial_weights is not None:
-        from partsim_core.training import load_trained
-
         model = load_trained(Path(initial_weights), model)
         model.train()
     return model
@@ -265,8 +286,6 @@ class PretrainingTask:
     def __init__(self, source: Any, tracks_by_id: dict[str, Any], refs: list[tuple[str, int]],
                  target_parts: torch.Tensor, present: torch.Tensor, frontend: Any, width: int, batch_size: int,
                  seed: int, length: int) -> None:
-        from partsim_core.frontend import LogMel
-
         if not refs:
             raise PartsimError("pre-training found no segment with an audible part in its training tracks")
         self.source, self.tracks_by_id, self.refs = source, tracks_by_id, list(refs)
@@ -319,115 +338,128 @@ class PretrainingTask:
         return None
 
 
-def pretraining_segments(data: DatasetHandle, n_tracks: int | None,
-                         ) -> list[tuple[Any, list[int], np.ndarray, np.ndarray]]:
-    """Dataset segments of the pre-training, track by track: 3 s, 50 % overlap, first ``n_tracks`` train tracks.
+#: Pre-training segments per (tracks' fingerprint, seconds, threshold): found once per process.
+_SEGMENTS_MEMO: dict[tuple, tuple[list[tuple[str, int]], np.ndarray, dict[str, SegmentIndex | None]]] = {}
 
-    Returns:
-        One ``(track, starts, part_signals, present)`` per track with at least one segment where a part is
-        audible: ``part_signals`` float32 ``(n, 5, samples)`` (clean parts, zeros for missing ones), ``present``
-        float32 ``(n, 5)`` (mean power > the preset's silence threshold).
+
+def pretraining_tracks(data: DatasetHandle, csn: CSNConfig) -> list[Any]:
+    """The training tracks of the pre-training: the first ``csn.pretrain_tracks`` (thesis: 200), or all."""
+    return list(data.train_tracks if csn.pretrain_tracks is None else data.train_tracks[:csn.pretrain_tracks])
+
+
+def pretraining_segments(data: DatasetHandle, tracks: list[Any],
+                         ) -> tuple[list[tuple[str, int]], np.ndarray, dict[str, SegmentIndex | None]]:
+    """Dataset segments of the pre-training: 3 s, 50 % overlap, where at least one part sounds.
+
+    Built from one :class:`~partsim_core.data.segments.SegmentIndex` per part (the project's segment grid and
+    silence rule). Returns ``(refs, present, indices)``: ``refs`` the ``(track id, start)`` of every segment (track
+    by track, ascending starts), ``present`` float32 ``(n, 5)`` (1 where the part's clean segment is not silent),
+    and the per-part index (``None`` for a part no track plays).
     """
-    from partsim_core.data.segments import segment_length, segment_starts
-
     settings = data.preset
-    rate = settings.frontend.sample_rate
-    length = segment_length(rate, settings.segment_seconds)
-    tracks = data.train_tracks if n_tracks is None else data.train_tracks[:n_tracks]
-    result = []
+    key = (data.fingerprint(tracks), settings.segment_seconds, settings.silence_threshold,
+           data.cache.sample_rate)
+    if key in _SEGMENTS_MEMO:
+        return _SEGMENTS_MEMO[key]
+    indices: dict[str, SegmentIndex | None] = {}
+    for part in INSTRUMENTS:
+        try:
+            indices[part] = SegmentIndex(data.cache, tracks, part, settings.segment_seconds, overlap=True,
+                                         threshold=settings.silence_threshold)
+        except PartsimError as error:
+            if "no non-silent" not in str(error):
+                raise
+            indices[part] = None
+    refs: list[tuple[str, int]] = []
+    rows: list[np.ndarray] = []
     for track in tracks:
-        existing = [part for part in INSTRUMENTS if part in track.stems_by_group()]
-        if not existing:
-            continue
-        arrays: dict = {}
-        samples = max(data.cache.get(track, part).shape[0] for part in existing)
-        starts = segment_starts(samples, rate, settings.segment_seconds, overlap=True)
-        if starts.size == 0:
-            continue
-        signals = np.stack([segment_parts(data.cache, track, int(start), length, arrays) for start in starts])
-        present = np.mean(np.square(signals, dtype=np.float64), axis=2) > settings.silence_threshold
-        keep = present.any(axis=1)
-        if keep.any():
-            result.append((track, [int(start) for start in starts[keep]], signals[keep],
-                           present[keep].astype(np.float32)))
-    return result
+        by_part = [set() if index is None else set(index.starts.get(track.track_id, np.zeros(0)).tolist())
+                   for index in indices.values()]
+        for start in sorted(set().union(*by_part)):
+            refs.append((track.track_id, int(start)))
+            rows.append(np.array([start in starts for starts in by_part], dtype=np.float32))
+    present = np.stack(rows) if rows else np.zeros((0, len(INSTRUMENTS)), dtype=np.float32)
+    _SEGMENTS_MEMO[key] = (refs, present, indices)
+    return refs, present, indices
 
 
-def pretraining_targets(part_signals: np.ndarray, present: np.ndarray, networks: dict[str, nn.Module | None],
-                        frontend: Any, batch_size: int = 64) -> torch.Tensor:
+def pretraining_targets(data: DatasetHandle, refs: list[tuple[str, int]], indices: dict[str, SegmentIndex | None],
+                        networks: dict[str, nn.Module | None], device: str = "cpu",
+                        batch_size: int = 64) -> torch.Tensor:
     """Per-part network outputs ``g_j(x_ij)`` on the clean part segments: ``(n, 5, D)``, zero where absent.
 
-    A part whose network is ``None`` (no training track has it) gets a zero block everywhere.
+    Each part's sounding segments are embedded through :func:`partsim_core.embed.embed` (streamed in batches from
+    the stem cache); a part whose network is ``None`` (no training track has it) gets a zero block everywhere.
     """
-    from partsim_core.frontend import LogMel
-
-    log_mel = LogMel(frontend)
     dims = {int(getattr(model, "embedding_dim", 128)) for model in networks.values() if model is not None}
     if len(dims) > 1:
         raise PartsimError(f"the per-part networks disagree on the embedding size: {sorted(dims)}")
     dim = dims.pop() if dims else 128
-    targets = torch.zeros(part_signals.shape[0], len(INSTRUMENTS), dim)
-    with torch.no_grad():
-        for column, part in enumerate(INSTRUMENTS):
-            model = networks.get(part)
-            if model is None:
-                continue
-            model.eval()
-            for first in range(0, part_signals.shape[0], batch_size):
-                waveforms = torch.from_numpy(part_signals[first:first + batch_size, column])
-                targets[first:first + batch_size, column] = model(log_mel(waveforms)).float()
-    return targets * torch.from_numpy(present).unsqueeze(-1)
+    row_of = {ref: row for row, ref in enumerate(refs)}
+    targets = torch.zeros(len(refs), len(INSTRUMENTS), dim)
+    for column, part in enumerate(INSTRUMENTS):
+        model, index = networks.get(part), indices.get(part)
+        if model is None or index is None:
+            continue
+        vectors = embed(model, data.cache, data.tracks_by_id, index, data.preset.frontend, batch_size=batch_size,
+                        device=device)
+        rows = [row_of[(index.track_ids[position], int(start))] for position, start in index.refs()]
+        targets[rows, column] = torch.from_numpy(vectors)
+    return targets
 
 
-def _all_pretraining_targets(data: DatasetHandle, n_tracks: int | None,
-                             networks: dict[str, nn.Module | None]) -> torch.Tensor:
+def _all_pretraining_targets(data: DatasetHandle, tracks: list[Any], networks: dict[str, nn.Module | None],
+                             device: str) -> torch.Tensor:
     """Targets of every pre-training segment, in :func:`pretraining_segments` order (module-level: picklable)."""
-    blocks = [pretraining_targets(signals, present, networks, data.preset.frontend)
-              for _track, _starts, signals, present in pretraining_segments(data, n_tracks)]
-    return torch.cat(blocks)
+    refs, _present, indices = pretraining_segments(data, tracks)
+    return pretraining_targets(data, refs, indices, networks, device=device)
+
+
+def target_networks(data: DatasetHandle, csn: CSNConfig, targets: str = "pretraining", device: str = "auto",
+                    seed: int = 0, progress: bool = False) -> dict[str, TrainResult | None]:
+    """Train (or reuse) the five per-part target networks of the pre-training (chapter 3's way, ideal stems).
+
+    ``targets="pretraining"`` trains them on the pre-training tracks (thesis 4.4.1); ``"chapter3"`` uses chapter
+    3's ideal networks trained on every training track. A part no training track plays gets ``None``.
+
+    Raises:
+        PartsimError: an unknown ``targets``.
+    """
+    if targets not in PRETRAINING_TARGETS:
+        raise PartsimError(f"unknown pre-training targets {targets!r}; choose one of: {', '.join(PRETRAINING_TARGETS)}")
+    source = dataclasses.replace(data, train_tracks=pretraining_tracks(data, csn)) if targets == "pretraining" \
+        else data
+    out: dict[str, TrainResult | None] = {}
+    for part in INSTRUMENTS:
+        try:
+            out[part] = train_part_network(source, part, "ideal", device=device, progress=progress, seed=seed)
+        except PartsimError:
+            # No training track plays this part (too few to form triplets): its block of every target is zero.
+            out[part] = None
+    return out
 
 
 def pretraining_setup(data: DatasetHandle, csn: CSNConfig, epochs: int | None = None, device: str = "auto",
-                      seed: int = 0, progress: bool = False) -> tuple[PretrainingTask, TrainConfig]:
-    """Train (or reuse) the five chapter-3 ideal networks and build the pre-training task and config.
-
-    Used by: :func:`train_pretraining`; tests.
-    """
-    from partsim_core.baseline.networks import train_part_network
-    from partsim_core.data.segments import segment_length
-    from partsim_core.training import TrainConfig
-
-    networks: dict[str, nn.Module | None] = {}
-    network_keys: dict[str, str | None] = {}
-    for part in INSTRUMENTS:
-        try:
-            result = train_part_network(data, part, "ideal", device=device, progress=progress, seed=seed)
-        except PartsimError:
-            # No training track plays this part: its block of every target is zero.
-            networks[part], network_keys[part] = None, None
-            continue
-        networks[part], network_keys[part] = result.model, result.out_dir.name
-    # The segment list is the same for every pre-training condition of one dataset load: found once.
-    memo = data.__dict__.setdefault("_pretraining_refs", {})
-    if csn.pretrain_tracks not in memo:
-        found_refs, found_presence = [], []
-        for track, starts, _signals, present in pretraining_segments(data, csn.pretrain_tracks):
-            found_refs += [(track.track_id, start) for start in starts]
-            found_presence.append(torch.from_numpy(present))
-        memo[csn.pretrain_tracks] = (found_refs, found_presence)
-    refs, presence = memo[csn.pretrain_tracks]
+                      seed: int = 0, progress: bool = False, targets: str = "pretraining",
+                      ) -> tuple[PretrainingTask, TrainConfig]:
+    """Train (or reuse) the five target networks and build the pre-training task and config."""
+    trained = target_networks(data, csn, targets, device=device, seed=seed, progress=progress)
+    networks = {part: None if result is None else result.model for part, result in trained.items()}
+    network_keys = {part: None if result is None else result.out_dir.name for part, result in trained.items()}
+    tracks = pretraining_tracks(data, csn)
+    refs, present, _indices = pretraining_segments(data, tracks)
     if not refs:
         raise PartsimError("pre-training found no segment with an audible part in its training tracks")
     length = segment_length(data.preset.frontend.sample_rate, data.preset.segment_seconds)
-    targets = functools.partial(_all_pretraining_targets, data, csn.pretrain_tracks, networks)
-    task = PretrainingTask(data.cache, data.tracks_by_id, refs, targets, torch.cat(presence),
+    # The targets are computed only when a batch needs them: reusing a cached pre-trained network embeds nothing.
+    target_fn = functools.partial(_all_pretraining_targets, data, tracks, networks, "cpu")
+    task = PretrainingTask(data.cache, data.tracks_by_id, refs, target_fn, torch.from_numpy(present),
                            data.preset.frontend, csn.width, csn.batch_size, seed, length)
-    tracks = data.train_tracks if csn.pretrain_tracks is None else data.train_tracks[:csn.pretrain_tracks]
     config = TrainConfig(
         run_name="csn-pretrain", seed=seed, epochs=epochs or csn.pretrain_epochs,
         steps_per_epoch=task.steps_per_epoch, batch_size=csn.batch_size, lr=csn.lr, device=device,
         model={"architecture": "CSNModel", "n_mels": data.preset.frontend.n_mels, "width": csn.width},
-        data={"train": data.fingerprint(tracks), "part_networks": network_keys,
+        data={"train": data.fingerprint(tracks), "targets": targets, "part_networks": network_keys,
               "frontend": dataclasses.asdict(data.preset.frontend), "segment_seconds": data.preset.segment_seconds,
               "silence_threshold": data.preset.silence_threshold, "segments": len(refs)},
     )
@@ -435,11 +467,11 @@ def pretraining_setup(data: DatasetHandle, csn: CSNConfig, epochs: int | None = 
 
 
 def train_pretraining(data: DatasetHandle, csn: CSNConfig, epochs: int | None = None, device: str = "auto",
-                      resume: bool = True, progress: bool = True, seed: int = 0) -> TrainResult:
-    """Pre-train (or reuse) the CSN (thesis 4.3.5); condition (b), and the start of (e), (h), (i)."""
-    from partsim_core.training import train
-
-    task, config = pretraining_setup(data, csn, epochs=epochs, device=device, seed=seed, progress=progress)
+                      resume: bool = True, progress: bool = True, seed: int = 0,
+                      targets: str = "pretraining") -> TrainResult:
+    """Pre-train (or reuse) the CSN (thesis 4.3.5); condition (b), and the start of (e), (h), (i), (j)."""
+    task, config = pretraining_setup(data, csn, epochs=epochs, device=device, seed=seed, progress=progress,
+                                     targets=targets)
     return train(task, config, kind=CSN_KIND, resume=resume, progress=progress)
 
 
@@ -455,14 +487,8 @@ def _check_epochs(epochs: int | None) -> None:
 
 def condition_setup(condition: Condition, data: DatasetHandle, csn: CSNConfig, epochs: int | None = None,
                     device: str = "auto", seed: int = 0, pretrained_dir: Path | None = None) -> tuple[Any, Any]:
-    """The :class:`~partsim_core.csn.pseudo_pieces.PseudoTripletTask` and TrainConfig of a trained condition (c)-(i).
-
-    ``pretrained_dir`` (the pre-training's artefact folder) is needed for ``pre`` conditions.
-    """
-    from partsim_core.data.segments import track_tempo
-    from partsim_core.csn.pseudo_pieces import PseudoTripletConfig, PseudoTripletTask
-    from partsim_core.training import TrainConfig
-
+    """The :class:`~partsim_core.csn.pseudo_pieces.PseudoTripletTask` and TrainConfig of a triplet-trained
+    condition ((c)-(k)); ``pretrained_dir`` (the pre-training's artefact folder) is needed for ``pre`` ones."""
     if condition.is_baseline or condition.pretraining_only:
         raise PartsimError(f"condition {condition.row} trains no triplet network")
     if condition.pre and pretrained_dir is None:
@@ -471,7 +497,7 @@ def condition_setup(condition: Condition, data: DatasetHandle, csn: CSNConfig, e
     sampling = PseudoTripletConfig(
         triplets_per_epoch=csn.triplets_per_epoch, batch_size=csn.batch_size, seconds=settings.segment_seconds,
         threshold=settings.silence_threshold, n_tempo_classes=csn.n_tempo_classes, pseudo=condition.psd,
-        additional=condition.add, created_silences=condition.psd, validation_triplets=csn.validation_triplets)
+        additional=condition.add, created_silences=True, validation_triplets=csn.validation_triplets)
     tracks = [*data.train_tracks, *data.validation_tracks]
     tempos = {track.track_id: track_tempo(track) for track in tracks}
     loss_fn = CSNLoss(margin=csn.margin, norm_weight=csn.norm_weight, additional=condition.add,
@@ -505,54 +531,42 @@ def condition_setup(condition: Condition, data: DatasetHandle, csn: CSNConfig, e
     return task, config
 
 
-def train_condition(letter: str, preset: str, data_root: str | os.PathLike = "", device: str = "auto",
-                    epochs: int | None = None, resume: bool = True, progress: bool = True, seed: int = 0,
-                    data: DatasetHandle | None = None) -> TrainResult:
-    """Train (or reuse from the artefact cache) the CSN of condition ``letter`` of Table 4.2.
+def train_condition(letter: str, data: DatasetHandle, device: str = "auto", epochs: int | None = None,
+                    resume: bool = True, progress: bool = True, seed: int = 0, targets: str = "pretraining",
+                    ) -> TrainResult:
+    """Train (or reuse from the artefact cache) the CSN of condition ``letter``.
 
-    (b) is the pre-training itself; (e), (h), (i) train it first when it is not cached (once for all of them).
-    ``epochs`` overrides the preset's triplet-training epochs (not the pre-training's). ``resume=False`` retrains
-    this condition only (a cached pre-training is reused unless the condition is (b)).
+    (b) is the pre-training itself; (e), (h), (i), (j) train it first when it is not cached (once per seed for all
+    of them). ``epochs`` overrides the preset's triplet-training epochs (not the pre-training's). ``resume=False``
+    retrains this condition only (a cached pre-training is reused unless the condition is (b)).
 
-    Used by: ``partsim train csn`` and ``notebooks/ch4_csn_ablations``.
+    Args:
+        letter: a condition letter (``b``-``k``).
+        data: the dataset handle (:func:`partsim_core.data.dataset.load_dataset`).
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        epochs: triplet-training epochs (``None`` = the preset's).
+        resume: reuse / resume (``False`` = start this condition over).
+        progress: progress bars.
+        seed: seed of the training (and of the pre-training it starts from).
+        targets: the pre-training's target networks (:data:`PRETRAINING_TARGETS`).
 
     Raises:
-        PartsimError: an unknown condition or preset, condition (a) (the chapter-3 baseline: train it with
-            ``partsim train part --input separated``), bad epochs, or a data root without the needed splits.
+        PartsimError: an unknown condition, condition (a) (the chapter-3 baseline: train it with
+            ``partsim train part --input separated``), bad epochs or targets.
     """
-    from partsim_core.data.dataset import load_dataset
-    from partsim_core.training import train
-
     condition = get_condition(letter)
-    settings = get_preset(preset)
     _check_epochs(epochs)
     if condition.is_baseline:
         raise PartsimError("condition (a) is the chapter-3 baseline (per-part networks on separated stems); train "
                            "it with 'partsim train part --input separated' or 'partsim baseline run'")
-    data = data or load_dataset(preset, data_root, progress=progress)
-    csn = settings.csn
+    csn = data.preset.csn
     if condition.pretraining_only:
-        return train_pretraining(data, csn, device=device, resume=resume, progress=progress, seed=seed)
+        return train_pretraining(data, csn, device=device, resume=resume, progress=progress, seed=seed,
+                                 targets=targets)
     pretrained_dir = None
     if condition.pre:
-        pretrained_dir = train_pretraining(data, csn, device=device, resume=True, progress=progress,
-                                           seed=seed).out_dir
+        pretrained_dir = train_pretraining(data, csn, device=device, resume=True, progress=progress, seed=seed,
+                                           targets=targets).out_dir
     task, config = condition_setup(condition, data, csn, epochs=epochs, device=device, seed=seed,
                                    pretrained_dir=pretrained_dir)
     return train(task, config, kind=CSN_KIND, resume=resume, progress=progress)
-
-
-def train_conditions(letters: str | list[str] = "all", preset: str = "default", **options: Any,
-                     ) -> dict[str, TrainResult]:
-    """Train every trained condition of ``letters`` (``"all"`` = (b)-(i); (a) needs no CSN) on one dataset load.
-
-    Used by ``partsim train csn --condition all`` and the notebook.
-    """
-    from partsim_core.data.dataset import load_dataset
-
-    chosen = [c for c in CONDITIONS.values() if not c.is_baseline] if letters == "all" else [
-        get_condition(letter) for letter in letters]
-    if "data" not in options:
-        options["data"] = load_dataset(preset, options.get("data_root", ""),
-                                             progress=options.get("progress", True))
-    return {c.letter: train_condition(c.letter, preset, **options) for c in chosen if not c.is_baseline}

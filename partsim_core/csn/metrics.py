@@ -1,31 +1,29 @@
-"""Chapter 4's evaluations of a five-subspace embedding (thesis 4.4.2), as pure functions on embeddings.
+"""Chapter 4's evaluations of a five-subspace embedding (thesis 4.4.2): one pure function per thesis table.
 
-Every function takes an embedding array ``(n, 5 D)`` (``D = 128`` for the thesis's 640-dimensional CSN output;
-any width divisible by five works) whose subspaces follow :data:`partsim_core.INSTRUMENTS` (drums, bass, piano,
-guitar, others). "Using only the masked subspace ``c``" (``f(x) m_c``, eq. 4.3) means using columns
-``[c D, (c + 1) D)``: masking the other dimensions to zero leaves Euclidean distances equal to distances within
-the subspace, so slicing is the same and cheaper.
+Every function takes embedding arrays whose subspaces follow :data:`partsim_core.INSTRUMENTS` (drums, bass, piano,
+guitar, others): ``(n, 5 D)`` (``D = 128`` for the thesis's 640-dimensional CSN output), or ``(seeds, n, 5 D)`` for
+several trained seeds evaluated on the same segments. "Using only the masked subspace ``c``" (``f(x) m_c``, eq.
+4.3) means using columns ``[c D, (c + 1) D)``: masking the other dimensions to zero leaves Euclidean distances equal
+to distances within the subspace, so slicing is the same and cheaper.
 
-* :func:`subspace_track_accuracy` - Table 4.1: leave-one-out kNN track-ID accuracy (k = 5) in one subspace.
-* :func:`test_pseudo_piece_plan` and :func:`part_label_accuracy` - Table 4.2: 10 labels x 4 test pseudo pieces per
-  instrument; kNN part-label prediction where every segment of the target's own pseudo piece is excluded.
-* :func:`identification_accuracy` - Table 4.3: the instrument of a single clean stem predicted as the subspace
-  with the largest norm; overall and per-part accuracy and the confusion matrix.
-* :func:`distance_matrix_correlation` and :func:`subspace_correlations` - Tables 4.4-4.5: Pearson correlation of
-  the flattened upper triangles of two Euclidean distance matrices.
-* :func:`style_leakage` - **our addition, not in the thesis**: on the embedded dataset, whose generator records
-  each part's true style, how well a subspace retrieves segments whose *same* part shares the target's style, and
-  how much more often than chance its neighbours share *another* part's style (a direct leakage measure).
+* :func:`table_4_1` - leave-one-out kNN track-ID accuracy (k = 5) in one subspace (and of the baseline's networks).
+* :func:`test_pseudo_piece_plan` and :func:`table_4_2` - 10 labels x 4 test pseudo pieces per instrument; kNN
+  part-label prediction where every segment of the target's own pseudo piece is excluded.
+* :func:`table_4_3` - the instrument of a single clean stem predicted as the subspace with the largest norm.
+* :func:`table_4_4` and :func:`table_4_5` - Pearson correlation of the flattened upper triangles of two Euclidean
+  distance matrices (:mod:`partsim_core.csn.correlation`).
 
-The kNN votes reuse :func:`partsim_core.knn.knn_accuracy` (its neighbour order and tie rules). Distance
-matrix correlations stream over row chunks (Chan's pairwise update of means and co-moments), so the full test set
-(~10^4 segments, ~5 x 10^7 pairs) never holds a whole distance matrix in memory.
-
-Used by: chapter 4 (``notebooks/ch4_csn_ablations``, ``partsim_core.csn.conditions``).
+Each table cell is an :class:`ItemScores`: per test track (the unit of resampling) and per seed, the score behind
+the cell, so that :meth:`ItemScores.cell` gives the cell with its 95 % interval by :mod:`partsim_core.stats`
+(percentile bootstrap over test tracks, seeds included) and findings can pair two conditions on the same tracks.
+Accuracies are pooled over segments (a track weighs by its number of segments, so the value equals the plain
+accuracy over all segments). Correlations get per-track jackknife pseudo-values (leave one track out), bootstrapped
+the same way; their value is the correlation itself.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,14 +33,19 @@ import pandas as pd
 import torch
 
 from partsim_core import INSTRUMENTS
+from partsim_core.csn.correlation import (
+    distance_matrix_correlation,
+    jackknife_pseudo_values,
+    leave_one_group_out_correlations,
+    pair_correlations,
+)
 from partsim_core.errors import PartsimError
-from partsim_core.knn import THESIS_K, _torch_neighbours, knn_accuracy
+from partsim_core.knn import THESIS_K, knn_accuracy, knn_predict
+from partsim_core.stats import bootstrap_cell, cell
 
 #: Number of subspaces (one per instrument, in :data:`INSTRUMENTS` order).
 N_PARTS = len(INSTRUMENTS)
 
-#: Rows of query points per distance-matrix chunk in the correlation functions.
-CORRELATION_CHUNK_ROWS = 1024
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -79,8 +82,6 @@ def _subspace_width(points: np.ndarray, name: str = "embeddings") -> int:
 def part_position(part_index: int | str) -> int:
     """The subspace index of a part given as an index ``0..4`` or an instrument name (``"drums"``...).
 
-    Used by every function of this module (chapter 4).
-
     Raises:
         PartsimError: an unknown name or an index outside ``[0, 5)``.
     """
@@ -98,8 +99,7 @@ def part_position(part_index: int | str) -> int:
 def subspace(embeddings: Any, part_index: int | str) -> np.ndarray:
     """The columns of subspace ``part_index`` of ``(n, 5 D)`` embeddings: ``(n, D)`` float64.
 
-    Distances between these rows equal distances between the masked embeddings ``f(x) m_c`` (eq. 4.3). Used by the
-    chapter-4 evaluations here and by the notebook's t-SNE plots.
+    Distances between these rows equal distances between the masked embeddings ``f(x) m_c`` (eq. 4.3).
     """
     points = _as_points(embeddings)
     width = _subspace_width(points)
@@ -113,55 +113,6 @@ def _per_row(values: Any, n: int, name: str) -> np.ndarray:
     if array.shape != (n,):
         raise PartsimError(f"{name} must have one entry per embedding ({n}), got shape {array.shape}")
     return array
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Table 4.1: track-ID accuracy per subspace
-# --------------------------------------------------------------------------------------------------------------
-
-
-def subspace_track_accuracy(embeddings: Any, track_ids: Sequence | np.ndarray, part_index: int | str,
-                            k: int = THESIS_K, **options: Any) -> float:
-    """Table 4.1: leave-one-out kNN track-ID accuracy using only the masked subspace of one part, in [0, 1].
-
-    The inputs are segments of dataset (not pseudo) pieces of the test split after the 10 % filter; the caller
-    embeds them at 3, 5 or 10 s (one call per length). ``options`` go to
-    :func:`partsim_core.knn.knn_accuracy` (``tie_break``, ``device``, ``batch_size``, ``backend``).
-
-    Used by: chapter 4 (``notebooks/ch4_csn_ablations``, Table 4.1).
-
-    Args:
-        embeddings: (n, 5 D) CSN embeddings of mix segments.
-        track_ids: (n,) track of each segment.
-        part_index: the subspace (index 0..4 or instrument name).
-        k: neighbours that vote (thesis: 5).
-
-    Raises:
-        PartsimError: bad shapes, NaN, an unknown part.
-    """
-    points = subspace(embeddings, part_index)
-    labels = _per_row(track_ids, points.shape[0], "track_ids")
-    return knn_accuracy(points, labels, k=k, **options)
-
-
-def subspace_track_accuracy_table(embeddings_by_length: Mapping[float, tuple[Any, Sequence | np.ndarray]],
-                                  k: int = THESIS_K, **options: Any) -> pd.DataFrame:
-    """Table 4.1 laid out as in the thesis: rows = instruments, columns = input lengths (s), accuracy in percent.
-
-    Used by: chapter 4 (``notebooks/ch4_csn_ablations``).
-
-    Args:
-        embeddings_by_length: ``{seconds: (embeddings (n, 5 D), track_ids (n,))}``, e.g. for 3, 5 and 10 s.
-        k: neighbours that vote.
-        options: passed to :func:`subspace_track_accuracy`.
-    """
-    if not embeddings_by_length:
-        raise PartsimError("embeddings_by_length is empty; give at least one input length")
-    table = {seconds: [100.0 * subspace_track_accuracy(points, ids, part, k=k, **options) for part in INSTRUMENTS]
-             for seconds, (points, ids) in embeddings_by_length.items()}
-    frame = pd.DataFrame(table, index=pd.Index(INSTRUMENTS, name="part"))
-    frame.columns.name = "seconds"
-    return frame
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -186,8 +137,6 @@ def test_pseudo_piece_plan(track_ids_with_part: Mapping[str, Sequence[str]], n_l
       (4.3.3), and the pool widens to all tracks only when the class is too small.
 
     Deterministic for a given ``seed`` (inputs are sorted first, so their order does not matter).
-
-    Used by: chapter 4 (``notebooks/ch4_csn_ablations``, Table 4.2 and Figs. 4.8-4.9).
 
     Args:
         track_ids_with_part: ``{part: track ids having that part}`` for the test tracks (parts from
@@ -261,8 +210,6 @@ def part_label_accuracy(embeddings: Any, part_labels: Sequence | np.ndarray, pie
     removed from the reference (``exclude_groups=piece_ids``), so a correct vote needs segments of *other* pieces
     with the same part label - pieces that share nothing else with the target. The thesis uses 5-s segments.
 
-    Used by: chapter 4 (``notebooks/ch4_csn_ablations``, Table 4.2).
-
     Args:
         embeddings: (n, 5 D) CSN embeddings of the pieces' segments (usually the pieces made for ``part_index``).
         part_labels: (n,) the part label of each segment.
@@ -286,7 +233,7 @@ def part_label_accuracy(embeddings: Any, part_labels: Sequence | np.ndarray, pie
 
 
 def subspace_norms(embeddings: Any) -> np.ndarray:
-    """``||f(x) m_j||_2`` for every row and subspace: (n, 5). Used by Table 4.3 and Fig. 4.10 (chapter 4)."""
+    """``||f(x) m_j||_2`` for every row and subspace: (n, 5) (Table 4.3, Fig. 4.10)."""
     points = _as_points(embeddings)
     width = _subspace_width(points)
     return np.linalg.norm(points.reshape(points.shape[0], N_PARTS, width), axis=2)
@@ -316,8 +263,6 @@ def identification_accuracy(embeddings_of_single_stems: Any,
     ``argmax_j ||f(x) m_j||``. Exact ties (e.g. an all-zero embedding) go to the lowest index, as ``numpy.argmax``
     does; they only arise for degenerate outputs.
 
-    Used by: chapter 4 (``notebooks/ch4_csn_ablations``, Table 4.3).
-
     Args:
         embeddings_of_single_stems: (n, 5 D) embeddings of single-stem segments.
         true_part_index: (n,) the stem's part, as index 0..4 or instrument name.
@@ -342,213 +287,279 @@ def identification_accuracy(embeddings_of_single_stems: Any,
     return IdentificationResult(accuracy=accuracy, per_part=per_part, confusion=confusion)
 
 
+
+
 # --------------------------------------------------------------------------------------------------------------
-# Tables 4.4-4.5: correlation between distance matrices
+# Per-track scores and the five tables
 # --------------------------------------------------------------------------------------------------------------
 
 
-class _StreamingPearson:
-    """Pearson correlation of paired values fed in chunks (Chan et al.'s pairwise merge of means/co-moments)."""
+@dataclass
+class ItemScores:
+    """The per-item scores behind one table cell (items = test tracks, the unit of resampling).
 
-    def __init__(self) -> None:
-        self.count = 0
-        self.mean_x = self.mean_y = 0.0
-        self.m2_x = self.m2_y = self.c_xy = 0.0
-
-    def update(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Add the pairs ``(x[i], y[i])``."""
-        n = x.size
-        if n == 0:
-            return
-        mean_x, mean_y = float(x.mean()), float(y.mean())
-        dx, dy = x - mean_x, y - mean_y
-        m2_x, m2_y, c_xy = float(dx @ dx), float(dy @ dy), float(dx @ dy)
-        total = self.count + n
-        delta_x, delta_y = mean_x - self.mean_x, mean_y - self.mean_y
-        weight = self.count * n / total
-        self.m2_x += m2_x + delta_x * delta_x * weight
-        self.m2_y += m2_y + delta_y * delta_y * weight
-        self.c_xy += c_xy + delta_x * delta_y * weight
-        self.mean_x += delta_x * n / total
-        self.mean_y += delta_y * n / total
-        self.count = total
-
-    def value(self) -> float:
-        """The correlation; NaN when either side is constant (no ordering to correlate)."""
-        # Relative tolerance: constant distances can carry float round-off.
-        scale_x = max(self.m2_x, 0.0) ** 0.5
-        scale_y = max(self.m2_y, 0.0) ** 0.5
-        if self.count < 2 or scale_x <= 1e-12 * max(1.0, abs(self.mean_x)) * self.count ** 0.5 \
-                or scale_y <= 1e-12 * max(1.0, abs(self.mean_y)) * self.count ** 0.5:
-            return float("nan")
-        return float(np.clip(self.c_xy / (scale_x * scale_y), -1.0, 1.0))
-
-
-def _upper_distance_rows(points: np.ndarray, squared_norms: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """Euclidean distances ``d(i, j)`` for ``start <= i < stop``, ``j > i``, flattened row by row (as ``pdist``)."""
-    block = squared_norms[start:stop, None] + squared_norms[None, start:] \
-        - 2.0 * (points[start:stop] @ points[start:].T)
-    np.maximum(block, 0.0, out=block)
-    np.sqrt(block, out=block)
-    rows = np.arange(stop - start)[:, None]
-    columns = np.arange(points.shape[0] - start)[None, :]
-    return block[columns > rows]
-
-
-def _correlations(spaces: list[np.ndarray], pairs: list[tuple[int, int]],
-                  chunk_rows: int | None = None) -> list[float]:
-    """Pearson correlation of the upper-triangle distances of ``spaces[a]`` and ``spaces[b]`` for every pair."""
-    chunk_rows = CORRELATION_CHUNK_ROWS if chunk_rows is None else chunk_rows
-    n = spaces[0].shape[0]
-    squared = [np.einsum("ij,ij->i", space, space) for space in spaces]
-    accumulators = [_StreamingPearson() for _ in pairs]
-    needed = sorted({index for pair in pairs for index in pair})
-    for start in range(0, n - 1, chunk_rows):
-        stop = min(n - 1, start + chunk_rows)
-        distances = {index: _upper_distance_rows(spaces[index], squared[index], start, stop) for index in needed}
-        for accumulator, (a, b) in zip(accumulators, pairs):
-            accumulator.update(distances[a], distances[b])
-    return [accumulator.value() for accumulator in accumulators]
-
-
-def distance_matrix_correlation(a: Any, b: Any) -> float:
-    """Tables 4.4-4.5: Pearson correlation of the flattened upper triangles of two Euclidean distance matrices.
-
-    ``a`` and ``b`` are embeddings of the same ``n`` segments in the same order (e.g. the drums subspace of
-    single-drum-stem inputs ``f(x_ij) m_j`` and of the mix inputs ``f(x_i) m_j``; the widths may differ). The
-    diagonal is left out (it is zero in both). Computed in row chunks without materialising the ``n x n`` matrices.
-    Returns NaN when all distances of either side are equal (a collapsed space: the correlation is undefined).
-
-    Used by: chapter 4 (``notebooks/ch4_csn_ablations``, Table 4.4 and Fig. 4.11).
-
-    Raises:
-        PartsimError: bad shapes, NaN, different numbers of rows, or fewer than 3 segments.
+    Attributes:
+        items: ``(items,)`` item ids.
+        values: ``(seeds, items)`` score per seed and item (NaN: the item has no segment here).
+        weights: ``(items,)`` segments per item (accuracies are pooled over segments), or None (equal weights).
+        scale: factor applied to values and estimate in :meth:`cell` (100 for percentages).
+        estimate: the cell's value when it is not the weighted mean of ``values`` (jackknife cells: a correlation,
+            whose interval is the pseudo-values' bootstrap interval moved to the correlation and kept in [-1, 1]).
+        thetas: ``(seeds,)`` the statistic per seed (jackknife cells).
+        leave_one_out: ``(seeds, items)`` the statistic without each item (jackknife cells).
     """
-    first = _as_points(a, "a", min_rows=3)
-    second = _as_points(b, "b", min_rows=3)
-    if first.shape[0] != second.shape[0]:
-        raise PartsimError(f"a and b must embed the same segments: {first.shape[0]} rows vs {second.shape[0]}")
-    return _correlations([first, second], [(0, 1)])[0]
+
+    items: np.ndarray
+    values: np.ndarray
+    weights: np.ndarray | None = None
+    scale: float = 1.0
+    estimate: float | None = None
+    thetas: np.ndarray | None = None
+    leave_one_out: np.ndarray | None = None
+
+    def cell(self) -> dict[str, float]:
+        """``{"value", "low", "high"}``: the estimate and its 95 % bootstrap interval over items and seeds."""
+        values = np.asarray(self.values, dtype=np.float64)
+        if values.size == 0 or not np.isfinite(values).any():
+            value = math.nan if self.estimate is None else self.estimate * self.scale
+            return cell(value, math.nan, math.nan)
+        out = bootstrap_cell(values * self.scale, weights=self.weights)
+        if self.estimate is not None:
+            # Jackknife cells: the pseudo-values' mean is the bias-corrected statistic; the interval keeps their
+            # spread around the statistic itself (shifted by the jackknife's bias estimate), within [-1, 1].
+            shift = float(self.estimate * self.scale) - out["value"]
+            out = cell(self.estimate * self.scale, max(out["low"] + shift, -self.scale),
+                       min(out["high"] + shift, self.scale))
+        return out
 
 
-def subspace_correlations(embeddings: Any) -> pd.DataFrame:
-    """Table 4.5: 5 x 5 correlations between the distance matrices of every pair of subspaces on mix input.
-
-    Entry ``(i, j)`` is :func:`distance_matrix_correlation` of subspaces ``i`` and ``j`` of the same embeddings
-    (diagonal 1, symmetric; NaN next to a collapsed subspace). The thesis prints the upper triangle.
-
-    Used by: chapter 4 (``notebooks/ch4_csn_ablations``, Table 4.5).
-
-    Raises:
-        PartsimError: bad shapes, NaN, fewer than 3 segments.
-    """
-    points = _as_points(embeddings, min_rows=3)
-    width = _subspace_width(points)
-    spaces = [points[:, index * width:(index + 1) * width] for index in range(N_PARTS)]
-    pairs = [(i, j) for i in range(N_PARTS) for j in range(i + 1, N_PARTS)]
-    matrix = np.eye(N_PARTS)
-    for (i, j), value in zip(pairs, _correlations(spaces, pairs)):
-        matrix[i, j] = matrix[j, i] = value
-    return pd.DataFrame(matrix, index=pd.Index(INSTRUMENTS, name="subspace"),
-                        columns=pd.Index(INSTRUMENTS, name="subspace"))
+def missing_cell() -> dict[str, float]:
+    """A cell that could not be computed (too few segments, condition not run)."""
+    return cell(math.nan, math.nan, math.nan)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Our addition: style retrieval and leakage on the embedded dataset
-# --------------------------------------------------------------------------------------------------------------
+def _stack_seeds(embeddings: Any, name: str) -> np.ndarray:
+    array = np.asarray(embeddings)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise PartsimError(f"{name} must be (segments, dims) or (seeds, segments, dims), got shape {array.shape}")
+    return array
 
 
-def style_leakage(embeddings: Any, styles: pd.DataFrame, part_index: int | str, k: int = 10,
-                  exclude_groups: Sequence | np.ndarray | None = None, device: str | None = "cpu",
-                  batch_size: int = 4096) -> pd.DataFrame:
-    """**Our addition (not in the thesis):** style retrieval of one subspace and its leakage of the other parts.
+def scores_from_segments(correct: Any, item_of_segment: Any, items: Sequence | None = None) -> ItemScores:
+    """Per-item accuracy from per-segment correctness ``(seeds, n)`` (or ``(n,)``), in percent, weighted by the
+    item's number of segments (so the cell's value is the accuracy over all segments)."""
+    hits = np.asarray(correct, dtype=np.float64)
+    if hits.ndim == 1:
+        hits = hits[None]
+    owners = np.asarray(item_of_segment)
+    ids = np.unique(owners) if items is None else np.asarray(list(items))
+    position = {item: number for number, item in enumerate(ids.tolist())}
+    codes = np.array([position[item] for item in owners.tolist()], dtype=np.int64)
+    counts = np.bincount(codes, minlength=ids.size).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.stack([np.bincount(codes, weights=row, minlength=ids.size) / counts for row in hits])
+    return ItemScores(items=ids, values=np.where(counts > 0, values, np.nan), weights=counts, scale=100.0)
 
-    The embedded dataset's generator records each part's true style, so, unlike the thesis's data, we can ask
-    directly what a subspace encodes. For every segment (target), take its ``k`` nearest neighbours in subspace
-    ``part_index`` (Euclidean; the target itself and, with ``exclude_groups``, every segment of its own group never
-    count) and, for each part ``q``:
 
-    * ``precision`` - share of the neighbours whose part ``q`` has the target's style for ``q`` (a neighbour
-      lacking ``q`` does not match), averaged over the targets that have ``q``;
-    * ``chance`` - the same share over *all* eligible references instead of the ``k`` nearest (the precision of a
-      subspace that ignores ``q``), averaged over the same targets;
-    * ``excess = precision - chance``.
+def track_id_scores(embeddings: Any, track_ids: Any, k: int = THESIS_K, device: str | None = "cpu",
+                    ) -> ItemScores | None:
+    """Leave-one-out kNN track-ID correctness of every segment, per track; None when no track has two segments
+    (the kNN then has nothing to find)."""
+    points = _stack_seeds(embeddings, "embeddings")
+    labels = _per_row(track_ids, points.shape[1], "track_ids")
+    if labels.size < 2 or np.unique(labels, return_counts=True)[1].max() < 2:
+        return None
+    correct = [knn_predict(_as_points(seed_points), labels, k=k, device=device) == labels for seed_points in points]
+    return scores_from_segments(np.stack(correct), labels)
 
-    For ``q`` = the subspace's own part, ``excess`` measures how well it retrieves its part's style (higher is
-    better). For every *other* part it is the **leakage**: near 0 means the subspace does not respond to that
-    part's style. Pass the track IDs as ``exclude_groups`` for dataset pieces: segments of one track share every
-    part's style, so without it a good subspace that finds its own track would look as if it leaked.
 
-    Used by: chapter 4 (``notebooks/ch4_csn_ablations``, the "beyond the thesis" section).
+def table_4_1(proposed: Mapping[float, Any] | None, baseline: Mapping[float, Mapping[str, Any]] | None,
+              track_ids: Mapping[float, Any], part_active: Mapping[float, Any],
+              device: str | None = "cpu") -> dict[str, dict[str, ItemScores | None]]:
+    """Table 4.1: track-ID accuracy per part at each input length, the CSN's subspace vs the baseline's network.
 
     Args:
-        embeddings: (n, 5 D) embeddings.
-        styles: (n rows) with one column per instrument name (style labels; NaN/None where the part is absent).
-        part_index: the subspace (index 0..4 or instrument name).
-        k: neighbours retrieved per target.
-        exclude_groups: optional (n,) group of each segment (e.g. track ID); the target's group is not retrieved.
-        device: torch device for the neighbour search.
-        batch_size: query rows per distance chunk.
+        proposed: ``{seconds: (seeds, n, 5 D)}`` the proposed CSN's embeddings of every grid segment of the mixes.
+        baseline: ``{seconds: {part: (seeds, n_part, D)}}`` the baseline's network embeddings of the part's
+            separated stem at the grid segments where the part sounds (in grid order).
+        track_ids: ``{seconds: (n,)}`` the track of each grid segment.
+        part_active: ``{seconds: (n, 5)}`` where each part's ideal stem sounds (the segments that count).
 
     Returns:
-        Tidy frame, one row per part ``q``: ``subspace``, ``part``, ``relation`` (``"same"``/``"other"``), ``k``,
-        ``precision``, ``chance``, ``excess``, ``n_targets`` (NaN measures when no target has ``q``).
-
-    Raises:
-        PartsimError: bad shapes, NaN embeddings, missing style columns, bad ``k``, or a target without any
-            eligible neighbour.
+        ``{part: {"proposed_3s": scores, "baseline_3s": scores, ...}}`` (None where not computable).
     """
-    position = part_position(part_index)
-    points = subspace(embeddings, position)
-    n = points.shape[0]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise PartsimError(f"k must be a positive integer, got {k!r}")
-    if not isinstance(styles, pd.DataFrame):
-        raise PartsimError(f"styles must be a pandas DataFrame with columns {', '.join(INSTRUMENTS)}")
-    missing = [part for part in INSTRUMENTS if part not in styles.columns]
-    if missing:
-        raise PartsimError(f"styles has no column for part(s) {', '.join(missing)}")
-    if len(styles) != n:
-        raise PartsimError(f"styles must have one row per embedding ({n}), got {len(styles)}")
-    if n < 2:
-        raise PartsimError(f"style_leakage needs at least 2 segments, got {n}")
-    groups = None
-    if exclude_groups is not None:
-        groups = np.unique(_per_row(exclude_groups, n, "exclude_groups"), return_inverse=True)[1].astype(np.int64)
-    device_object = torch.device(device if device not in (None, "auto") else
-                                 ("cuda" if torch.cuda.is_available() else "cpu"))
-    indices, valid = _torch_neighbours(points, groups, int(k), device_object, int(batch_size))
-    indices, valid = indices.cpu().numpy(), valid.cpu().numpy()
-    if not valid.any(axis=1).all():
-        bad = int(np.flatnonzero(~valid.any(axis=1))[0])
-        raise PartsimError(f"segment {bad} has no eligible neighbour (all others excluded by exclude_groups)")
-    rows = []
-    group_of = groups if groups is not None else np.arange(n)
-    for other_position, part in enumerate(INSTRUMENTS):
-        column = styles[part].to_numpy(dtype=object)
-        present = ~pd.isna(styles[part]).to_numpy()
-        codes = np.full(n, -1, dtype=np.int64)
-        if present.any():
-            codes[present] = np.unique(column[present].astype(str), return_inverse=True)[1]
-        targets = np.flatnonzero(present)
-        relation = "same" if other_position == position else "other"
-        if targets.size == 0:
-            rows.append({"subspace": INSTRUMENTS[position], "part": part, "relation": relation, "k": int(k),
-                         "precision": np.nan, "chance": np.nan, "excess": np.nan, "n_targets": 0})
-            continue
-        neighbour_codes = codes[indices[targets]]
-        matches = (neighbour_codes == codes[targets, None]) & valid[targets]
-        precision = float(np.mean(matches.sum(axis=1) / valid[targets].sum(axis=1)))
-        # Chance: among the eligible references (not the target, not its group), the share with the same style.
-        code_group = pd.crosstab(group_of[present], codes[present])  # (groups, styles) counts of present segments
-        group_sizes = np.bincount(group_of, minlength=group_of.max() + 1)
-        eligible = n - group_sizes[group_of[targets]]
-        same_style_total = np.bincount(codes[present])[codes[targets]]
-        same_style_in_group = code_group.reindex(index=group_of[targets]).to_numpy()[
-            np.arange(targets.size), codes[targets]]
-        chance = float(np.mean((same_style_total - same_style_in_group) / eligible))
-        rows.append({"subspace": INSTRUMENTS[position], "part": part, "relation": relation, "k": int(k),
-                     "precision": precision, "chance": chance, "excess": precision - chance,
-                     "n_targets": int(targets.size)})
-    return pd.DataFrame(rows, columns=["subspace", "part", "relation", "k", "precision", "chance", "excess",
-                                       "n_targets"])
+    table: dict[str, dict[str, ItemScores | None]] = {part: {} for part in INSTRUMENTS}
+    for seconds, ids in track_ids.items():
+        ids = np.asarray(ids)
+        active = np.asarray(part_active[seconds], dtype=bool)
+        for column, part in enumerate(INSTRUMENTS):
+            rows = np.flatnonzero(active[:, column])
+            label = f"{seconds:g}s"
+            mix = None if proposed is None or seconds not in proposed else _stack_seeds(proposed[seconds], "mix")
+            table[part][f"proposed_{label}"] = None if mix is None or rows.size < 2 else track_id_scores(
+                np.stack([subspace(points[rows], part) for points in mix]), ids[rows], device=device)
+            networks = None if baseline is None else baseline.get(seconds, {}).get(part)
+            table[part][f"baseline_{label}"] = None if networks is None or rows.size < 2 else track_id_scores(
+                networks, ids[rows], device=device)
+    return table
+
+
+def label_scores(embeddings: Any, segments: pd.DataFrame, part: str, whole: bool = False,
+                 k: int = THESIS_K) -> ItemScores | None:
+    """Table 4.2 cell for ``part``: kNN over the segments of the pieces made for ``part`` (``segments`` holds only
+    those, with ``label`` and ``piece``), excluding the target's own piece; items = label tracks.
+
+    ``whole=True`` uses the embedding as it is (a per-part network), else the part's subspace. None when not
+    computable (fewer than two pieces, or a target with no segment of another piece).
+    """
+    points = _stack_seeds(embeddings, "embeddings")
+    if len(segments) < 2 or segments["piece"].nunique() < 2:
+        return None
+    labels = segments["label"].to_numpy()
+    pieces = segments["piece"].to_numpy()
+    correct = []
+    try:
+        for seed_points in points:
+            chosen = _as_points(seed_points) if whole else subspace(seed_points, part)
+            correct.append(knn_predict(chosen, labels, k=k, exclude_groups=pieces, device="cpu") == labels)
+    except PartsimError:
+        return None  # a target with no segment of another piece (tiny data): the cell cannot be computed
+    return scores_from_segments(np.stack(correct), labels)
+
+
+def table_4_2(csn: Mapping[str, Any], segments: pd.DataFrame, baseline: Mapping[str, Any] | None = None,
+              baseline_row: str = "(a)") -> dict[str, dict[str, ItemScores | None]]:
+    """Table 4.2: part-level label accuracy on test pseudo pieces.
+
+    Args:
+        csn: ``{row: (seeds, m, 5 D)}`` embeddings of every test pseudo-piece segment (rows of ``segments``).
+        segments: one row per segment with ``part`` (the piece's condition part), ``label`` and ``piece``.
+        baseline: ``{part: (seeds, m_part, D)}`` the baseline's network embeddings of the separated part of the
+            segments whose ``part`` is that part (in ``segments`` order), for row ``baseline_row``.
+    """
+    parts = segments["part"].to_numpy() if len(segments) else np.zeros(0, dtype=object)
+    table: dict[str, dict[str, ItemScores | None]] = {}
+    for row, embeddings in csn.items():
+        points = _stack_seeds(embeddings, row)
+        table[row] = {part: label_scores(points[:, parts == part], segments[parts == part], part)
+                      for part in INSTRUMENTS}
+    if baseline is not None:
+        table[baseline_row] = {part: None if baseline.get(part) is None else label_scores(
+            baseline[part], segments[parts == part], part, whole=True) for part in INSTRUMENTS}
+    return table
+
+
+def table_4_3(stems: Mapping[str, Mapping[str, Any]], stem_tracks: Mapping[str, Any],
+              ) -> dict[str, dict[str, ItemScores | None]]:
+    """Table 4.3: instrument identification from subspace norms, per condition row and true part.
+
+    Args:
+        stems: ``{row: {part: (seeds, n_part, 5 D)}}`` the (unmasked) embeddings of each part's clean stem alone.
+        stem_tracks: ``{part: (n_part,)}`` the track of each stem segment.
+    """
+    table: dict[str, dict[str, ItemScores | None]] = {}
+    for row, by_part in stems.items():
+        table[row] = {}
+        for column, part in enumerate(INSTRUMENTS):
+            vectors = by_part.get(part)
+            if vectors is None or len(np.asarray(stem_tracks[part])) == 0:
+                table[row][part] = None
+                continue
+            correct = np.stack([np.argmax(subspace_norms(points), axis=1) == column
+                                for points in _stack_seeds(vectors, part)])
+            table[row][part] = scores_from_segments(correct, stem_tracks[part])
+    return table
+
+
+def jackknife_scores(thetas: Sequence[float], leave_one_out: np.ndarray, items: Sequence) -> ItemScores:
+    """A correlation cell: per seed the statistic and its leave-one-track-out values -> jackknife pseudo-values."""
+    thetas = np.asarray(thetas, dtype=np.float64)
+    loo = np.asarray(leave_one_out, dtype=np.float64).reshape(thetas.size, -1)
+    pseudo = np.stack([jackknife_pseudo_values(theta, row) for theta, row in zip(thetas, loo)])
+    return ItemScores(items=np.asarray(list(items)), values=pseudo, estimate=float(np.nanmean(thetas)),
+                      thetas=thetas, leave_one_out=loo)
+
+
+def _correlation_scores(first: np.ndarray, second: np.ndarray, groups: np.ndarray,
+                        tracks: Sequence) -> ItemScores | None:
+    """Distance-matrix correlation of ``(seeds, n, .)`` pairs with leave-one-track-out values."""
+    if first.shape[1] < 3:
+        return None
+    thetas, loo = [], []
+    for a, b in zip(first, second):
+        thetas.append(distance_matrix_correlation(a, b))
+        loo.append(leave_one_group_out_correlations([a, b], [(0, 1)], groups, list(tracks))[0])
+    return jackknife_scores(thetas, np.stack(loo), tracks)
+
+
+def table_4_4(stems: Mapping[str, Mapping[str, Any]], mix: Mapping[str, Mapping[str, Any]],
+              stem_tracks: Mapping[str, Any], tracks: Sequence) -> dict[str, dict[str, ItemScores | None]]:
+    """Table 4.4: per part, the correlation between the distance matrices of the part's subspace with its stem alone
+    as input and with the mix as input, over the same segments.
+
+    Args:
+        stems: ``{row: {part: (seeds, n_part, 5 D)}}`` embeddings of the clean stems.
+        mix: ``{row: {part: (seeds, n_part, 5 D)}}`` embeddings of the mixes at the same segments.
+        stem_tracks: ``{part: (n_part,)}`` the track of each segment.
+        tracks: every test track (the jackknife's items).
+    """
+    table: dict[str, dict[str, ItemScores | None]] = {}
+    for row, by_part in stems.items():
+        table[row] = {}
+        for part in INSTRUMENTS:
+            if by_part.get(part) is None or mix.get(row, {}).get(part) is None:
+                table[row][part] = None
+                continue
+            alone, mixed = _stack_seeds(by_part[part], part), _stack_seeds(mix[row][part], part)
+            table[row][part] = _correlation_scores(
+                np.stack([subspace(points, part) for points in alone]),
+                np.stack([subspace(points, part) for points in mixed]), np.asarray(stem_tracks[part]), tracks)
+    return table
+
+
+def table_4_5(spaces: Mapping[str, Any], track_ids: Any, tracks: Sequence,
+              active: Mapping[str, Any] | None = None) -> dict[tuple[str, str], ItemScores | None]:
+    """Table 4.5: correlation between the distance matrices of every pair of parts (upper triangle).
+
+    Args:
+        spaces: ``{part: (seeds, n, d)}`` each part's representation of the same ``n`` segments: a CSN's subspaces
+            of the mix (blocks 4.5b/c: :func:`csn_spaces`) or chapter 3's per-part networks on the ideal stems
+            (block 4.5a).
+        track_ids: ``(n,)`` the track of each segment.
+        tracks: every test track (the jackknife's items).
+        active: optional ``{part: (n,)}``: a pair uses only the segments where both parts are active (block 4.5a);
+            rows outside ``active`` may hold anything.
+    """
+    ids = np.asarray(track_ids)
+    out: dict[tuple[str, str], ItemScores | None] = {}
+    if active is None and all(spaces.get(part) is not None for part in INSTRUMENTS) and ids.size >= 3:
+        # One pass over the distances of all five spaces for the ten pairs (per seed).
+        stacks = [_stack_seeds(spaces[part], part) for part in INSTRUMENTS]
+        pairs = [(i, j) for i in range(N_PARTS) for j in range(i + 1, N_PARTS)]
+        thetas, loo = [], []
+        for seed in range(stacks[0].shape[0]):
+            seed_spaces = [stack[seed] for stack in stacks]
+            thetas.append(pair_correlations(seed_spaces, pairs))
+            loo.append(leave_one_group_out_correlations(seed_spaces, pairs, ids, list(tracks)))
+        for number, (i, j) in enumerate(pairs):
+            out[INSTRUMENTS[i], INSTRUMENTS[j]] = jackknife_scores([row[number] for row in thetas],
+                                                                   np.stack([row[number] for row in loo]), tracks)
+        return out
+    for i, first in enumerate(INSTRUMENTS):
+        for second in INSTRUMENTS[i + 1:]:
+            if spaces.get(first) is None or spaces.get(second) is None:
+                out[first, second] = None
+                continue
+            rows = np.ones(ids.size, dtype=bool) if active is None else \
+                np.asarray(active[first], dtype=bool) & np.asarray(active[second], dtype=bool)
+            a, b = _stack_seeds(spaces[first], first)[:, rows], _stack_seeds(spaces[second], second)[:, rows]
+            out[first, second] = _correlation_scores(a, b, ids[rows], tracks)
+    return out
+
+
+def csn_spaces(embeddings: Any) -> dict[str, np.ndarray]:
+    """``{part: (seeds, n, D)}``: the five subspaces of CSN embeddings ``(seeds, n, 5 D)``."""
+    points = _stack_seeds(embeddings, "embeddings")
+    return {part: np.stack([subspace(seed_points, part) for seed_points in points]) for part in INSTRUMENTS}

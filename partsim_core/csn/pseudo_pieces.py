@@ -29,11 +29,12 @@ Our reading of what the thesis leaves open (documented here, tested in ``tests/t
   (``T_min`` the smallest non-zero ``T``), so in expectation every part contributes the rarest part's time. The
   condition part is never dropped (the triplet is about it), and B's parts are dropped jointly in the anchor
   and the negative (they must keep sharing labels). Because of these two exceptions the balance is approximate.
+  The thesis applies them to "a musical piece" of the training data (4.3.4; Fig. 4.2's dataset pieces hold only
+  piano and guitar "for the reasons explained in Section 4.3.4"), so they apply to dataset pieces as well: the
+  anchor/positive piece A and the negative piece D each drop parts in the same way.
 * Without pseudo pieces (Fig. 4.2, ablations (c)-(e)): anchor and positive are two segments of one dataset
   piece A (part ``c`` non-silent in both), the negative a segment of another piece D having ``c`` (any tempo,
-  as in chapter 3); no created silences and no additional triplets.
-
-Used by: chapter 4 (``partsim_core.csn`` training, ``notebooks/ch4_csn_ablations``), ``benchmarks/training.py``.
+  as in chapter 3); no additional triplets.
 """
 
 from __future__ import annotations
@@ -50,15 +51,15 @@ from partsim_core import INSTRUMENTS
 from partsim_core.data.segments import (
     SILENCE_THRESHOLD,
     THESIS_TEMPO_CLASSES,
-    non_silent_mask,
+    SegmentIndex,
+    SignalSource,
+    read_waveform,
     segment_length,
-    segment_starts,
     tempo_classes,
 )
 from partsim_core.errors import PartsimError
 from partsim_core.frontend import LogMel
 from partsim_core.presets import FrontendConfig
-from partsim_core.data.segments import SignalSource, read_waveform
 from partsim_core.training import VALIDATION_SEED_OFFSET
 
 #: Tracks a pseudo-piece draw needs (A, B, C, D; thesis Fig. 4.3).
@@ -201,7 +202,8 @@ class TempoGroups:
 class PartActivity:
     """Where each part of each track is audible: non-silent segment starts on the 50 %-overlap grid.
 
-    Every track's segment grid starts at sample 0 with hop ``length // 2``, so a start drawn for one track can be
+    One :class:`~partsim_core.data.segments.SegmentIndex` per part (the project's one segment grid and silence
+    rule): every track's grid starts at sample 0 with hop ``length // 2``, so a start drawn for one track can be
     checked against another's (:meth:`active`). A part the track's metadata lacks is not loaded.
 
     Args:
@@ -209,7 +211,7 @@ class PartActivity:
         tracks: Tracks (objects with ``track_id``; a :class:`~partsim_core.data.slakh.Track` also tells which
             parts exist).
         seconds: Segment length (thesis: 3 s).
-        threshold: Silence threshold on the mean power (thesis: 0.0001).
+        threshold: Silence threshold on the mean power (thesis: 0.0001; below it is silent).
     """
 
     def __init__(self, source: SignalSource, tracks: Sequence[Any], seconds: float,
@@ -221,17 +223,18 @@ class PartActivity:
         self.threshold = float(threshold)
         self.length = segment_length(self.sample_rate, seconds)
         self.track_ids = [track.track_id for track in tracks]
-        self.starts: dict[tuple[str, str], np.ndarray] = {}
         empty = np.zeros(0, dtype=np.int64)
-        for track in tracks:
-            existing = track.stems_by_group() if hasattr(track, "stems_by_group") else None
-            for part in INSTRUMENTS:
-                if existing is not None and part not in existing:
-                    self.starts[track.track_id, part] = empty
-                    continue
-                audio = read_waveform(source, track, part)
-                grid = segment_starts(audio.shape[0], self.sample_rate, seconds, overlap=True)
-                self.starts[track.track_id, part] = grid[non_silent_mask(audio, grid, self.length, threshold)]
+        self.starts: dict[tuple[str, str], np.ndarray] = {(track_id, part): empty for track_id in self.track_ids
+                                                          for part in INSTRUMENTS}
+        for part in INSTRUMENTS:
+            try:
+                index = SegmentIndex(source, tracks, part, seconds, overlap=True, threshold=threshold)
+            except PartsimError as error:
+                if "no non-silent" not in str(error):
+                    raise
+                continue  # no track plays this part
+            for track_id, starts in index.starts.items():
+                self.starts[track_id, part] = starts
         self._sets = {key: set(starts.tolist()) for key, starts in self.starts.items()}
 
     def has(self, track_id: str, part: str) -> bool:
@@ -275,7 +278,7 @@ class PseudoTripletSampler:
         groups: Their tempo classes (needed with ``pseudo``; may be ``None`` without).
         pseudo: Pseudo pieces (thesis "psd"); ``False`` gives the Fig. 4.2 variant.
         additional: Add the additional triplet's condition to every basic triplet (thesis "add"; needs pseudo).
-        created_silences: Drop parts with :func:`balanced_keep_probabilities` (pseudo pieces only).
+        created_silences: Drop parts with :func:`balanced_keep_probabilities` (pseudo and dataset pieces).
         seed: Seeds the draws.
 
     Raises:
@@ -306,7 +309,7 @@ class PseudoTripletSampler:
         if not self.conditions:
             raise PartsimError(f"no part is non-silent in two of the {len(track_ids)} track(s); cannot draw "
                                "triplets")
-        self.keep = (balanced_keep_probabilities(activity.presence_counts()) if self.created_silences and pseudo
+        self.keep = (balanced_keep_probabilities(activity.presence_counts()) if self.created_silences
                      else np.ones(len(INSTRUMENTS)))
 
     def triplets(self, epoch: int, count: int) -> list[PseudoTriplet]:
@@ -374,7 +377,11 @@ class PseudoTripletSampler:
         start_n = int(starts_d[int(rng.integers(starts_d.size))])
 
         def dataset_piece(track_id: str) -> PseudoPiece:
-            return PseudoPiece.from_parts({o: (track_id if activity.has(track_id, o) else None) for o in INSTRUMENTS})
+            # Created silences (4.3.4): every part but the condition part is kept with its balancing probability;
+            # anchor and positive are one piece, so they keep the same parts.
+            return PseudoPiece.from_parts({o: (track_id if activity.has(track_id, o) and (
+                o == part or not self.created_silences or rng.random() < self.keep[INSTRUMENTS.index(o)])
+                else None) for o in INSTRUMENTS})
 
         anchor = dataset_piece(track_a)
         return PseudoTriplet(anchor, anchor, dataset_piece(track_d), condition, (start_a, start_p, start_n), None)

@@ -319,8 +319,8 @@ def get_backend(name: str, data: DatasetHandle, *, device: str = "auto", progres
         return MertBackend(features, source.separator, frontend, model_hash, heads=heads, preset=preset,
                            batch_size=max(1, batch_size // 2))
     if name == "csn":
-        result = train_condition(CSN_CONDITION, preset, data_root=data.root, device=device, progress=progress,
-                                 seed=seed, data=data, epochs=epochs, resume=not fresh)
+        result = train_condition(CSN_CONDITION, data, device=device, progress=progress, seed=seed, epochs=epochs,
+                                 resume=not fresh)
         return CSNBackend(result.model, frontend, result.out_dir.name, preset=preset, device=device,
                           batch_size=batch_size)
     if name == "track":
