@@ -343,7 +343,6 @@ def test_data_commands(item: Row, work: Path, capsys, no_work) -> None:
 CHAPTER_COMMANDS: dict[str, tuple[tuple[str, ...], str, str, tuple[str, ...]]] = {
     "baseline-run": (("baseline", "run"), "--out", "file", ()),
     "csn-run": (("csn", "run"), "--out", "file", ()),
-    "csn-evaluate": (("csn", "evaluate"), "--out", "file", ()),
     "mixquery-index": (("mixquery", "index"), "--out-dir", "dir", ()),
     "mixquery-run": (("mixquery", "run"), "--out", "file", ()),
     "perceptual-tables": (("perceptual", "tables"), "--out", "file", ("--abx", "{w}/abx")),
@@ -387,7 +386,6 @@ def _options(parser) -> set[str]:
 #: Commands whose owners are moving them to the output rule as this is written (issue 11/12): their output rows are
 #: expected to fail until then. Remove an entry once its rows pass (pytest reports them as XPASS).
 PENDING: dict[str, str] = {
-    "csn-evaluate": "cli/csn.py does not check --out before running chapter 4 yet",
 }
 
 

@@ -280,8 +280,8 @@ def test_pretraining_target_networks_train_on_the_pretraining_pieces(smoke_handl
 
     calls = []
 
-    def fake_train(preset, part, kind, **options):
-        calls.append((part, kind, [track.track_id for track in options["data"].train_tracks]))
+    def fake_train(data, part, kind, **options):
+        calls.append((part, kind, [track.track_id for track in data.train_tracks]))
         return SimpleNamespace(model=torch.nn.Identity(), out_dir=Path(part), history=[])
 
     monkeypatch.setattr(conditions, "train_part_network", fake_train)
