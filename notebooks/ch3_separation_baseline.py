@@ -42,6 +42,7 @@ backend = "unet"  # separator: unet (ours, trained on the train split) | oracle 
 epochs = 0  # epochs of every part network; 0 = the preset's
 device = "auto"  # auto | cpu | cuda
 seed = 0  # first training seed (the separator is trained with it)
+# partsim book build passes the preset's number of seeds (3 for default).
 seeds = 1  # training seeds of the networks; intervals include the seed-to-seed spread
 
 # %%

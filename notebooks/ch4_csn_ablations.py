@@ -48,6 +48,7 @@ conditions = "all"  # "all" (a-k) or comma-separated letters, e.g. "a,e,i"
 epochs = 0  # triplet-training epochs of every CSN condition; 0 = the preset's
 device = "auto"  # auto | cpu | cuda
 seed = 0  # first training seed; also seeds the test pseudo pieces and the simulated listening test
+# partsim book build passes the preset's number of seeds (3 for default).
 seeds = 1  # training seeds per condition (seed .. seed + seeds - 1); intervals include their spread
 
 # %%
@@ -62,6 +63,7 @@ from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
 from partsim_core import INSTRUMENTS
+from partsim_core.book.notebook import publish_results
 from partsim_core.book.thesis_tables import load_thesis_table, side_by_side
 from partsim_core.book.viz import heatmap, tsne_scatter, wide_comparison
 from partsim_core.csn.conditions import conditions_table
@@ -311,6 +313,7 @@ display(verdicts.style.format({"estimate": "{:.3f}",
 if preset == "smoke":
     display(Markdown("*This is the `smoke` preset: a few short tracks and one epoch, meant to prove that the code "
                      "runs. Its numbers are noise and say nothing about the findings; read the `default` build.*"))
+publish_results("ch4", results.to_json())  # the book build collects it into _build/results/ch4.json
 
 # %% [markdown]
 # ## What differs from the thesis and why

@@ -41,6 +41,7 @@ backend = "csn"  # embeddings of the example and first in the evaluation: csn | 
 query_parts = "drums,bass"  # parts of the example query set, each from another song, added one by one
 device = "auto"  # auto | cpu | cuda
 seed = 0  # first training seed; also seeds the example songs, the pseudo pieces, random ranking and the listeners
+# partsim book build passes the preset's number of seeds (3 for default).
 seeds = 1  # training seeds of the models; the intervals include their spread
 
 # %%

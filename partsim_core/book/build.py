@@ -6,7 +6,7 @@
    (:func:`partsim_core.data.synth.synthesize_dataset` returns at once when it is already there);
 2. converts every chapter notebook listed in ``_toc.yml`` (jupytext "percent" files ``notebooks/<name>.py``) to
    ``.ipynb`` and executes it exactly once with papermill in a staging folder under
-   ``cache_root()/book/<preset>/``, passing ``preset``, ``data_root``, ``device``, ``seed``, ``fresh`` and
+   ``cache_root()/book/<preset>/``, passing ``preset``, ``data_root``, ``device``, ``seed``, ``seeds``, ``fresh`` and
    ``abx_dir`` to the notebooks whose ``parameters`` cell declares them; a failing cell fails the build with a
    :class:`PartsimError` naming the notebook and the cell's error. Every code cell is tagged ``hide-input``, so
    the pages show prose, tables, figures and audio with the code behind a toggle;
@@ -190,6 +190,7 @@ def build_book(
     out_dir: str | os.PathLike | None = None,
     device: str = "auto",
     seed: int = 0,
+    seeds: int | None = None,
     fresh: bool = False,
     repo: Path | None = None,
     progress: bool = True,
@@ -208,6 +209,8 @@ def build_book(
             :mod:`partsim_core.data.outputs` (new, empty, or with ``fresh`` a partsim output).
         device: passed to notebooks that declare ``device``.
         seed: passed to notebooks that declare ``seed``.
+        seeds: training seeds, passed to notebooks that declare ``seeds`` (``None``: the preset's
+            :attr:`~partsim_core.presets.Preset.seeds`, 3 for ``default``).
         fresh: passed to notebooks that declare ``fresh``; allows replacing an explicit ``out_dir`` partsim wrote.
         repo: the repository holding the book sources (default: this checkout).
         progress: show a progress bar over the notebooks.
@@ -221,7 +224,10 @@ def build_book(
 
     started = time.perf_counter()
     say = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    get_preset(preset)
+    settings = get_preset(preset)
+    seeds = int(seeds or settings.seeds)
+    if seeds < 1:
+        raise PartsimError(f"seeds must be a positive integer, got {seeds}")
     repo = book_repo(repo)
     if abx_dir is not None and not Path(abx_dir).expanduser().is_dir():
         raise PartsimError(f"--abx {abx_dir} is not a folder (expected the Inst-Sim-ABX dataset)")
@@ -242,7 +248,7 @@ def build_book(
     say(f"book: data step for preset {preset!r}" + (" (given data root)" if data_root else ""))
     dataset_root = resolve_dataset_root(preset, data_root or "", progress=progress)
     parameters: dict[str, Any] = {"preset": preset, "data_root": dataset_root if data_root else "",
-                                  "device": device, "seed": int(seed), "fresh": bool(fresh)}
+                                  "device": device, "seed": int(seed), "seeds": seeds, "fresh": bool(fresh)}
     if abx_dir is not None:
         parameters["abx_dir"] = Path(abx_dir).expanduser().resolve()
 

@@ -13,6 +13,7 @@ from partsim_core.cli.options import (
     add_out_dir,
     add_preset,
     add_seed,
+    positive_int,
 )
 
 
@@ -27,6 +28,7 @@ def _build(args: argparse.Namespace) -> int:
         out_dir=args.out_dir,
         device=args.device,
         seed=args.seed,
+        seeds=args.seeds,
         fresh=args.fresh,
         progress=not args.no_progress,
     )
@@ -73,8 +75,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Build the book in four steps: (1) the data step - generate the preset's embedded mini-Slakh dataset "
             "into the cache unless --data-root is given (reused when already there); (2) execute every chapter "
-            "notebook listed in _toc.yml exactly once with papermill, passing preset, data_root, device, seed and "
-            "fresh (and abx_dir) to the notebooks whose parameters cell declares them; a failing cell stops the "
+            "notebook listed in _toc.yml exactly once with papermill, passing preset, data_root, device, seed, "
+            "seeds and fresh (and abx_dir) to the notebooks whose parameters cell declares them; a failing cell stops the "
             "build with an error naming the notebook and the cell; (3) render the HTML with jupyter-book without "
             "executing again, code cells collapsed behind a toggle; (4) publish OUT-DIR/html (audio files beside "
             "the pages) and OUT-DIR/results/<chapter>.json, the results each chapter published; without --out-dir, OUT-DIR "
@@ -84,6 +86,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         epilog="Example: partsim book build --preset smoke --out-dir /tmp/partsim-book",
     )
     _add_shared(build)
+    build.add_argument("--seeds", type=positive_int, default=None, metavar="N",
+                       help="training seeds of every model (default: the preset's: 1 for smoke, 3 for default and "
+                            "paper); every interval includes the seed-to-seed spread")
     build.add_argument(
         "--abx", default=None, metavar="DIR",
         help="folder of the Inst-Sim-ABX listening-test dataset (with csvs/ and sample_configs/) for chapter 5; "
