@@ -223,7 +223,7 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
                                     "scaler": scaler.state_dict(), "rng": _get_rng_state(device), "state": state})
 
     threads = cpu_step_threads(device, config.cpu_threads, config.prefetch and config.num_workers == 0)
-    with _intra_op_threads(threads):
+    with intra_op_threads(threads):
         _train_epochs(task, config, model, wrapped, optimizer, scaler, amp_dtype, state, save_checkpoint,
                       world_size, rank, device, progress)
 
@@ -419,7 +419,7 @@ def cpu_step_threads(device: torch.device, requested: int | None = None, prefetc
 
 
 @contextlib.contextmanager
-def _intra_op_threads(threads: int | None) -> Iterator[None]:
+def intra_op_threads(threads: int | None) -> Iterator[None]:
     """``torch.set_num_threads(threads)`` inside the block, the previous setting restored after it."""
     if threads is None:
         yield
