@@ -387,7 +387,7 @@ def test_new_cpu_step_equals_the_old_inline_step(network: str) -> None:
         model.zero_grad(set_to_none=True)
         loss = loss_of(batch)
         loss.backward()
-        return float(loss), [parameter.grad.clone() for parameter in model.parameters()]
+        return loss.item(), [parameter.grad.clone() for parameter in model.parameters()]
 
     old = [gradients(task.batch(0, step)) for step in range(3)]             # inline, default threads
     with intra_op_threads(1):
@@ -397,5 +397,8 @@ def test_new_cpu_step_equals_the_old_inline_step(network: str) -> None:
         assert old_loss > 0
         assert new_loss == pytest.approx(old_loss, rel=1e-5, abs=1e-6)
         for first, second in zip(old_grads, new_grads, strict=True):
-            # Threads sum in another order: float32 reductions differ in the last digits.
-            torch.testing.assert_close(second, first, rtol=1e-3, atol=1e-5)
+            # Threads sum in another order: float32 reductions differ in the last digits, relative to the size
+            # of each gradient (a single element near 0 can differ by more than its own size).
+            scale = float(first.abs().max())
+            assert scale > 0
+            assert float((second - first).abs().max()) <= 1e-3 * scale
