@@ -67,3 +67,25 @@ def test_gpu_check_refuses_without_a_gpu(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "no CUDA device was found" in done.stderr
     assert done.stdout.strip() == ""
+
+
+SCALE_KEYS = {"tracks", "peak_rss_mib", "rss_growth", "projected_full_rss_gib", "projected_full_cpu_s",
+              "peak_anon_mib", "seconds_per_track", "stage_peak_anon_mib", "streaming", "full_tracks"}
+
+
+@pytest.mark.slow
+def test_scale_quick_prints_every_key(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "scale.py"), "--quick", "--tracks", "2",
+                           "3"], env=_environment(tmp_path / "cache"), capture_output=True, text=True, timeout=900,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = _json_line(done.stdout)
+    assert set(result) >= SCALE_KEYS, SCALE_KEYS - set(result)
+    assert result["tracks"] == [2, 3]
+    assert len(result["peak_rss_mib"]) == len(result["peak_anon_mib"]) == 2
+    # ru_maxrss counts the stem cache's mapped pages on top of the anonymous memory.
+    assert all(total >= anon > 0 for total, anon in zip(result["peak_rss_mib"], result["peak_anon_mib"]))
+    assert result["rss_growth"] == pytest.approx(result["peak_anon_mib"][1] / result["peak_anon_mib"][0], abs=1e-3)
+    assert result["projected_full_rss_gib"] > 0 and result["projected_full_cpu_s"] > 0
+    assert result["full_tracks"] == {"train": 1289, "validation": 270, "test": 151}
+    assert result["summaries"]["3"]["kept_tracks"] >= 2
