@@ -30,8 +30,37 @@ preset; timed with condition (g), whose task and loss are (i)'s, so that a fresh
   is read before them), ``csn_peak_cuda_mib``: ``torch.cuda.max_memory_allocated`` during the CUDA CSN run.
 
 After one warm-up batch/step each, the best of ``--rounds`` timed rounds of the same steps is kept (2 shared CPU
-cores are noisy).
+cores are noisy). The steps run as the engine runs them: batch ``s + 1`` made by its prefetch thread while step
+``s`` trains, the model's ops on :func:`partsim_core.training.cpu_step_threads` threads (``--no-prefetch``: batch
+then step inline on torch's default threads, the engine before issue 14). ``--peer-json FILE`` adds
+``<key>_ratio`` = this run / that run for ``csn_triplets_per_s``, ``step_triplets_per_s``, ``csn_batch_*`` and
+``pipeline_*``; ``--peer-root DIR --repeats R`` runs DIR's copy of this benchmark and this one alternately (R
+pairs, fresh processes, each with its own ``PYTHONPATH``) and prints the medians, ratios, every run and the load
+average around each run.
 Prints ONE JSON line.
+
+Profile (issue 14 item 4; ``torch.profiler``, default preset, 2 shared cores, torch 2.13 CPU, oneDNN):
+
+* Before (commit cd346e8), CSN step of condition (i)'s task (32 triplets = 96 pieces of 96 mels x 130 frames,
+  width 8), CPU time on one thread: batch 0.10 s (mixing 0.07 s, log-mel 0.035 s: STFT 27 %, reflect pad 19 %,
+  filterbank matmul 16 %), model step 0.69 s: convolution backward 34 %, convolution forward 20 %, batch-norm
+  backward 14 %, ReLU backward 11 %, batch-norm forward 8 %, zero fills 3 %, max pooling 3 %, Adam < 1 %. Half of
+  the model step is the first block (8 channels at the full 96 x 130 resolution: 38 MB per activation, every op
+  bound by memory bandwidth, e.g. batch norm at 8 channels ~3x slower per element than at 16). The 2 OpenMP
+  threads bring ~1.2x over one on idle cores (the ops are memory-bound) and are *slower* than one thread when
+  other processes share the cores: idle OpenMP threads spin (measured at load ~12: one model step 2.5-3.8 s of
+  wall and 0.8 s of CPU on 1 thread, 5.6-8.7 s of wall and 1.9 s of CPU on 2). Part network (chapter 3; 64
+  triplets, width 16): batch 0.13 s, model step 0.84 s: convolution backward 43 %, forward 28 %, the zero fill of
+  max-pool backward 11 %, batch norm 6 %, ReLU backward 3 %.
+* Not taken: ``torch.compile`` (inductor, C++) of the CSN: 156 s to compile and 1.6x *slower* per step on this
+  CPU; NCHW instead of channels-last: 1.6x slower; bf16: changes the numbers beyond float tolerance.
+* After: the same ops on the same tensors (``tests/test_training.py::test_new_cpu_step_equals_the_old_inline_step``:
+  loss and gradients equal to float tolerance), scheduled differently: the model's ops on one thread (no spinning,
+  no barriers between the two cores), the batch (mixing + log-mel, ~13 % of a step) on the other core at the
+  same time. CPU time per CSN step 0.8 s instead of 1.9 s under load. Measured with ``--peer-root`` against
+  cd346e8 (medians of alternating runs, same machine, same time): see the README / the lead's report for the
+  figures of the run that closed issue 14. On idle cores the gain is bounded by the overlap (~1.15x for the CSN);
+  most of it comes from not spinning when the cores are shared, which they are in this project.
 
 Run: ``python benchmarks/training.py [--preset smoke|default] [--device cpu|cuda] [--steps N] [--rounds R]
 [--part drums] [--width W] [--batch-size B] [--mel-in-loss] [--full-run] [--torch-threads N]
