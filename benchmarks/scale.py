@@ -19,11 +19,11 @@
 Prints ONE JSON line: ``tracks`` (the N), ``peak_rss_mib`` (``ru_maxrss`` per N), ``peak_anon_mib``,
 ``seconds_per_track`` (child wall time / N), ``stage_s`` (seconds per stage and N), ``rss_growth`` =
 ``peak_anon_mib`` at the largest N / at the smallest (target <= 1.10), ``rss_growth_total`` the same on
-``peak_rss_mib``, ``projected_full_rss_gib`` (a straight line through (N, peak anonymous RSS) extended to the
-151 test tracks of Slakh2100 redux, plus the stem-cache pages ``ru_maxrss`` adds per track at that size, so
-the worst case where nothing is reclaimed; target <= 24), ``projected_full_cpu_s`` (the largest N's child wall
-time per track x 151: the evaluation of the full test split on this CPU, fixed costs counted per track, so an
-upper estimate), ``full_tracks``
+``peak_rss_mib``, ``projected_full_rss_gib`` (a straight line through (test audio seconds, peak anonymous RSS)
+extended to the full redux test split, 151 tracks x ~210 s (``full_test_audio_s``), plus the stem-cache pages
+``ru_maxrss`` adds per audio second at that size, so the worst case where nothing is reclaimed; target <= 24),
+``projected_full_cpu_s`` (the largest N's child wall time per test audio second x ``full_test_audio_s``: the
+evaluation of the full test split on this CPU, fixed costs included, so an upper estimate), ``full_tracks``
 (1,289 / 270 / 151: only the test split is evaluated; the train and validation splits enter training, projected
 by ``benchmarks/gpu_check.sh``), ``track_seconds``, ``load_average`` and ``streaming`` (per stage: does its peak
 grow with N).
@@ -50,6 +50,8 @@ import numpy as np
 
 #: Tracks of Slakh2100 redux: train, validation, test.
 FULL_TRACKS = {"train": 1289, "validation": 270, "test": 151}
+#: Audio of the full redux test split the projections extend to: 151 tracks of about 3.5 minutes.
+FULL_TEST_AUDIO_S = 151 * 210.0
 SAMPLE_RATE = 44100
 #: (part, program_num, is_drum) of the rendered stems.
 STEMS = (("drums", 128, True), ("bass", 33, False), ("piano", 0, False), ("guitar", 25, False),
@@ -172,7 +174,9 @@ def evaluate(root: Path, n_tracks: int, workdir: Path, mark: Any) -> dict[str, A
     torch.manual_seed(0)
     data = _handle(root, n_tracks)
     frontend = data.preset.frontend
-    out: dict[str, Any] = {"kept_tracks": len(data.test_tracks)}
+    out: dict[str, Any] = {"kept_tracks": len(data.test_tracks),
+                           "audio_s": round(sum(data.cache.track_length(track) for track in data.test_tracks)
+                                            / data.cache.sample_rate, 1)}
     mark("load_and_filter")
 
     # Chapter 3: test-set segment index of one part, embedding, kNN track ID (Table 3.2's path).
@@ -305,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, nargs="+", default=[10, 20, 40], help="test-set sizes N")
     parser.add_argument("--quick", action="store_true", help="tracks of 11-13 s instead of 3-4 minutes")
+    parser.add_argument("--track-seconds", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                        help="length range of the generated tracks (default 180 240; --quick 11 13)")
     parser.add_argument("--keep", default=None, help="generate into (or reuse) this folder instead of a temporary one")
     parser.add_argument("--child", nargs=2, metavar=("ROOT", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--warm", default=None, help=argparse.SUPPRESS)
@@ -315,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         _handle(Path(args.warm), 10**9)  # decodes every test track's parts into the stem cache
         return 0
     tracks = sorted(set(args.tracks))
-    seconds = (11.0, 13.0) if args.quick else (180.0, 240.0)
+    seconds = tuple(args.track_seconds) if args.track_seconds else (11.0, 13.0) if args.quick else (180.0, 240.0)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.keep) if args.keep else Path(scratch) / "slakh"
@@ -336,9 +342,10 @@ def main(argv: list[str] | None = None) -> int:
             loads.append({"n": n, "before": before, "after": [round(value, 2) for value in os.getloadavg()]})
     anon = [result["peak_anon_mib"] for result in results]
     walls = [result["wall_s"] for result in results]
-    file_pages_per_track = max(0.0, (peaks[-1] - anon[-1]) / tracks[-1])
-    full = FULL_TRACKS["test"]
-    projected_anon = max(anon[-1], _line(tracks, anon, full)) if len(tracks) > 1 else anon[-1]
+    audio = [result["summary"]["audio_s"] for result in results]
+    # Projections along the test split's audio seconds (so that shorter generated tracks project correctly).
+    file_pages_per_audio_s = max(0.0, (peaks[-1] - anon[-1]) / audio[-1])
+    projected_anon = max(anon[-1], _line(audio, anon, FULL_TEST_AUDIO_S)) if len(tracks) > 1 else anon[-1]
     stage_names = list(results[-1]["stage_peak_anon_mib"])
     streaming = {stage: bool(results[-1]["stage_peak_anon_mib"][stage]
                              <= 1.10 * results[0]["stage_peak_anon_mib"].get(stage, float("inf")))
@@ -353,9 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         "streaming": streaming,
         "rss_growth": round(anon[-1] / anon[0], 3),
         "rss_growth_total": round(peaks[-1] / peaks[0], 3),
-        "projected_full_rss_gib": round((projected_anon + file_pages_per_track * full) / 1024, 2),
+        "projected_full_rss_gib": round((projected_anon + file_pages_per_audio_s * FULL_TEST_AUDIO_S) / 1024, 2),
         "projected_full_anon_gib": round(projected_anon / 1024, 2),
-        "projected_full_cpu_s": round(walls[-1] / tracks[-1] * full),
+        "projected_full_cpu_s": round(walls[-1] / audio[-1] * FULL_TEST_AUDIO_S),
+        "test_audio_s": audio,
+        "full_test_audio_s": FULL_TEST_AUDIO_S,
         "full_tracks": FULL_TRACKS,
         "track_seconds": list(seconds),
         "summaries": {str(result["n"]): result["summary"] for result in results},
