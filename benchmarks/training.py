@@ -57,10 +57,13 @@ Profile (issue 14 item 4; ``torch.profiler``, default preset, 2 shared cores, to
 * After: the same ops on the same tensors (``tests/test_training.py::test_new_cpu_step_equals_the_old_inline_step``:
   loss and gradients equal to float tolerance), scheduled differently: the model's ops on one thread (no spinning,
   no barriers between the two cores), the batch (mixing + log-mel, ~13 % of a step) on the other core at the
-  same time. CPU time per CSN step 0.8 s instead of 1.9 s under load. Measured with ``--peer-root`` against
-  cd346e8 (medians of alternating runs, same machine, same time): see the README / the lead's report for the
-  figures of the run that closed issue 14. On idle cores the gain is bounded by the overlap (~1.15x for the CSN);
-  most of it comes from not spinning when the cores are shared, which they are in this project.
+  same time. CPU time per CSN step 0.8 s instead of 1.9 s under load. Measured with
+  ``--peer-root <cd346e8 checkout> --repeats 3 --steps 5 --rounds 1`` (3 alternating pairs of fresh processes,
+  same machine, same time; 2 cores shared with other sessions, load average 9-15 during the runs), medians:
+  CSN step 7.1 vs 2.2 triplets/s (3.2x; pairs 2.7x, 4.0x, 3.2x), part-network step 12.9 vs 3.3 triplets/s
+  (3.9x; pairs 2.5x, 12.7x, 2.3x). On idle cores the gain is bounded by the overlap (~1.15x for the CSN, the
+  batch being ~13 % of a step); most of it comes from not spinning when the cores are shared, which they are in
+  this project. Not measured on idle cores (there were none).
 
 Run: ``python benchmarks/training.py [--preset smoke|default] [--device cpu|cuda] [--steps N] [--rounds R]
 [--part drums] [--width W] [--batch-size B] [--mel-in-loss] [--full-run] [--torch-threads N]
