@@ -28,8 +28,18 @@ evaluation of the full test split on this CPU, fixed costs included, so an upper
 by ``benchmarks/gpu_check.sh``), ``track_seconds``, ``load_average`` and ``streaming`` (per stage: does its peak
 grow with N).
 
-Run: ``python benchmarks/scale.py [--quick] [--tracks 10 20 40] [--keep DIR]``. Default (3-4 min tracks) takes
-about 10 minutes on 2 cores; ``--quick`` about one.
+Measured (2 shared cores, load 4-5, ``--track-seconds 30 40``, 4 min in all): peak anonymous RSS 403 / 429 /
+556 MiB at N = 10 / 20 / 40 (``rss_growth`` 1.38, target 1.10 not met), ``ru_maxrss`` 764 / 925 / 1027 MiB;
+projected full test split 5.6 GiB anonymous, 17.4 GiB with every stem-cache page counted; ~2,200 s of CPU.
+What grows: ``ch4_grid_embed``, i.e. :func:`partsim_core.csn.run.grid_waveforms`, which returns a Python list
+of every segment's waveform (float32 copies) of the grid: ~5.6 GB per signal for the full test split at
+44.1 kHz, and :func:`~partsim_core.csn.run.run_chapter4` holds the mix's list and the five stems' lists at once.
+The stages after it keep its peak (freed memory is not returned to the OS), so their flags in ``streaming``
+follow it; the load/filter and chapter-3 embedding + kNN stages are flat (250 -> 256, 263 -> 277 MiB).
+
+Run: ``python benchmarks/scale.py [--quick] [--tracks 10 20 40] [--track-seconds MIN MAX] [--keep DIR]``. The
+default (3-4 min tracks) takes ~25 minutes on 2 lightly loaded cores (its cost is the audio evaluated: 70 tracks
+of ~3.5 min); ``--track-seconds 30 40`` about 4 and ``--quick`` about 1.
 """
 
 from __future__ import annotations
