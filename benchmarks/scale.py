@@ -38,8 +38,9 @@ The stages after it keep its peak (freed memory is not returned to the OS), so t
 follow it; the load/filter and chapter-3 embedding + kNN stages are flat (250 -> 256, 263 -> 277 MiB).
 
 Run: ``python benchmarks/scale.py [--quick] [--tracks 10 20 40] [--track-seconds MIN MAX] [--keep DIR]``. The
-default (3-4 min tracks) takes ~25 minutes on 2 lightly loaded cores (its cost is the audio evaluated: 70 tracks
-of ~3.5 min); ``--track-seconds 30 40`` about 4 and ``--quick`` about 1.
+default (3-4 min tracks) takes about 45 minutes on 2 shared cores (the cost is the audio evaluated, 70 tracks of
+~3.5 min: the N = 10 child alone ran over 5 minutes, its ``ru_maxrss`` passing 2.2 GB), over the ~10 minutes
+issue 14 asks for; ``--track-seconds 30 40`` takes about 4 minutes and ``--quick`` about 1.
 """
 
 from __future__ import annotations
