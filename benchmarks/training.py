@@ -30,8 +30,40 @@ preset; timed with condition (g), whose task and loss are (i)'s, so that a fresh
   is read before them), ``csn_peak_cuda_mib``: ``torch.cuda.max_memory_allocated`` during the CUDA CSN run.
 
 After one warm-up batch/step each, the best of ``--rounds`` timed rounds of the same steps is kept (2 shared CPU
-cores are noisy).
+cores are noisy). The steps run as the engine runs them: batch ``s + 1`` made by its prefetch thread while step
+``s`` trains, the model's ops on :func:`partsim_core.training.cpu_step_threads` threads (``--no-prefetch``: batch
+then step inline on torch's default threads, the engine before issue 14). ``--peer-json FILE`` adds
+``<key>_ratio`` = this run / that run for ``csn_triplets_per_s``, ``step_triplets_per_s``, ``csn_batch_*`` and
+``pipeline_*``; ``--peer-root DIR --repeats R`` runs DIR's copy of this benchmark and this one alternately (R
+pairs, fresh processes, each with its own ``PYTHONPATH``) and prints the medians, ratios, every run and the load
+average around each run.
 Prints ONE JSON line.
+
+Profile (issue 14 item 4; ``torch.profiler``, default preset, 2 shared cores, torch 2.13 CPU, oneDNN):
+
+* Before (commit cd346e8), CSN step of condition (i)'s task (32 triplets = 96 pieces of 96 mels x 130 frames,
+  width 8), CPU time on one thread: batch 0.10 s (mixing 0.07 s, log-mel 0.035 s: STFT 27 %, reflect pad 19 %,
+  filterbank matmul 16 %), model step 0.69 s: convolution backward 34 %, convolution forward 20 %, batch-norm
+  backward 14 %, ReLU backward 11 %, batch-norm forward 8 %, zero fills 3 %, max pooling 3 %, Adam < 1 %. Half of
+  the model step is the first block (8 channels at the full 96 x 130 resolution: 38 MB per activation, every op
+  bound by memory bandwidth, e.g. batch norm at 8 channels ~3x slower per element than at 16). The 2 OpenMP
+  threads bring ~1.2x over one on idle cores (the ops are memory-bound) and are *slower* than one thread when
+  other processes share the cores: idle OpenMP threads spin (measured at load ~12: one model step 2.5-3.8 s of
+  wall and 0.8 s of CPU on 1 thread, 5.6-8.7 s of wall and 1.9 s of CPU on 2). Part network (chapter 3; 64
+  triplets, width 16): batch 0.13 s, model step 0.84 s: convolution backward 43 %, forward 28 %, the zero fill of
+  max-pool backward 11 %, batch norm 6 %, ReLU backward 3 %.
+* Not taken: ``torch.compile`` (inductor, C++) of the CSN: 156 s to compile and 1.6x *slower* per step on this
+  CPU; NCHW instead of channels-last: 1.6x slower; bf16: changes the numbers beyond float tolerance.
+* After: the same ops on the same tensors (``tests/test_training.py::test_new_cpu_step_equals_the_old_inline_step``:
+  loss and gradients equal to float tolerance), scheduled differently: the model's ops on one thread (no spinning,
+  no barriers between the two cores), the batch (mixing + log-mel, ~13 % of a step) on the other core at the
+  same time. CPU time per CSN step 0.8 s instead of 1.9 s under load. Measured with
+  ``--peer-root <cd346e8 checkout> --repeats 3 --steps 5 --rounds 1`` (3 alternating pairs of fresh processes,
+  same machine, same time; 2 cores shared with other sessions, load average 9-15 during the runs), medians:
+  CSN step 7.1 vs 2.2 triplets/s (3.2x; pairs 2.7x, 4.0x, 3.2x), part-network step 12.9 vs 3.3 triplets/s
+  (3.9x; pairs 2.5x, 12.7x, 2.3x). On idle cores the gain is bounded by the overlap (~1.15x for the CSN, the
+  batch being ~13 % of a step); most of it comes from not spinning when the cores are shared, which they are in
+  this project. Not measured on idle cores (there were none).
 
 Run: ``python benchmarks/training.py [--preset smoke|default] [--device cpu|cuda] [--steps N] [--rounds R]
 [--part drums] [--width W] [--batch-size B] [--mel-in-loss] [--full-run] [--torch-threads N]
@@ -43,7 +75,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +92,7 @@ from partsim_core.data.cache import StemCache
 from partsim_core.data.slakh import open_slakh
 from partsim_core.presets import get_preset
 from partsim_core.baseline.triplets import TripletTask
+from partsim_core.training import cpu_step_threads, intra_op_threads, prefetched, usable_cores
 
 
 def _synchronise(device: torch.device) -> None:
@@ -83,8 +119,34 @@ def _best_rate(function, steps: int, rounds: int, triplets_per_step: int, device
     return steps * triplets_per_step / best
 
 
+def _step_rate(make_batch, train_on, steps: int, rounds: int, triplets_per_step: int, device: torch.device,
+               clock=time.perf_counter, prefetch: bool = True, threads: int | None = None) -> float:
+    """Best triplets/s of the training step as :func:`partsim_core.training.train` runs it (``num_workers=0``).
+
+    With ``prefetch`` batch ``s + 1`` is made by the engine's background thread (:func:`prefetched`) while step
+    ``s`` trains, and the model's CPU ops get the engine's intra-op threads (:func:`cpu_step_threads`, or
+    ``threads``); without it, batch then step inline on torch's default threads (the engine before the change).
+    One warm-up step, then the best of ``rounds`` rounds of ``steps`` steps.
+    """
+    chosen = cpu_step_threads(device, threads, prefetch)
+    with intra_op_threads(chosen):
+        train_on(make_batch(0))
+        best = float("inf")
+        for _ in range(rounds):
+            indices = list(range(1, steps + 1))
+            batches = prefetched(make_batch, indices) if prefetch else (make_batch(i) for i in indices)
+            _synchronise(device)
+            started = clock()
+            for batch in batches:
+                train_on(batch)
+            _synchronise(device)
+            best = min(best, clock() - started)
+    return steps * triplets_per_step / best
+
+
 def csn_step_rates(data: Any, device: torch.device, steps: int, rounds: int, seed: int = 0,
-                   clock=time.perf_counter, batch_rate: bool = True) -> dict[str, float]:
+                   clock=time.perf_counter, batch_rate: bool = True, prefetch: bool = True,
+                   threads: int | None = None) -> dict[str, float]:
     """Batch-assembly and training-step rates of chapter 4's CSN (condition (i)'s task and loss) on ``device``.
 
     ``data`` is :func:`partsim_core.baseline.load_dataset`'s result for the preset. Used by: :func:`main`
@@ -115,18 +177,67 @@ def csn_step_rates(data: Any, device: torch.device, steps: int, rounds: int, see
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def training_step(step: int) -> None:
-        batch = {name: value.to(device, non_blocking=True) for name, value in task.batch(0, step).items()}
+    def training_step(batch: dict[str, torch.Tensor]) -> None:
+        batch = {name: value.to(device, non_blocking=True) for name, value in batch.items()}
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             loss = task.loss(model, batch)
         loss.backward()
         optimizer.step()
 
-    out["step_triplets_per_s"] = _best_rate(training_step, steps, rounds, csn.batch_size, device, clock)
+    out["step_triplets_per_s"] = _step_rate(lambda step: task.batch(0, step), training_step, steps, rounds,
+                                            csn.batch_size, device, clock, prefetch, threads)
     if device.type == "cuda":
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
+
+
+#: Rates compared with a peer version (``--peer-json`` / ``--peer-root``): this run / the peer's.
+RATIO_KEYS = ("csn_triplets_per_s", "step_triplets_per_s", "csn_batch_triplets_per_s", "pipeline_triplets_per_s")
+
+
+def _read_json_line(path: Path) -> dict:
+    """The last JSON line of ``path`` (a benchmark's output)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip().startswith("{")]
+    if not lines:
+        raise SystemExit(f"training benchmark: no JSON line in {path}")
+    return json.loads(lines[-1])
+
+
+def peer_ratios(own: dict, peer: dict) -> dict[str, float]:
+    """``<key>_ratio`` = own / peer for each of :data:`RATIO_KEYS` both runs have."""
+    return {f"{key}_ratio": round(own[key] / peer[key], 2) for key in RATIO_KEYS
+            if key in own and key in peer and peer[key]}
+
+
+def _load_average() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def compare_with_peer(peer_root: Path, passed: list[str], repeats: int) -> dict:
+    """Run the peer checkout's benchmark and this one alternately, each in a fresh process with its own
+    ``PYTHONPATH`` (peer first in every pair), and summarise: medians of each version's rates, their ratios
+    (own median / peer median), every run's figures and the load average before and after each run."""
+    own_root = Path(__file__).resolve().parents[1]
+    runs: dict[str, list[dict]] = {"own": [], "peer": []}
+    loads = []
+    for _ in range(repeats):
+        for name, root in (("peer", peer_root), ("own", own_root)):
+            environment = {**os.environ, "PYTHONPATH": str(root)}
+            before = _load_average()
+            done = subprocess.run([sys.executable, str(root / "benchmarks" / "training.py"), *passed],
+                                  env=environment, cwd=root, capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise SystemExit(f"training benchmark of {root} failed:\n{done.stderr[-2000:]}")
+            runs[name].append(json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1]))
+            loads.append({"version": name, "before": before, "after": _load_average()})
+    keys = [key for key in RATIO_KEYS if all(key in run for run in runs["own"] + runs["peer"])]
+    own = {key: round(statistics.median(run[key] for run in runs["own"]), 1) for key in keys}
+    peer = {key: round(statistics.median(run[key] for run in runs["peer"]), 1) for key in keys}
+    return {"preset": runs["own"][0]["preset"], "repeats": repeats, "peer_root": peer_root.name, **own,
+            **{f"peer_{key}": value for key, value in peer.items()}, **peer_ratios(own, peer),
+            "runs": {name: [{key: run[key] for key in keys} for run in found] for name, found in runs.items()},
+            "load_average": loads, "cores": usable_cores()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +260,27 @@ def main(argv: list[str] | None = None) -> int:
                              "--torch-threads 1, where it equals the wall time of an idle core)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-csn", action="store_true", help="skip chapter 4's CSN step (the csn_* keys)")
+    parser.add_argument("--no-prefetch", action="store_true",
+                        help="time the steps without the engine's prefetch thread and CPU thread setting "
+                             "(batch then step inline on torch's default threads, as before)")
+    parser.add_argument("--step-threads", type=int, default=None,
+                        help="intra-op threads of the timed steps (default: the engine's choice)")
+    parser.add_argument("--peer-json", default=None,
+                        help="a JSON line of another version's run of this benchmark: adds *_ratio keys "
+                             "(this run / peer)")
+    parser.add_argument("--peer-root", default=None,
+                        help="another checkout of the project: run its benchmark and this one alternately "
+                             "(--repeats pairs, each in a fresh process), print medians and ratios")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating pairs with --peer-root")
     args = parser.parse_args(argv)
+    if args.peer_root:
+        passed = list(sys.argv[1:] if argv is None else argv)
+        for flag in ("--peer-root", "--repeats"):
+            while flag in passed:
+                position = passed.index(flag)
+                del passed[position:position + 2]
+        print(json.dumps(compare_with_peer(Path(args.peer_root).resolve(), passed, args.repeats)))
+        return 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but torch.cuda.is_available() is False")
     if args.torch_threads is not None:
@@ -181,15 +312,17 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def training_step(step: int) -> None:
-        batch = tuple(part.to(device, non_blocking=True) for part in task.batch(0, step))
+    def training_step(batch: tuple[torch.Tensor, ...]) -> None:
+        batch = tuple(part.to(device, non_blocking=True) for part in batch)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             loss = task.loss(model, batch)
         loss.backward()
         optimizer.step()
 
-    step_rate = _best_rate(training_step, args.steps, args.rounds, batch_size, device, clock)
+    prefetch = not args.no_prefetch
+    step_rate = _step_rate(lambda step: task.batch(0, step), training_step, args.steps, args.rounds, batch_size,
+                           device, clock, prefetch, args.step_threads)
     epoch_size = task.sampler.epoch_size()
     result = {
         "preset": args.preset,
@@ -202,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         "n_mels": preset.frontend.n_mels,
         "segment_seconds": preset.segment_seconds,
         "torch_threads": torch.get_num_threads(),
+        "prefetch": prefetch,
+        "step_threads": cpu_step_threads(device, args.step_threads, prefetch) or torch.get_num_threads(),
         "clock": args.clock,
         "train_tracks": len(task.index.track_ids),
         "epoch_triplets": epoch_size,
@@ -230,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         from partsim_core.data.dataset import load_dataset
 
         data = load_dataset(args.preset)
-        cpu = csn_step_rates(data, torch.device("cpu"), args.steps, args.rounds, args.seed, clock)
+        cpu = csn_step_rates(data, torch.device("cpu"), args.steps, args.rounds, args.seed, clock,
+                             prefetch=prefetch, threads=args.step_threads)
         result.update({
             "csn_condition": "i (task and loss; timed as g: fresh weights)",
             "csn_batch_size": cpu["batch_size"],
@@ -246,13 +382,15 @@ def main(argv: list[str] | None = None) -> int:
         if torch.cuda.is_available():
             # Always timed on the GPU when there is one (the rest of this script follows --device).
             cuda = csn_step_rates(data, torch.device("cuda"), args.steps, args.rounds, args.seed,
-                                  time.perf_counter, batch_rate=False)
+                                  time.perf_counter, batch_rate=False, prefetch=prefetch)
             result["csn_cuda_name"] = torch.cuda.get_device_name(torch.device("cuda"))
             result["csn_cuda_triplets_per_s"] = round(cuda["step_triplets_per_s"], 1)
             result["csn_cuda_batch_time_share"] = round(cuda["step_triplets_per_s"] / cpu["batch_triplets_per_s"],
                                                         3)
             result["csn_peak_cuda_mib"] = round(cuda["peak_cuda_mib"], 1)
         result["csn_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if args.peer_json:
+        result.update(peer_ratios(result, _read_json_line(Path(args.peer_json))))
     print(json.dumps(result))
     return 0
 

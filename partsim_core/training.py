@@ -20,7 +20,15 @@ from a :class:`TrainConfig` and a :class:`TrainingTask` that knows how to build 
   (``WORLD_SIZE > 1``): gloo on CPU, nccl on CUDA; rank ``r`` trains on ``task.batch(epoch, step * world + r)``;
   only rank 0 writes files.
 * **Data pipeline.** With ``num_workers > 0`` a :class:`~torch.utils.data.DataLoader` over step indices prefetches
-  ``task.batch`` in worker processes; with 0 the batch is made inline.
+  ``task.batch`` in worker processes; with 0 (``prefetch=True``, the default) one background thread makes batch
+  ``s + 1`` while the model trains on batch ``s`` (:func:`prefetched`), and on the CPU the model's ops get
+  ``cpu_threads`` intra-op threads (default: the usable cores minus the one that thread needs,
+  :func:`cpu_step_threads`). Why: on 2 cores the CSN's and part network's steps spend most of their time in
+  memory-bound full-resolution ops (batch norm, ReLU, pooling and 8-16 channel convolutions) that scale poorly
+  over OpenMP threads (~1.2x from 1 to 2 threads, far worse when other processes share the cores, since idle
+  OpenMP threads spin), while the batch (mixing + log-mel) is independent work for the second core
+  (``benchmarks/training.py``). Batches are pure functions of ``(seed, epoch, step)``, so neither changes what
+  is computed.
 
 Used by ``partsim_core.baseline.triplets.TripletTask`` (chapter 3 notebook ``ch3_separation_baseline``),
 ``partsim_core.baseline.separator_training.train_separator`` and the chapter-4 models.
@@ -28,6 +36,7 @@ Used by ``partsim_core.baseline.triplets.TripletTask`` (chapter 3 notebook ``ch3
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import importlib.metadata
@@ -58,7 +67,7 @@ VALIDATION_SEED_OFFSET = 1_000_003
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: Fields that change how fast a run goes, not what it produces; left out of :meth:`TrainConfig.key`.
-_KEY_EXCLUDED = ("device", "num_workers", "checkpoint_every")
+_KEY_EXCLUDED = ("device", "num_workers", "checkpoint_every", "prefetch", "cpu_threads")
 CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE, HISTORY_FILE = "checkpoint.pt", "model.pt", "config.json", "history.json"
 
 
@@ -81,6 +90,10 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"
     num_workers: int = 0
+    #: With ``num_workers == 0``: make the next batch in a background thread while the model trains.
+    prefetch: bool = True
+    #: Intra-op threads of the model's ops on the CPU; ``None`` = :func:`cpu_step_threads`' choice.
+    cpu_threads: int | None = None
     #: Model hyper-parameters (recorded and part of the key).
     model: dict = field(default_factory=dict)
     #: Data parameters (recorded and part of the key).
@@ -93,6 +106,10 @@ class TrainConfig:
             _require_int(name, getattr(self, name), minimum=1)
         _require_int("seed", self.seed, minimum=0)
         _require_int("num_workers", self.num_workers, minimum=0)
+        if self.cpu_threads is not None:
+            _require_int("cpu_threads", self.cpu_threads, minimum=1)
+        if not isinstance(self.prefetch, bool):
+            raise PartsimError(f"prefetch must be True or False, got {self.prefetch!r}")
         if self.early_stopping_patience is not None:
             _require_int("early_stopping_patience", self.early_stopping_patience, minimum=1)
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
@@ -108,7 +125,7 @@ class TrainConfig:
             raise PartsimError(f"config.model/data of run {self.run_name!r} must be plain JSON: {error}") from None
 
     def key(self) -> str:
-        """Stable hash of every field except ``device``, ``num_workers`` and ``checkpoint_every``."""
+        """Stable hash of every field except those that only change the speed (:data:`_KEY_EXCLUDED`)."""
         payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in _KEY_EXCLUDED}
         return stable_hash(payload)
 
@@ -205,6 +222,25 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
             _save(checkpoint_path, {"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                     "scaler": scaler.state_dict(), "rng": _get_rng_state(device), "state": state})
 
+    threads = cpu_step_threads(device, config.cpu_threads, config.prefetch and config.num_workers == 0)
+    with intra_op_threads(threads):
+        _train_epochs(task, config, model, wrapped, optimizer, scaler, amp_dtype, state, save_checkpoint,
+                      world_size, rank, device, progress)
+
+    if state["best_model"] is not None:
+        model.load_state_dict(state["best_model"])
+    if rank == 0:
+        _write_artefact(out_dir, model, config, key, state["history"], device, world_size)
+        checkpoint_path.unlink(missing_ok=True)
+    _barrier(world_size)
+    return TrainResult(model=model.cpu().eval(), out_dir=out_dir, history=state["history"], reused=False)
+
+
+def _train_epochs(task: TrainingTask, config: TrainConfig, model: torch.nn.Module, wrapped: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None,
+                  state: dict, save_checkpoint: Any, world_size: int, rank: int, device: torch.device,
+                  progress: bool) -> None:
+    """The epochs of :func:`train` from ``state`` on (updates ``state``, writes checkpoints)."""
     while state["epoch"] < config.epochs and not state["stopped"]:
         epoch, started = state["epoch"], time.perf_counter()
         wrapped.train()
@@ -212,7 +248,8 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
         bar = tqdm(total=config.steps_per_epoch, initial=state["step"], leave=False,
                    desc=f"{config.run_name} epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0)
         running = torch.zeros((), dtype=torch.float64, device=device)
-        for step, batch in zip(steps, _batches(task, epoch, steps, world_size, rank, config.num_workers, device)):
+        batches = _batches(task, epoch, steps, world_size, rank, config.num_workers, device, config.prefetch)
+        for step, batch in zip(steps, batches):
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 loss = task.loss(wrapped, batch)
@@ -250,14 +287,6 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
                 state["stopped"] = state["epochs_since_best"] >= config.early_stopping_patience
         state.update(epoch=epoch + 1, step=0, epoch_loss_sum=0.0, epoch_seconds=0.0)
         save_checkpoint()
-
-    if state["best_model"] is not None:
-        model.load_state_dict(state["best_model"])
-    if rank == 0:
-        _write_artefact(out_dir, model, config, key, state["history"], device, world_size)
-        checkpoint_path.unlink(missing_ok=True)
-    _barrier(world_size)
-    return TrainResult(model=model.cpu().eval(), out_dir=out_dir, history=state["history"], reused=False)
 
 
 def load_trained(out_dir: Path, model: torch.nn.Module, expected_key: str | None = None) -> torch.nn.Module:
@@ -367,12 +396,71 @@ class _StepDataset(torch.utils.data.Dataset):
         return self.task.batch(self.epoch, self.batch_indices[position])
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where that is unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_step_threads(device: torch.device, requested: int | None = None, prefetch: bool = True) -> int | None:
+    """Intra-op threads for the model's ops during training, or ``None`` to leave torch's setting alone.
+
+    On the CPU: ``requested`` when given, else the usable cores minus one when a prefetch thread makes the
+    batches (at least 1). On other devices the model's ops do not run on CPU threads: ``None``.
+    """
+    if device.type != "cpu":
+        return None
+    if requested is not None:
+        _require_int("cpu_threads", requested, minimum=1)
+        return requested
+    return max(1, usable_cores() - 1) if prefetch else None
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` inside the block, the previous setting restored after it."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def prefetched(make: Any, indices: list[int]) -> Iterator[Any]:
+    """``make(index)`` for each of ``indices`` in order, the next one computed in a background thread meanwhile.
+
+    One batch ahead only (bounded memory). The background thread is shut down when the iteration ends or is
+    abandoned; an exception raised by ``make`` surfaces at the batch that raised it.
+    """
+    if not indices:
+        return
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="partsim-batch")
+    try:
+        pending = executor.submit(make, indices[0])
+        for position in range(len(indices)):
+            current = pending.result()
+            pending = executor.submit(make, indices[position + 1]) if position + 1 < len(indices) else None
+            yield current
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
 def _batches(task: TrainingTask, epoch: int, steps: range, world_size: int, rank: int, num_workers: int,
-             device: torch.device) -> Iterator[Any]:
-    """Batches of ``steps`` on ``device``; rank ``r`` of ``world_size`` gets ``task.batch(epoch, step*world+r)``."""
+             device: torch.device, prefetch: bool = True) -> Iterator[Any]:
+    """Batches of ``steps`` on ``device``; rank ``r`` of ``world_size`` gets ``task.batch(epoch, step*world+r)``.
+
+    ``num_workers > 0``: DataLoader worker processes; else one prefetch thread (``prefetch``) or inline.
+    """
     indices = [step * world_size + rank for step in steps]
     if num_workers == 0:
-        source: Any = (task.batch(epoch, index) for index in indices)
+        source: Any = (prefetched(lambda index: task.batch(epoch, index), indices) if prefetch
+                       else (task.batch(epoch, index) for index in indices))
     else:
         # A private generator: creating the loader must not draw from the global RNG (exact resume).
         source = torch.utils.data.DataLoader(

@@ -289,3 +289,116 @@ def test_ddp_with_two_cpu_processes_ends_with_identical_weights(tmp_path: Path) 
     for name in reference:
         assert torch.allclose(rank0[name], reference[name], atol=1e-5), name
         assert not torch.equal(rank0[name], NoDropoutTask().build_model().state_dict()[name])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The faster CPU step (issue 14 item 4): prefetch thread + intra-op thread setting compute the same thing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_prefetched_yields_every_batch_in_order_and_surfaces_errors() -> None:
+    from partsim_core.training import prefetched
+
+    made: list[int] = []
+
+    def make(index: int) -> int:
+        made.append(index)
+        if index == 7:
+            raise Interrupted("bad batch")
+        return index * 10
+
+    assert list(prefetched(make, [3, 1, 2])) == [30, 10, 20]
+    assert list(prefetched(make, [])) == []
+    iterator = prefetched(make, [5, 7, 9])
+    assert next(iterator) == 50
+    with pytest.raises(Interrupted, match="bad batch"):
+        next(iterator)
+
+
+def test_cpu_step_threads_and_their_restoration() -> None:
+    from partsim_core.training import cpu_step_threads, intra_op_threads, usable_cores
+
+    cpu = torch.device("cpu")
+    assert cpu_step_threads(cpu, None, prefetch=True) == max(1, usable_cores() - 1)
+    assert cpu_step_threads(cpu, None, prefetch=False) is None
+    assert cpu_step_threads(cpu, 3) == 3
+    assert cpu_step_threads(torch.device("meta"), None) is None
+    with pytest.raises(PartsimError, match="cpu_threads"):
+        cpu_step_threads(cpu, 0)
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(PartsimError, match="cpu_threads"):
+        TrainConfig(run_name="x", cpu_threads=0)
+    # Speed settings are not part of what a run computes.
+    assert TrainConfig(run_name="x", prefetch=False, cpu_threads=2).key() == TrainConfig(run_name="x").key()
+
+
+def test_prefetch_gives_the_same_weights_as_inline_batches(tmp_path: Path) -> None:
+    prefetching = train(NoDropoutTask(), config(epochs=2, steps_per_epoch=5), tmp_path / "a", progress=False)
+    inline = train(NoDropoutTask(), config(epochs=2, steps_per_epoch=5, prefetch=False), tmp_path / "b",
+                   progress=False)
+    for first, second in zip(prefetching.model.parameters(), inline.model.parameters(), strict=True):
+        torch.testing.assert_close(first, second, rtol=1e-5, atol=1e-6)
+
+
+class _RandomCSNTask:
+    """Random log-mel triplets for the CSN loss of condition (i) (basic + additional triplets + norm loss)."""
+
+    def __init__(self) -> None:
+        from partsim_core.csn.conditions import CSNLoss
+
+        self.loss_fn = CSNLoss(additional=True, norm=True)
+
+    def batch(self, epoch: int, step: int) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(1_000 * epoch + step)
+        size = 6
+        present = (torch.rand(size, 3, 5, generator=generator) > 0.4).float()
+        return {"anchor": torch.rand(size, 24, 20, generator=generator),
+                "positive": torch.rand(size, 24, 20, generator=generator),
+                "negative": torch.rand(size, 24, 20, generator=generator),
+                "condition": torch.randint(0, 5, (size,), generator=generator),
+                "additional_condition": torch.tensor([-1, 0, 3, -1, 4, 1]),
+                "powers": present * 0.1, "present": present}
+
+
+@pytest.mark.parametrize("network", ["csn", "part"])
+def test_new_cpu_step_equals_the_old_inline_step(network: str) -> None:
+    """The step as the engine now runs it (prefetch thread, 1 intra-op thread) gives the loss and gradients of
+    the old inline step on torch's default threads, to float tolerance, for the CSN and a part network."""
+    from partsim_core.csn.conditions import CSNModel
+    from partsim_core.losses import triplet_loss
+    from partsim_core.models import PartCNN
+    from partsim_core.training import intra_op_threads, prefetched
+
+    task = _RandomCSNTask()
+    torch.manual_seed(0)
+    model = CSNModel(24, width=2) if network == "csn" else PartCNN(24, width=4)
+
+    def loss_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if network == "csn":
+            return task.loss_fn(model, batch)
+        anchor, positive, negative = model(torch.cat([batch["anchor"], batch["positive"],
+                                                      batch["negative"]])).chunk(3)
+        return triplet_loss(anchor, positive, negative)
+
+    def gradients(batch: dict[str, torch.Tensor]) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        loss = loss_of(batch)
+        loss.backward()
+        return loss.item(), [parameter.grad.clone() for parameter in model.parameters()]
+
+    old = [gradients(task.batch(0, step)) for step in range(3)]             # inline, default threads
+    with intra_op_threads(1):
+        new = [gradients(batch) for batch in prefetched(lambda step: task.batch(0, step), [0, 1, 2])]
+    assert len(new) == len(old) == 3
+    for (old_loss, old_grads), (new_loss, new_grads) in zip(old, new, strict=True):
+        assert old_loss > 0
+        assert new_loss == pytest.approx(old_loss, rel=1e-5, abs=1e-6)
+        for first, second in zip(old_grads, new_grads, strict=True):
+            # Threads sum in another order: float32 reductions differ in the last digits, relative to the size
+            # of each gradient (a single element near 0 can differ by more than its own size).
+            scale = float(first.abs().max())
+            assert scale > 0
+            assert float((second - first).abs().max()) <= 1e-3 * scale

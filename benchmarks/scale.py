@@ -1,0 +1,408 @@
+"""Memory and time of the evaluation paths at paper shape, for growing test sets (issue 14 items 1-2).
+
+1. Generates a paper-shaped Slakh-format dataset (44.1 kHz; tracks of 3-4 minutes, ``--quick``: 11-13 s) with a
+   fast renderer: per track, drums (noise bursts on the beat), bass, piano, guitar and "others" (sines and chords
+   at the track's tempo), some parts missing at random, written as FLAC in the Slakh2100 layout (``metadata.yaml``
+   with ``program_num``/``is_drum``, ``mix.flac``, ``stems/SXX.flac``, ``all_src.mid`` holding the tempo) into a
+   temporary folder; read back with :mod:`partsim_core.data.slakh` and decoded once into a private stem cache
+   (a warm-up child, not measured).
+2. For each N in ``--tracks`` (default 10, 20, 40 test tracks) a fresh child process runs every chapter's
+   evaluation path with the ``paper`` front end and small untrained models on the CPU (:func:`evaluate`, the one
+   place that calls the chapters): the test-set filter, chapter 3's segment index + embedding
+   (:func:`partsim_core.embed.embed`) + kNN (:func:`partsim_core.knn.knn_accuracy`), chapter 4's segment grid,
+   grid embeddings and Table 4.1 / 4.3 / 4.5 metrics, the test pseudo pieces and Table 4.2, and a MixQuery index
+   (CSN backend). The parent reads the child's peak RSS from ``os.wait4`` (``ru_maxrss``, which counts the pages
+   of the memory-mapped stem cache the child touched); the child samples ``/proc/self/status`` every 20 ms for
+   its peak *anonymous* RSS, i.e. the memory beyond the stem cache's files on disk (``peak_anon_mib``), which is
+   what the bound is about: file pages are the page cache's, dropped under memory pressure.
+
+Prints ONE JSON line: ``tracks`` (the N), ``peak_rss_mib`` (``ru_maxrss`` per N), ``peak_anon_mib``,
+``seconds_per_track`` (child wall time / N), ``stage_s`` (seconds per stage and N), ``rss_growth`` =
+``peak_anon_mib`` at the largest N / at the smallest (target <= 1.10), ``rss_growth_total`` the same on
+``peak_rss_mib``, ``projected_full_rss_gib`` (a straight line through (test audio seconds, peak anonymous RSS)
+extended to the full redux test split, 151 tracks x ~210 s (``full_test_audio_s``), plus the stem-cache pages
+``ru_maxrss`` adds per audio second at that size, so the worst case where nothing is reclaimed; target <= 24),
+``projected_full_cpu_s`` (the largest N's child wall time per test audio second x ``full_test_audio_s``: the
+evaluation of the full test split on this CPU, fixed costs included, so an upper estimate), ``full_tracks``
+(1,289 / 270 / 151: only the test split is evaluated; the train and validation splits enter training, projected
+by ``benchmarks/gpu_check.sh``), ``track_seconds``, ``load_average`` and ``streaming`` (per stage: does its peak
+grow with N).
+
+Measured (2 shared cores, load 4-5, ``--track-seconds 30 40``, 4 min in all): peak anonymous RSS 403 / 429 /
+556 MiB at N = 10 / 20 / 40 (``rss_growth`` 1.38, target 1.10 not met), ``ru_maxrss`` 764 / 925 / 1027 MiB;
+projected full test split 5.6 GiB anonymous, 17.4 GiB with every stem-cache page counted; ~2,200 s of CPU.
+What grows: ``ch4_grid_embed``, i.e. :func:`partsim_core.csn.run.grid_waveforms`, which returns a Python list
+of every segment's waveform (float32 copies) of the grid: ~5.6 GB per signal for the full test split at
+44.1 kHz, and :func:`~partsim_core.csn.run.run_chapter4` holds the mix's list and the five stems' lists at once.
+The stages after it keep its peak (freed memory is not returned to the OS), so their flags in ``streaming``
+follow it; the load/filter and chapter-3 embedding + kNN stages are flat (250 -> 256, 263 -> 277 MiB).
+
+Run: ``python benchmarks/scale.py [--quick] [--tracks 10 20 40] [--track-seconds MIN MAX] [--keep DIR]``. The
+default (3-4 min tracks) takes about 45 minutes on 2 shared cores (the cost is the audio evaluated, 70 tracks of
+~3.5 min: the N = 10 child alone ran over 5 minutes, its ``ru_maxrss`` passing 2.2 GB), over the ~10 minutes
+issue 14 asks for; ``--track-seconds 30 40`` takes about 4 minutes and ``--quick`` about 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Tracks of Slakh2100 redux: train, validation, test.
+FULL_TRACKS = {"train": 1289, "validation": 270, "test": 151}
+#: Audio of the full redux test split the projections extend to: 151 tracks of about 3.5 minutes.
+FULL_TEST_AUDIO_S = 151 * 210.0
+SAMPLE_RATE = 44100
+#: (part, program_num, is_drum) of the rendered stems.
+STEMS = (("drums", 128, True), ("bass", 33, False), ("piano", 0, False), ("guitar", 25, False),
+         ("others", 48, False))
+#: Untrained model widths (small: this is about memory and data paths, not results).
+PART_WIDTH, CSN_WIDTH = 4, 2
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The renderer
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _render_part(part: str, rng: np.random.Generator, samples: int, bpm: float) -> np.ndarray:
+    """One part's signal: noise bursts on the beat (drums) or notes of random pitch, one per beat or two."""
+    beat = int(SAMPLE_RATE * 60.0 / bpm)
+    time_axis = np.arange(beat, dtype=np.float32) / SAMPLE_RATE
+    envelope = np.exp(-time_axis * (18.0 if part == "drums" else 3.0)).astype(np.float32)
+    out = np.zeros(samples, dtype=np.float32)
+    low, high = {"bass": (40, 52), "piano": (55, 80), "guitar": (50, 70), "others": (60, 90)}.get(part, (0, 0))
+    for start in range(0, samples, beat):
+        stop = min(samples, start + beat)
+        if part == "drums":
+            note = rng.standard_normal(beat).astype(np.float32) * envelope
+        else:
+            frequency = 440.0 * 2 ** ((rng.integers(low, high) - 69) / 12)
+            note = np.sin(2 * np.pi * frequency * time_axis).astype(np.float32) * envelope
+        out[start:stop] = 0.2 * note[:stop - start]
+    # Silent stretches, as real parts have (the silence rule must find some).
+    for _ in range(rng.integers(0, 3)):
+        first = int(rng.integers(0, samples))
+        out[first:first + int(rng.integers(1, 12)) * SAMPLE_RATE] = 0.0
+    return out
+
+
+def _write_tempo_midi(path: Path, bpm: float) -> None:
+    import mido
+
+    midi = mido.MidiFile()
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0))
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    midi.tracks.append(track)
+    midi.save(str(path))
+
+
+def generate_dataset(root: Path, n_test: int, seconds: tuple[float, float], seed: int = 0) -> Path:
+    """A Slakh-format root with ``n_test`` test tracks, 2 train and 0 validation tracks (see the module doc)."""
+    import soundfile
+    import yaml
+
+    rng = np.random.default_rng(seed)
+    number = 0
+    for split, count in (("train", 2), ("test", n_test)):
+        for _ in range(count):
+            number += 1
+            folder = root / split / f"Track{number:05d}"
+            (folder / "stems").mkdir(parents=True)
+            samples = int(rng.uniform(*seconds) * SAMPLE_RATE)
+            bpm = float(rng.uniform(70, 170))
+            present = [stem for stem in STEMS if stem[0] in ("drums", "bass") or rng.random() < 0.75]
+            mix = np.zeros(samples, dtype=np.float32)
+            stems = {}
+            for position, (part, program, is_drum) in enumerate(present):
+                audio = _render_part(part, rng, samples, bpm)
+                mix += audio
+                soundfile.write(folder / "stems" / f"S{position:02d}.flac", audio, SAMPLE_RATE, subtype="PCM_16")
+                stems[f"S{position:02d}"] = {"audio_rendered": True, "inst_class": part.title(), "is_drum": is_drum,
+                                             "midi_program_name": part, "plugin_name": "scale.py",
+                                             "program_num": program}
+            soundfile.write(folder / "mix.flac", np.clip(mix, -1, 1), SAMPLE_RATE, subtype="PCM_16")
+            _write_tempo_midi(folder / "all_src.mid", bpm)
+            metadata = {"UUID": f"scale{number:05d}", "audio_dir": f"Track{number:05d}/stems", "stems": stems}
+            (folder / "metadata.yaml").write_text(yaml.safe_dump(metadata))
+    return root
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The evaluation paths (the one place that calls the chapters; adapt here when their API changes)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _handle(root: Path, n_tracks: int) -> Any:
+    """The ``paper`` preset's :class:`~partsim_core.data.dataset.DatasetHandle` of the first ``n_tracks`` test
+    tracks (the 10 % filter applied to those)."""
+    from partsim_core.data.cache import StemCache
+    from partsim_core.data.dataset import TEST_FILTER_FRACTION, DatasetHandle
+    from partsim_core.data.segments import filter_test_tracks
+    from partsim_core.data.slakh import open_slakh
+    from partsim_core.presets import get_preset
+
+    preset = get_preset("paper")
+    dataset = open_slakh(root)
+    cache = StemCache(dataset, sample_rate=preset.frontend.sample_rate)
+    tests = dataset.tracks("test")[:n_tracks]
+    kept, table = filter_test_tracks(cache, tests, fraction=TEST_FILTER_FRACTION, seconds=preset.segment_seconds,
+                                     threshold=preset.silence_threshold)
+    return DatasetHandle(preset=preset, root=root, dataset=dataset, cache=cache, train_tracks=dataset.tracks("train"),
+                         validation_tracks=[], test_tracks=kept, filter_table=table)
+
+
+class _FirstTests:
+    """The handle's dataset with its test split cut to the handle's kept test tracks (the MixQuery catalog)."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def tracks(self, split: str | None = None) -> list:
+        return list(self.data.test_tracks) if split == "test" else self.data.dataset.tracks(split)
+
+    def split_counts(self) -> dict[str, int]:
+        return {**self.data.dataset.split_counts(), "test": len(self.data.test_tracks)}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.data.dataset, name)
+
+
+def evaluate(root: Path, n_tracks: int, workdir: Path, mark: Any) -> dict[str, Any]:
+    """Every chapter's evaluation path on the first ``n_tracks`` test tracks; ``mark(stage)`` after each stage.
+
+    Returns small summaries (segment counts, a metric per stage) so that nothing is optimised away.
+    """
+    import torch
+
+    from partsim_core import INSTRUMENTS
+    from partsim_core.csn import metrics, run as chapter4
+    from partsim_core.csn.conditions import CSNModel
+    from partsim_core.data.segments import SegmentIndex
+    from partsim_core.embed import embed
+    from partsim_core.knn import knn_accuracy
+    from partsim_core.mixquery.backends import CSNBackend
+    from partsim_core.mixquery.catalog import Catalog
+    from partsim_core.mixquery.index import build_index
+    from partsim_core.models import PartCNN
+
+    torch.manual_seed(0)
+    data = _handle(root, n_tracks)
+    frontend = data.preset.frontend
+    out: dict[str, Any] = {"kept_tracks": len(data.test_tracks),
+                           "audio_s": round(sum(data.cache.track_length(track) for track in data.test_tracks)
+                                            / data.cache.sample_rate, 1)}
+    mark("load_and_filter")
+
+    # Chapter 3: test-set segment index of one part, embedding, kNN track ID (Table 3.2's path).
+    index = SegmentIndex(data.cache, data.test_tracks, "drums", data.preset.segment_seconds, overlap=False,
+                         threshold=data.preset.silence_threshold)
+    vectors = embed(PartCNN(frontend.n_mels, width=PART_WIDTH), data.cache, data.tracks_by_id, index, frontend,
+                    batch_size=32, device="cpu")
+    labels = index.labels()
+    out["ch3_segments"] = int(len(vectors))
+    out["ch3_knn"] = float(knn_accuracy(vectors, labels))
+    mark("ch3_embed_knn")
+
+    # Chapter 4: the 5-s segment grid, its mix embeddings, Tables 4.1 (one length), 4.3 and 4.5.
+    model = CSNModel(frontend.n_mels, CSN_WIDTH)
+    grid = chapter4.segment_grid(data, 5.0)
+    mix = chapter4.embed_waveforms(model, chapter4.grid_waveforms(data, grid, "mix"), frontend)
+    out["ch4_grid_segments"] = len(grid)
+    mark("ch4_grid_embed")
+    column = 0
+    rows = np.flatnonzero(grid.part_active[:, column])
+    out["table_4_1_drums"] = float(metrics.subspace_track_accuracy(mix[rows], grid.track_ids[rows], column)) \
+        if rows.size >= 2 else float("nan")
+    stems = chapter4.embed_waveforms(model, chapter4.grid_waveforms(data, grid, "bass", np.flatnonzero(
+        grid.part_active[:, 1])), frontend)
+    out["table_4_3_bass"] = float(metrics.identification_accuracy(stems, np.full(len(stems), 1)).accuracy) \
+        if len(stems) else float("nan")
+    out["table_4_5_mean"] = float(np.nanmean(metrics.subspace_correlations(mix).to_numpy()))
+    mark("ch4_tables_4_1_4_3_4_5")
+
+    # Chapter 4: test pseudo pieces and Table 4.2.
+    pseudo = chapter4.test_pseudo_pieces(data, 5.0, seed=0)
+    out["pseudo_segments"] = len(pseudo.segments)
+    if len(pseudo.segments):
+        pieces = chapter4.embed_waveforms(model, pseudo.waveforms("mix"), frontend)
+        part_rows = np.flatnonzero(pseudo.segments["part"].to_numpy() == INSTRUMENTS[0])
+        if part_rows.size >= 2:
+            out["table_4_2_drums"] = float(metrics.part_label_accuracy(
+                pieces[part_rows], pseudo.segments["label"].to_numpy()[part_rows],
+                pseudo.segments["piece"].to_numpy()[part_rows], 0))
+    mark("ch4_pseudo_pieces_table_4_2")
+
+    # Chapter 6: MixQuery index of the test split (CSN backend, untrained).
+    catalog = Catalog(root, split="test", sample_rate=frontend.sample_rate, dataset=_FirstTests(data))
+    backend = CSNBackend(model, frontend, model_hash="scale-untrained", preset="paper", device="cpu")
+    built = build_index(catalog, backend, out=workdir / "mixquery", rebuild=True, progress=False)
+    out["mixquery_segments"] = int(built.vectors.shape[0])
+    mark("ch6_mixquery_index")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Child and parent
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class _AnonSampler(threading.Thread):
+    """Peak anonymous RSS (``RssAnon``) of this process, sampled every 20 ms, overall and per stage."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = self.stage_peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            value = _status_kib("RssAnon")
+            self.peak, self.stage_peak = max(self.peak, value), max(self.stage_peak, value)
+            time.sleep(0.02)
+
+
+def child(root: Path, n_tracks: int) -> int:
+    """Run :func:`evaluate` and print its JSON (with stage times and peaks) on the last line."""
+    import torch
+
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    sampler = _AnonSampler()
+    sampler.start()
+    stages: dict[str, float] = {}
+    stage_peaks: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def mark(stage: str) -> None:
+        now = time.perf_counter()
+        stages[stage] = round(now - clock[0], 2)
+        stage_peaks[stage] = round(max(sampler.stage_peak, _status_kib("RssAnon")) / 1024, 1)
+        sampler.stage_peak = 0
+        clock[0] = now
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        summary = evaluate(root, n_tracks, Path(workdir), mark)
+    sampler.stop.set()
+    sampler.join()
+    print(json.dumps({"n": n_tracks, "wall_s": round(time.perf_counter() - started, 2),
+                      "peak_anon_mib": round(max(sampler.peak, _status_kib("RssAnon")) / 1024, 1),
+                      "stage_s": stages, "stage_peak_anon_mib": stage_peaks, "summary": summary}))
+    return 0
+
+
+def _run_child(arguments: list[str], environment: dict[str, str]) -> tuple[dict, float]:
+    """Run this file with ``arguments`` in a fresh process; its JSON line and its peak RSS (MiB, ``wait4``)."""
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *arguments], env=environment,
+                                   stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        text = stdout.read()
+        if process.returncode:
+            raise SystemExit(f"scale benchmark: child {arguments} failed:\n{stderr.read()[-3000:]}")
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    return (json.loads(lines[-1]) if lines else {}), usage.ru_maxrss / 1024
+
+
+def _line(xs: list[float], ys: list[float], at: float) -> float:
+    slope, intercept = np.polyfit(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), 1)
+    return float(intercept + slope * at)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate, evaluate each N in a fresh child, print one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, nargs="+", default=[10, 20, 40], help="test-set sizes N")
+    parser.add_argument("--quick", action="store_true", help="tracks of 11-13 s instead of 3-4 minutes")
+    parser.add_argument("--track-seconds", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                        help="length range of the generated tracks (default 180 240; --quick 11 13)")
+    parser.add_argument("--keep", default=None, help="generate into (or reuse) this folder instead of a temporary one")
+    parser.add_argument("--child", nargs=2, metavar=("ROOT", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--warm", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(Path(args.child[0]), int(args.child[1]))
+    if args.warm:
+        _handle(Path(args.warm), 10**9)  # decodes every test track's parts into the stem cache
+        return 0
+    tracks = sorted(set(args.tracks))
+    seconds = tuple(args.track_seconds) if args.track_seconds else (11.0, 13.0) if args.quick else (180.0, 240.0)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(args.keep) if args.keep else Path(scratch) / "slakh"
+        if not (root / "test").is_dir():
+            generate_dataset(root, max(tracks), seconds)
+        generate_s = time.perf_counter() - started
+        environment = {**os.environ, "PARTSIM_CACHE": str(Path(scratch) / "cache"),
+                       "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                      os.environ.get("PYTHONPATH", "")])}
+        _run_child(["--warm", str(root)], environment)
+        warm_s = time.perf_counter() - started - generate_s
+        results, peaks, loads = [], [], []
+        for n in tracks:
+            before = [round(value, 2) for value in os.getloadavg()]
+            result, peak = _run_child(["--child", str(root), str(n)], environment)
+            results.append(result)
+            peaks.append(round(peak, 1))
+            loads.append({"n": n, "before": before, "after": [round(value, 2) for value in os.getloadavg()]})
+    anon = [result["peak_anon_mib"] for result in results]
+    walls = [result["wall_s"] for result in results]
+    audio = [result["summary"]["audio_s"] for result in results]
+    # Projections along the test split's audio seconds (so that shorter generated tracks project correctly).
+    file_pages_per_audio_s = max(0.0, (peaks[-1] - anon[-1]) / audio[-1])
+    projected_anon = max(anon[-1], _line(audio, anon, FULL_TEST_AUDIO_S)) if len(tracks) > 1 else anon[-1]
+    stage_names = list(results[-1]["stage_peak_anon_mib"])
+    streaming = {stage: bool(results[-1]["stage_peak_anon_mib"][stage]
+                             <= 1.10 * results[0]["stage_peak_anon_mib"].get(stage, float("inf")))
+                 for stage in stage_names}
+    print(json.dumps({
+        "tracks": tracks,
+        "peak_rss_mib": peaks,
+        "peak_anon_mib": anon,
+        "seconds_per_track": [round(wall / n, 2) for wall, n in zip(walls, tracks)],
+        "stage_s": {str(result["n"]): result["stage_s"] for result in results},
+        "stage_peak_anon_mib": {str(result["n"]): result["stage_peak_anon_mib"] for result in results},
+        "streaming": streaming,
+        "rss_growth": round(anon[-1] / anon[0], 3),
+        "rss_growth_total": round(peaks[-1] / peaks[0], 3),
+        "projected_full_rss_gib": round((projected_anon + file_pages_per_audio_s * FULL_TEST_AUDIO_S) / 1024, 2),
+        "projected_full_anon_gib": round(projected_anon / 1024, 2),
+        "projected_full_cpu_s": round(walls[-1] / audio[-1] * FULL_TEST_AUDIO_S),
+        "test_audio_s": audio,
+        "full_test_audio_s": FULL_TEST_AUDIO_S,
+        "full_tracks": FULL_TRACKS,
+        "track_seconds": list(seconds),
+        "summaries": {str(result["n"]): result["summary"] for result in results},
+        "generate_s": round(generate_s, 1),
+        "warm_cache_s": round(warm_s, 1),
+        "total_s": round(time.perf_counter() - started, 1),
+        "cores": len(os.sched_getaffinity(0)),
+        "load_average": loads,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The benchmark scripts CI runs: ``gpu_check.sh --dry-run`` and ``scale.py --quick`` print their JSON keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+GPU_CHECK_KEYS = {
+    "mode", "device_name", "torch", "frontend_cpu_segments_per_s", "frontend_cuda_segments_per_s", "frontend_speedup",
+    "frontend_max_abs_diff", "csn_width", "csn_batch_size", "csn_triplets_per_s", "csn_peak_gpu_mib", "part_width",
+    "part_batch_size", "part_triplets_per_s", "part_peak_gpu_mib", "separator_width", "separator_batch_size",
+    "separator_examples_per_s", "separator_peak_gpu_mib", "condition", "condition_steps", "condition_first_loss",
+    "condition_last_loss", "condition_loss_falls", "condition_s", "torchrun_backend", "torchrun_ok", "torchrun_s",
+    "projected_paper_book_gpu_s", "projected_paper_book_gpu_h", "projection", "total_s",
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_root() -> Path:
+    """The embedded smoke dataset (generated into the normal cache when absent)."""
+    from partsim_core.data.dataset import resolve_dataset_root
+
+    return resolve_dataset_root("smoke", "")
+
+
+def _environment(cache: Path) -> dict[str, str]:
+    return {**os.environ, "PARTSIM_PYTHON": sys.executable, "PARTSIM_CACHE": str(cache),
+            "PYTHONPATH": str(REPO_ROOT)}
+
+
+def _json_line(stdout: str) -> dict:
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, stdout
+    return json.loads(lines[0])
+
+
+def test_gpu_check_dry_run_prints_every_key(smoke_root: Path, tmp_path: Path) -> None:
+    done = subprocess.run(["bash", str(REPO_ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run", "--data-root",
+                           str(smoke_root)], env=_environment(tmp_path / "cache"), capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = _json_line(done.stdout)
+    assert set(result) >= GPU_CHECK_KEYS, GPU_CHECK_KEYS - set(result)
+    assert result["mode"] == "dry-run" and result["torchrun_backend"] == "gloo"
+    assert result["torchrun_ok"] is True
+    assert isinstance(result["condition_loss_falls"], bool) and result["condition_steps"] > 0
+    assert result["frontend_max_abs_diff"] == 0.0          # the "CUDA" side is the CPU in a dry run
+    assert result["csn_peak_gpu_mib"] is None and result["part_peak_gpu_mib"] is None
+    for key in ("csn_triplets_per_s", "part_triplets_per_s", "separator_examples_per_s"):
+        assert result[key] > 0
+    assert result["projected_paper_book_gpu_s"] == pytest.approx(sum(result["projection"].values()), abs=5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is only seen without a CUDA device")
+def test_gpu_check_refuses_without_a_gpu(tmp_path: Path) -> None:
+    done = subprocess.run(["bash", str(REPO_ROOT / "benchmarks" / "gpu_check.sh")],
+                          env=_environment(tmp_path / "cache"), capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode != 0
+    assert "no CUDA device was found" in done.stderr
+    assert done.stdout.strip() == ""
+
+
+SCALE_KEYS = {"tracks", "peak_rss_mib", "rss_growth", "projected_full_rss_gib", "projected_full_cpu_s",
+              "peak_anon_mib", "seconds_per_track", "stage_peak_anon_mib", "streaming", "full_tracks"}
+
+
+@pytest.mark.slow
+def test_scale_quick_prints_every_key(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "scale.py"), "--quick", "--tracks", "2",
+                           "3"], env=_environment(tmp_path / "cache"), capture_output=True, text=True, timeout=900,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = _json_line(done.stdout)
+    assert set(result) >= SCALE_KEYS, SCALE_KEYS - set(result)
+    assert result["tracks"] == [2, 3]
+    assert len(result["peak_rss_mib"]) == len(result["peak_anon_mib"]) == 2
+    # ru_maxrss counts the stem cache's mapped pages on top of the anonymous memory.
+    assert all(total >= anon > 0 for total, anon in zip(result["peak_rss_mib"], result["peak_anon_mib"]))
+    assert result["rss_growth"] == pytest.approx(result["peak_anon_mib"][1] / result["peak_anon_mib"][0], abs=1e-3)
+    assert result["projected_full_rss_gib"] > 0 and result["projected_full_cpu_s"] > 0
+    assert result["full_tracks"] == {"train": 1289, "validation": 270, "test": 151}
+    assert result["summaries"]["3"]["kept_tracks"] >= 2
