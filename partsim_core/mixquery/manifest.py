@@ -3,7 +3,9 @@
 Every index folder written by :func:`~partsim_core.mixquery.index.build_index` holds ``index.json`` with, besides
 the description of the index (backend, model hash, catalog, parts, songs and their segments):
 
-* ``files``: for ``vectors.npy`` and ``present.npy`` the BLAKE2b checksum
+* ``distance`` (format 3): the search distance of eq. 6.2, ``cosine`` or ``euclidean``;
+* ``files``: for ``vectors.npy``, ``present.npy`` and (format 3) ``norms.npy`` (the raw embeddings' norms, so
+  that eq. 6.1 averages raw embeddings) the BLAKE2b checksum
   (:func:`~partsim_core.data.artefacts.file_checksum`), the size in bytes, the array shape and dtype;
 * ``checksum``: BLAKE2b of the canonical JSON of every other field of ``index.json``, so that an edited manifest
   (swapped song ids, reordered parts, changed segment bounds) is noticed, not silently searched.
@@ -32,9 +34,15 @@ from partsim_core.data.artefacts import file_checksum
 from partsim_core.errors import PartsimError
 
 #: Bump when the layout or meaning of the index files changes; an index of another version is refused.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
-INDEX_FILE, VECTORS_FILE, PRESENT_FILE = "index.json", "vectors.npy", "present.npy"
+INDEX_FILE, VECTORS_FILE, PRESENT_FILE, NORMS_FILE = "index.json", "vectors.npy", "present.npy", "norms.npy"
+
+#: The array files of an index, in the order :func:`open_arrays` returns them.
+ARRAY_FILES: tuple[str, ...] = (VECTORS_FILE, PRESENT_FILE, NORMS_FILE)
+
+#: Search distances an index can be built for (:data:`partsim_core.mixquery.search.DISTANCES`).
+INDEX_DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
 
 #: Rows scanned at a time by the finiteness check (bounds the memory it touches at once).
 SCAN_ROWS = 65536
@@ -51,6 +59,8 @@ def rebuild_command(meta: Any, folder: Path | str) -> str:
              f"--split {catalog.get('split', 'test')}", f"--backend {meta.get('backend', 'csn')}"]
     if meta.get("preset"):
         words.append(f"--preset {meta['preset']}")
+    if meta.get("distance") in INDEX_DISTANCES:
+        words.append(f"--distance {meta['distance']}")
     words += [f"--out-dir {folder}", "--fresh"]
     return " ".join(words)
 
@@ -72,7 +82,7 @@ def array_entry(path: Path) -> dict[str, Any]:
 def seal(meta: dict[str, Any], folder: Path) -> dict[str, Any]:
     """``meta`` with ``files`` (entries of the array files in ``folder``) and ``checksum`` set (JSON-normalised)."""
     sealed = json.loads(json.dumps({**meta, "files": {name: array_entry(folder / name)
-                                                      for name in (VECTORS_FILE, PRESENT_FILE)}}))
+                                                      for name in ARRAY_FILES}}))
     sealed.pop("checksum", None)
     sealed["checksum"] = manifest_checksum(sealed)
     return sealed
@@ -112,6 +122,8 @@ def check_schema(meta: Any, where: Path) -> dict[str, Any]:
             raise bad(f"field {key!r} must be a positive integer, found {meta.get(key)!r}")
     if not _is_number(meta.get("segment_seconds")) or meta["segment_seconds"] <= 0:
         raise bad(f"field 'segment_seconds' must be a positive number, found {meta.get('segment_seconds')!r}")
+    if meta.get("distance") not in INDEX_DISTANCES:
+        raise bad(f"field 'distance' must be one of {', '.join(INDEX_DISTANCES)}, found {meta.get('distance')!r}")
     parts = meta["parts"]
     if not parts or not all(isinstance(part, str) and part for part in parts) or len(set(parts)) != len(parts):
         raise bad(f"field 'parts' must list distinct part names, found {parts!r}")
@@ -144,7 +156,8 @@ def check_schema(meta: Any, where: Path) -> dict[str, Any]:
     if rows != meta["n_segments"]:
         raise bad(f"the songs have {rows} segments but 'n_segments' says {meta['n_segments']}")
     expected_shapes = {VECTORS_FILE: ([rows, len(parts), meta["dim"]], "float32"),
-                       PRESENT_FILE: ([rows, len(parts)], "bool")}
+                       PRESENT_FILE: ([rows, len(parts)], "bool"),
+                       NORMS_FILE: ([rows, len(parts)], "float32")}
     for name, (shape, dtype) in expected_shapes.items():
         entry = meta["files"].get(name)
         if (not isinstance(entry, dict) or not isinstance(entry.get("blake2b"), str)
@@ -181,7 +194,7 @@ def _finite_everywhere(array: np.ndarray) -> bool:
     return True
 
 
-def open_arrays(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def open_arrays(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Verify the array files of a schema-checked manifest and open them (``vectors`` memory-mapped).
 
     Size and BLAKE2b checksum against ``files``, the ``.npy`` header (shape, dtype) against the manifest, and every
@@ -192,7 +205,7 @@ def open_arrays(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndar
     """
     fix = f"rebuild it: {rebuild_command(meta, folder)}"
     arrays = []
-    for name in (VECTORS_FILE, PRESENT_FILE):
+    for name in ARRAY_FILES:
         path = folder / name
         entry = meta["files"][name]
         try:
@@ -222,12 +235,14 @@ def open_arrays(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndar
             raise PartsimError(f"{path}: holds {array.dtype} {tuple(array.shape)}, but {INDEX_FILE} records "
                                f"{entry['dtype']} {tuple(entry['shape'])}; {fix}")
         if not known:
-            if name == VECTORS_FILE and not _finite_everywhere(array):
+            if name != PRESENT_FILE and not _finite_everywhere(array):
                 raise PartsimError(f"{path}: holds NaN or infinite vectors; {fix}")
             with _verified_lock:
                 _verified[key] = True
         arrays.append(array)
-    return arrays[0], arrays[1]
+    if not bool(np.all(arrays[2] >= 0)):
+        raise PartsimError(f"{folder / NORMS_FILE}: holds negative norms; {fix}")
+    return arrays[0], arrays[1], arrays[2]
 
 
 def verify_index(folder: str | os.PathLike) -> dict[str, Any]:

@@ -67,6 +67,9 @@ MAX_DEFAULT_SHARDS = 4
 #: Results of the thesis's app: 100 similar stems (6.2.2) and the top 100 songs (6.2.4).
 THESIS_K = 100
 
+#: Distances ``d`` of eq. 6.2 an index can search with; the thesis's first.
+DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
+
 
 @dataclass(frozen=True)
 class StemQuery:
@@ -120,16 +123,40 @@ def check_k(k: int) -> int:
     return int(k)
 
 
-def query_blocks(vectors: np.ndarray, query_rows: Sequence[tuple[int, int]]) -> tuple[np.ndarray, list[int]]:
-    """Eq. 6.1: the averaged query embedding of each part in the query set, as a unit (or zero) vector.
+def check_distance(distance: str) -> str:
+    """``distance`` when it is one of :data:`DISTANCES`.
+
+    Raises:
+        PartsimError: another value.
+    """
+    if distance not in DISTANCES:
+        raise PartsimError(f"unknown distance {distance!r}; choose one of: {', '.join(DISTANCES)}")
+    return distance
+
+
+def part_norms(vectors: np.ndarray) -> np.ndarray:
+    """float32 ``(..., n_parts)`` L2 norm of every part vector (0 where it is at most :data:`ZERO_NORM`)."""
+    norms = np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=-1)
+    return np.where(norms > ZERO_NORM, norms, 0.0).astype(np.float32)
+
+
+def unit_norms(vectors: np.ndarray) -> np.ndarray:
+    """The norms of already unit-or-zero vectors: 1 where a vector is non-zero, else 0 (float32)."""
+    return (np.abs(np.asarray(vectors)).max(axis=-1) > 0).astype(np.float32)
+
+
+def query_means(vectors: np.ndarray, norms: np.ndarray | None,
+                query_rows: Sequence[tuple[int, int]]) -> tuple[np.ndarray, list[int]]:
+    """Eq. 6.1 as written: the mean of the *raw* embeddings ``x_n = |x_n| v_n`` of each part's stem queries.
 
     Args:
-        vectors: ``(n_segments, n_parts, D)`` stored vectors.
+        vectors: ``(n_segments, n_parts, D)`` unit-or-zero stored vectors.
+        norms: ``(n_segments, n_parts)`` raw norms beside them (``None``: the vectors are the raw embeddings).
         query_rows: ``(segment row, part column)`` of every stem query.
 
     Returns:
-        ``(blocks, parts)``: float64 ``(n_parts, D)`` with ``y_i / |y_i|`` in the rows of the query's parts and
-        zeros elsewhere (a zero average stays zero), and the sorted part columns ``I`` of the query set.
+        ``(means, parts)``: float64 ``(n_parts, D)`` with ``y_i`` in the rows of the query's parts and zeros
+        elsewhere, and the sorted part columns ``I`` of the query set.
 
     Raises:
         PartsimError: an empty query set.
@@ -140,13 +167,43 @@ def query_blocks(vectors: np.ndarray, query_rows: Sequence[tuple[int, int]]) -> 
     sums = np.zeros((n_parts, dim), dtype=np.float64)
     counts = np.zeros(n_parts, dtype=np.int64)
     for row, part in query_rows:
-        sums[part] += vectors[row, part]
+        scale = 1.0 if norms is None else float(norms[row, part])
+        sums[part] += np.asarray(vectors[row, part], dtype=np.float64) * scale
         counts[part] += 1
     parts = [int(part) for part in np.flatnonzero(counts)]
-    means = sums / np.maximum(counts, 1)[:, None]
-    norms = np.linalg.norm(means, axis=1, keepdims=True)
-    blocks = np.where(norms > ZERO_NORM, means / np.where(norms > ZERO_NORM, norms, 1.0), 0.0)
+    return sums / np.maximum(counts, 1)[:, None], parts
+
+
+def query_blocks(vectors: np.ndarray, query_rows: Sequence[tuple[int, int]],
+                 norms: np.ndarray | None = None) -> tuple[np.ndarray, list[int]]:
+    """Eq. 6.1 for the cosine distance: each part's mean raw query embedding (:func:`query_means`) as a unit (or
+    zero) vector.
+
+    Returns:
+        ``(blocks, parts)``: float64 ``(n_parts, D)`` with ``y_i / |y_i|`` in the rows of the query's parts and
+        zeros elsewhere (a zero average stays zero), and the sorted part columns ``I`` of the query set.
+
+    Raises:
+        PartsimError: an empty query set.
+    """
+    means, parts = query_means(vectors, norms, query_rows)
+    lengths = np.linalg.norm(means, axis=1, keepdims=True)
+    blocks = np.where(lengths > ZERO_NORM, means / np.where(lengths > ZERO_NORM, lengths, 1.0), 0.0)
     return blocks, parts
+
+
+def raw_rows(vectors: np.ndarray, norms: np.ndarray | None, rows, parts) -> np.ndarray:
+    """float64 raw embeddings ``|x| v`` of ``vectors[rows][:, parts]`` (``(r, |parts|, D)``)."""
+    unit = np.asarray(vectors[rows], dtype=np.float64)[:, parts, :]
+    if norms is None:
+        return unit
+    return unit * np.asarray(norms[rows], dtype=np.float64)[:, parts, None]
+
+
+def euclidean_rows(vectors: np.ndarray, norms: np.ndarray | None, rows, parts,
+                   means: np.ndarray) -> np.ndarray:
+    """float64 ``(r, |parts|)`` Euclidean distances ``|y_i - x_i|`` of the raw embeddings of ``rows``."""
+    return np.linalg.norm(raw_rows(vectors, norms, rows, parts) - means[parts][None, :, :], axis=2)
 
 
 def song_bounds(song_of_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,17 +229,29 @@ def song_bounds(song_of_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def segment_distances_numpy(vectors: np.ndarray, query_rows: Sequence[tuple[int, int]],
-                            dtype: type = np.float64) -> np.ndarray:
-    """Eq. 6.2 for every segment: mean over the query's parts of the cosine distance to the averaged query.
+                            dtype: type = np.float64, norms: np.ndarray | None = None,
+                            distance: str = "cosine") -> np.ndarray:
+    """Eq. 6.2 for every segment: mean over the query's parts of ``d(y_i, y'_i)``, ``y_i`` the eq. 6.1 mean of the
+    raw query embeddings.
 
-    Stored vectors are unit or zero (the index guarantees it), so the cosine similarity is a dot product. Computed
-    in ``dtype`` (float64: the exact reference; float32: what a fast plain-numpy search would do).
+    Stored vectors are unit or zero with their raw ``norms`` beside them (``None``: the vectors are the raw
+    embeddings); cosine: ``1 - v.y / |y|`` (1 for a zero vector or a zero mean), Euclidean: ``|norm v - y|``.
+    Computed in ``dtype`` (float64: the exact reference; float32: what a fast plain-numpy search would do).
     """
-    blocks, parts = query_blocks(vectors, query_rows)
+    check_distance(distance)
     total = np.zeros(vectors.shape[0], dtype=np.float64)
-    for part in parts:
-        similarity = vectors[:, part, :].astype(dtype, copy=False) @ blocks[part].astype(dtype)
-        total += 1.0 - similarity
+    if distance == "cosine":
+        blocks, parts = query_blocks(vectors, query_rows, norms)
+        for part in parts:
+            similarity = vectors[:, part, :].astype(dtype, copy=False) @ blocks[part].astype(dtype)
+            total += 1.0 - similarity
+    else:
+        means, parts = query_means(vectors, norms, query_rows)
+        for part in parts:
+            raw = vectors[:, part, :].astype(dtype, copy=True)
+            if norms is not None:
+                raw *= np.asarray(norms[:, part], dtype=dtype)[:, None]
+            total += np.linalg.norm(raw - means[part].astype(dtype), axis=1)
     return _tie_round(total / len(parts))
 
 
@@ -193,10 +262,9 @@ def _tie_round(distances: np.ndarray) -> np.ndarray:
 
 def search_songs_numpy(vectors: np.ndarray, song_of_row: np.ndarray, query_rows: Sequence[tuple[int, int]],
                        k: int = THESIS_K, excluded_songs: Sequence[int] = (),
-                       dtype: type = np.float64) -> list[tuple[int, float, int]]:
+                       dtype: type = np.float64, norms: np.ndarray | None = None,
+                       distance: str = "cosine") -> list[tuple[int, float, int]]:
     """Reference song retrieval: eq. 6.1-6.2 per segment, minimum per song, ascending, top ``k``.
-
-    Used by: the tests and ``benchmarks/retrieval.py`` (the FAISS path must equal it).
 
     Args:
         vectors: ``(n_segments, n_parts, D)`` unit-or-zero part vectors.
@@ -206,13 +274,15 @@ def search_songs_numpy(vectors: np.ndarray, song_of_row: np.ndarray, query_rows:
         excluded_songs: song indices left out of the results.
         dtype: Precision of the dot products (float64 = the exact reference the FAISS path equals; float32 = the
             fast plain-numpy baseline of the benchmark, equal up to float32 rounding).
+        norms: ``(n_segments, n_parts)`` raw norms of the vectors (``None``: the vectors are raw).
+        distance: ``cosine`` or ``euclidean`` (:data:`DISTANCES`).
 
     Returns:
         ``(song index, distance, best segment row)`` per song, best first.
     """
     k = check_k(k)
     first, counts = song_bounds(song_of_row)
-    distances = segment_distances_numpy(vectors, query_rows, dtype)
+    distances = segment_distances_numpy(vectors, query_rows, dtype, norms, distance)
     minima = np.minimum.reduceat(distances, first)
     reached = np.flatnonzero(distances == np.repeat(minima, counts))
     # The first (earliest) segment reaching a song's minimum.
@@ -227,17 +297,17 @@ def search_songs_numpy(vectors: np.ndarray, song_of_row: np.ndarray, query_rows:
 
 
 def similar_stems_numpy(vectors: np.ndarray, song_of_row: np.ndarray, present: np.ndarray, row: int, part: int,
-                        k: int = THESIS_K, dtype: type = np.float64) -> list[tuple[int, float]]:
-    """Reference similar-stem search: cosine distance in one part to every segment of other songs having that part.
+                        k: int = THESIS_K, dtype: type = np.float64, norms: np.ndarray | None = None,
+                        distance: str = "cosine") -> list[tuple[int, float]]:
+    """Reference similar-stem search: distance in one part to every segment of other songs having that part.
 
-    ``dtype`` as in :func:`search_songs_numpy`. Used by: the tests and ``benchmarks/retrieval.py``.
+    ``dtype``, ``norms`` and ``distance`` as in :func:`search_songs_numpy`.
 
     Returns:
         ``(segment row, distance)``, nearest first (ties: lower row first), at most ``k``.
     """
     k = check_k(k)
-    query = normalise_parts(vectors[row, part]).astype(dtype)
-    distances = _tie_round(1.0 - (vectors[:, part, :].astype(dtype, copy=False) @ query).astype(np.float64))
+    distances = segment_distances_numpy(vectors, [(row, part)], dtype, norms, check_distance(distance))
     song_of_row = np.asarray(song_of_row)
     allowed = np.asarray(present[:, part], dtype=bool) & (song_of_row != song_of_row[row])
     candidates = np.flatnonzero(allowed)
@@ -276,8 +346,7 @@ class FaissSearcher:
       vs ~20 ms per query); its inner products err by at most 2^-11 (half-precision rounding of unit vectors,
       Cauchy-Schwarz) + float32 accumulation, under :data:`FP16_MARGIN`. The float32 vectors are kept as given
       (e.g. the index file's memory map) for the re-scoring.
-    * ``"flat"``: ``IndexFlatIP`` (exact float32), the vectors held only inside FAISS (:attr:`vectors` is a view of
-      FAISS's copy); margin :data:`EXACTNESS_MARGIN`.
+    * ``"flat"``: ``IndexFlatIP`` (exact float32); margin :data:`EXACTNESS_MARGIN`.
 
     Per-part indices for similar stems read a fifth of the memory of a search over the concatenation.
 
@@ -296,7 +365,7 @@ class FaissSearcher:
 
     def __init__(self, vectors: np.ndarray, song_of_row: np.ndarray, present: np.ndarray, threads: int = 1,
                  normalise: bool = False, coarse: str = "fp16", chunk_rows: int = 8192,
-                 shards: int | None = None) -> None:
+                 shards: int | None = None, norms: np.ndarray | None = None, distance: str = "cosine") -> None:
         """Build the concatenated index.
 
         Args:
@@ -311,10 +380,13 @@ class FaissSearcher:
             chunk_rows: rows added to FAISS at a time (bounds temporary copies).
             shards: row ranges of the fp16 song-search index searched in parallel (None: :func:`default_shards`;
                 ignored, i.e. 1, for ``coarse="flat"``).
+            norms: ``(n_segments, n_parts)`` raw norms of the embeddings (``None``: computed from ``vectors``
+                when ``normalise``, else 1 for every non-zero vector).
+            distance: ``cosine`` or ``euclidean`` (:data:`DISTANCES`).
 
         Raises:
-            PartsimError: inconsistent shapes, an unknown ``coarse``, or ``threads`` / ``shards`` not a positive
-                integer.
+            PartsimError: inconsistent shapes, an unknown ``coarse`` or ``distance``, or ``threads`` / ``shards``
+                not a positive integer.
         """
         faiss = _import_faiss()
         if vectors.ndim != 3 or vectors.shape[0] == 0:
@@ -328,6 +400,7 @@ class FaissSearcher:
                 raise PartsimError(f"{name} must be a positive integer, got {value!r}")
         if coarse not in COARSE_INDICES:
             raise PartsimError(f"unknown coarse index {coarse!r}; choose one of: {', '.join(COARSE_INDICES)}")
+        self.distance = check_distance(distance)
         self.threads = threads
         self.coarse = coarse
         self.margin = FP16_MARGIN if coarse == "fp16" else EXACTNESS_MARGIN
@@ -335,40 +408,56 @@ class FaissSearcher:
         self.first_row, self.song_rows = song_bounds(self.song_of_row)
         self.present = np.ascontiguousarray(present, dtype=bool)
         self.n_parts, self.dim = n_parts, dim
+        if norms is not None and np.shape(norms) != (n, n_parts):
+            raise PartsimError(f"norms {np.shape(norms)} do not fit vectors {vectors.shape}")
+        store = vectors
+        if normalise or vectors.dtype != np.float32:
+            store = np.empty(vectors.shape, dtype=np.float32)
+            computed = np.empty((n, n_parts), dtype=np.float32)
+            for first in range(0, n, chunk_rows):
+                block = vectors[first:first + chunk_rows]
+                store[first:first + block.shape[0]] = normalise_parts(block) if normalise else block
+                computed[first:first + block.shape[0]] = part_norms(block) if normalise else unit_norms(block)
+            if norms is None:
+                norms = computed
+        elif norms is None:
+            norms = np.concatenate([unit_norms(vectors[first:first + chunk_rows])
+                                    for first in range(0, n, chunk_rows)])
+        #: ``(n_segments, n_parts, D)`` float32 unit-or-zero vectors (the exact re-scoring reads them).
+        self.vectors = store
+        #: ``(n_segments, n_parts)`` float32 raw norms: ``norms * vectors`` are the raw embeddings (eq. 6.1).
+        self.norms = np.ascontiguousarray(norms, dtype=np.float32)
+        #: Euclidean features are scaled by the largest norm, so that every FAISS code lies in the unit ball.
+        self.scale = float(self.norms.max()) if self.norms.size and self.norms.max() > 0 else 1.0
+        self._feature_dim = dim if self.distance == "cosine" else dim + 1
         faiss.omp_set_num_threads(self.threads)
         n_shards = 1 if coarse == "flat" else min(n, default_shards() if shards is None else shards)
         edges = np.linspace(0, n, n_shards + 1).round().astype(np.int64)
-        #: ``[(first row, end row, FAISS index)]`` of the concatenated vectors, searched in parallel.
-        self._shards = [(int(start), int(end), self._new_index(n_parts * dim))
+        #: ``[(first row, end row, FAISS index)]`` of the concatenated features, searched in parallel.
+        self._shards = [(int(start), int(end), self._new_index(n_parts * self._feature_dim))
                         for start, end in zip(edges[:-1], edges[1:])]
         self.shards = len(self._shards)
         self._pool = ThreadPoolExecutor(max_workers=4 * self.shards) if self.shards > 1 else None
-        if coarse == "fp16":
-            store = vectors
-            if normalise or vectors.dtype != np.float32:
-                store = np.empty(vectors.shape, dtype=np.float32)
-            for start, end, index in self._shards:
-                for first in range(start, end, chunk_rows):
-                    block = vectors[first:min(first + chunk_rows, end)]
-                    block = normalise_parts(block) if normalise else np.asarray(block, dtype=np.float32)
-                    if store is not vectors:
-                        store[first:first + block.shape[0]] = block
-                    index.add(np.ascontiguousarray(block).reshape(block.shape[0], n_parts * dim))
-            #: ``(n_segments, n_parts, D)`` float32 unit-or-zero vectors (the exact re-scoring reads them).
-            self.vectors = store
-        else:
-            flat = self._shards[0][2]
-            for first in range(0, n, chunk_rows):
-                block = vectors[first:first + chunk_rows]
-                block = normalise_parts(block) if normalise else np.ascontiguousarray(block, dtype=np.float32)
-                flat.add(block.reshape(block.shape[0], n_parts * dim))
-            self.vectors = faiss.rev_swig_ptr(flat.get_xb(), n * n_parts * dim).reshape(n, n_parts, dim)
+        for start, end, index in self._shards:
+            for first in range(start, end, chunk_rows):
+                stop = min(first + chunk_rows, end)
+                index.add(self._features(slice(first, stop), list(range(n_parts))).reshape(stop - first, -1))
         self._part_indices: dict[int, object] = {}
         self._lock = threading.Lock()
         mean_rows = n / self.first_row.size
         # Enough candidates for k songs of mean_rows segments in one FAISS pass when a song's segments are alike
         # (real catalogues: one widening step fewer there; little extra cost when they are not).
         self._initial_k_factor = max(2, math.ceil(mean_rows))
+
+    def _features(self, rows, parts: list[int]) -> np.ndarray:
+        """float32 ``(r, |parts|, F)`` FAISS codes of ``rows``: the unit vectors (cosine), or ``[x / s, |x / s|^2]``
+        of the raw embeddings ``x`` scaled by :attr:`scale` (Euclidean: an inner product with ``[2 y / s, -1]`` is
+        ``(|y|^2 - |y - x|^2) / s^2``)."""
+        unit = np.asarray(self.vectors[rows], dtype=np.float32)[:, parts, :]
+        if self.distance == "cosine":
+            return np.ascontiguousarray(unit)
+        scaled = np.asarray(self.norms[rows], dtype=np.float32)[:, parts] / np.float32(self.scale)
+        return np.ascontiguousarray(np.concatenate([unit * scaled[:, :, None], (scaled ** 2)[:, :, None]], axis=2))
 
     def _new_index(self, dim: int):
         faiss = _import_faiss()
@@ -388,9 +477,10 @@ class FaissSearcher:
         with self._lock:
             index = self._part_indices.get(part)
             if index is None:
-                index = self._new_index(self.dim)
+                index = self._new_index(self._feature_dim)
                 for first in range(0, self.n_segments, 65536):
-                    index.add(np.ascontiguousarray(self.vectors[first:first + 65536, part, :], dtype=np.float32))
+                    stop = min(first + 65536, self.n_segments)
+                    index.add(self._features(slice(first, stop), [part]).reshape(stop - first, -1))
                 self._part_indices[part] = index
             return index
 
@@ -408,7 +498,7 @@ class FaissSearcher:
         faiss.omp_set_num_threads(self.threads)
         similarities, ids = index.search(query[None, :].astype(np.float32), count, params=params)
         keep = ids[0] >= 0
-        return ids[0][keep], 1.0 - similarities[0][keep].astype(np.float64)
+        return ids[0][keep], similarities[0][keep].astype(np.float64)
 
     def _shard_selectors(self, allowed: np.ndarray | None) -> list[tuple[int, object, object]]:
         """Per shard: ``(allowed rows, SearchParameters or None, objects kept alive)``, built once per query."""
@@ -422,15 +512,16 @@ class FaissSearcher:
 
     def _search_shards(self, query: np.ndarray, count: int,
                        selectors: list[tuple[int, object, object]]) -> tuple[np.ndarray, np.ndarray]:
-        """The ``count`` best allowed rows of the concatenated index (all shards, in parallel), nearest first."""
+        """The ``count`` best allowed rows of the concatenated index (all shards, in parallel), largest inner
+        product first: ``(rows, inner products)``."""
 
         def search_one(number: int) -> tuple[np.ndarray, np.ndarray]:
             start, _end, index = self._shards[number]
             available, params, _keep_alive = selectors[number]
             if available == 0:
                 return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-            rows, distances = self._search(index, query, min(count, available), params)
-            return rows + start, distances
+            rows, similarities = self._search(index, query, min(count, available), params)
+            return rows + start, similarities
 
         if self._pool is None:
             return search_one(0)
@@ -438,64 +529,102 @@ class FaissSearcher:
         others = [self._pool.submit(search_one, number) for number in range(1, len(self._shards))]
         found = [search_one(0)] + [future.result() for future in others]
         rows = np.concatenate([rows for rows, _ in found])
-        distances = np.concatenate([distances for _, distances in found])
-        order = np.lexsort((rows, distances))[:count]
-        return rows[order], distances[order]
+        similarities = np.concatenate([similarities for _, similarities in found])
+        order = np.lexsort((rows, -similarities))[:count]
+        return rows[order], similarities[order]
+
+    def _coarse_query(self, means: np.ndarray, parts: list[int]) -> tuple[np.ndarray, float]:
+        """The FAISS query of eq. 6.1 means over ``parts`` and the worst-case error of its coarse inner products.
+
+        Cosine: ``q_i / |I|`` (unit ``q_i``; inner product ``1 - D``). Euclidean: ``[2 y_i / s, -1]`` (inner
+        product ``sum_i (|y_i|^2 - d_i^2) / s^2``). The error is the index's margin times ``|query|`` times the
+        largest code norm (Cauchy-Schwarz).
+        """
+        query = np.zeros((self.n_parts, self._feature_dim), dtype=np.float64)
+        if self.distance == "cosine":
+            lengths = np.linalg.norm(means, axis=1, keepdims=True)
+            blocks = np.where(lengths > ZERO_NORM, means / np.where(lengths > ZERO_NORM, lengths, 1.0), 0.0)
+            query[parts] = blocks[parts] / len(parts)
+            return query.reshape(-1), self.margin
+        query[parts, :self.dim] = 2.0 * means[parts] / self.scale
+        query[parts, self.dim] = -1.0
+        return query.reshape(-1), self.margin * float(np.linalg.norm(query)) * math.sqrt(2 * self.n_parts)
+
+    def _exact(self, rows: np.ndarray, parts: list[int], means: np.ndarray) -> np.ndarray:
+        """float64 eq. 6.2 distances of ``rows`` (rounded for ties)."""
+        if self.distance == "euclidean":
+            return _tie_round(euclidean_rows(self.vectors, self.norms, rows, parts, means).mean(axis=1))
+        lengths = np.linalg.norm(means[parts], axis=1, keepdims=True)
+        blocks = np.where(lengths > ZERO_NORM, means[parts] / np.where(lengths > ZERO_NORM, lengths, 1.0), 0.0)
+        candidate = np.asarray(self.vectors[rows], dtype=np.float64)[:, parts, :]
+        return _tie_round(1.0 - np.einsum("rpd,pd->r", candidate, blocks) / len(parts))
+
+    def _lower_bound(self, similarity: float, means: np.ndarray, parts: list[int], margin: float) -> float:
+        """Smallest eq. 6.2 distance a row whose coarse inner product is at most ``similarity + margin`` can have.
+
+        Cosine: ``1 - similarity - margin``. Euclidean: the squared distances ``d_i^2`` of such a row sum to at
+        least ``S = s^2 (sum_i |y_i / s|^2 - similarity - margin)``, and ``mean_i d_i >= sqrt(S) / |I|``.
+        """
+        if self.distance == "cosine":
+            return 1.0 - similarity - margin
+        squared = float(np.sum((means[parts] / self.scale) ** 2)) - similarity - margin
+        return self.scale * math.sqrt(max(0.0, squared)) / len(parts)
 
     def search_songs(self, query_rows: Sequence[tuple[int, int]], k: int = THESIS_K,
                      excluded_songs: Sequence[int] = ()) -> list[tuple[int, float, int]]:
         """Eq. 6.1-6.2 song retrieval; same output as :func:`search_songs_numpy`."""
         k = check_k(k)
-        blocks, parts = query_blocks(self.vectors, query_rows)
-        query = (blocks / len(parts)).reshape(-1)
+        means, parts = query_means(self.vectors, self.norms, query_rows)
         allowed = None
         if len(excluded_songs):
             allowed = ~np.isin(self.song_of_row, np.asarray(list(excluded_songs), dtype=np.int64))
         n_allowed = self.n_segments if allowed is None else int(allowed.sum())
         if n_allowed == 0:
             return []
-        if not np.any(blocks):
+        if self.distance == "cosine" and not np.any(np.linalg.norm(means[parts], axis=1) > ZERO_NORM):
             # Only zero query vectors: every segment is at distance 1, ties go to catalog order.
             songs = np.flatnonzero(np.bincount(self.song_of_row[allowed] if allowed is not None
                                                else self.song_of_row, minlength=self.first_row.size))[:k]
             return [(int(song), 1.0, int(self.first_row[song])) for song in songs]
+        query, margin = self._coarse_query(means, parts)
         selectors = self._shard_selectors(allowed)
         count = min(n_allowed, max(2 * k + 64, k * self._initial_k_factor))
-        part_blocks = blocks[parts]  # (|I|, D) float64
         while True:
-            rows, faiss_distances = self._search_shards(query, count, selectors)
+            rows, similarities = self._search_shards(query, count, selectors)
             # Re-score the candidates in float64 (eq. 6.2 literally, over the query's parts only).
-            candidate = self.vectors[rows][:, parts, :].astype(np.float64)
-            distances = _tie_round(1.0 - np.einsum("rpd,pd->r", candidate, part_blocks) / len(parts))
+            distances = self._exact(rows, parts, means)
             songs = self.song_of_row[rows]
             order = np.lexsort((rows, distances, songs))  # per song: best distance, then earliest row
             songs_sorted = songs[order]
             firsts = order[np.r_[True, songs_sorted[1:] != songs_sorted[:-1]]]
             ranking = firsts[np.lexsort((songs[firsts], distances[firsts]))]
             exhausted = rows.size < count or count >= n_allowed
-            if exhausted or (ranking.size >= k
-                             and distances[ranking[k - 1]] < faiss_distances[-1] - self.margin):
+            if exhausted or (ranking.size >= k and distances[ranking[k - 1]]
+                             < self._lower_bound(float(similarities[-1]), means, parts, margin)):
                 return [(int(songs[i]), float(distances[i]), int(rows[i])) for i in ranking[:k]]
             count = min(n_allowed, count * 4)
 
     def similar_stems(self, row: int, part: int, k: int = THESIS_K) -> list[tuple[int, float]]:
         """Similar stems of one segment's part; same output as :func:`similar_stems_numpy`."""
         k = check_k(k)
-        query = normalise_parts(self.vectors[row, part]).astype(np.float64)
+        means, parts = query_means(self.vectors, self.norms, [(row, part)])
         allowed = self.present[:, part] & (self.song_of_row != self.song_of_row[row])
         n_allowed = int(allowed.sum())
         if n_allowed == 0:
             return []
-        if not np.any(query):
+        if self.distance == "cosine" and not float(np.linalg.norm(means[part])) > ZERO_NORM:
             return [(int(row), 1.0) for row in np.flatnonzero(allowed)[:k]]  # a zero query: all at distance 1
+        full, margin = self._coarse_query(means, parts)
+        query = full.reshape(self.n_parts, self._feature_dim)[part]
         params, _keep_alive = self._selector(allowed)
         index = self._part_index(part)
         count = min(n_allowed, k + 16)
         while True:
-            rows, faiss_distances = self._search(index, query, count, params)
-            distances = _tie_round(1.0 - self.vectors[rows, part, :].astype(np.float64) @ query)
+            rows, similarities = self._search(index, query, count, params)
+            distances = self._exact(rows, parts, means)
             order = np.lexsort((rows, distances))
             exhausted = rows.size < count or count >= n_allowed
-            if exhausted or distances[order[min(k, order.size) - 1]] < faiss_distances[-1] - self.margin:
+            if exhausted or distances[order[min(k, order.size) - 1]] < self._lower_bound(
+                    float(similarities[-1]), means, parts, margin):
                 return [(int(rows[i]), float(distances[i])) for i in order[:k]]
             count = min(n_allowed, count * 4)
