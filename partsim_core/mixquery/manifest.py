@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from partsim_core.data.artefacts import file_checksum
+from partsim_core.data.cache import atomic_write_json, cache_root
 from partsim_core.errors import PartsimError
 
 #: Bump when the layout or meaning of the index files changes; an index of another version is refused.
@@ -264,3 +265,66 @@ def index_problem(folder: str | os.PathLike) -> str | None:
     except PartsimError as error:
         return str(error)
     return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the distance an index is built for (``partsim mixquery index --distance``)
+# --------------------------------------------------------------------------------------------------------------
+
+#: ``--distance`` choices: ``auto`` or one of :data:`INDEX_DISTANCES`.
+DISTANCE_CHOICES: tuple[str, ...] = ("auto", *INDEX_DISTANCES)
+
+#: The backend whose ``auto`` distance is not the thesis's cosine.
+CSN_BACKEND = "csn"
+
+#: ``auto`` for the CSN when no chapter-6 run has recorded a choice: the CSN is trained with Euclidean distance and
+#: its subspace norms carry whether a part is present, which the cosine distance discards.
+CSN_FALLBACK_DISTANCE = "euclidean"
+
+
+def csn_distance_record(preset: str) -> Path:
+    """``<cache>/mixquery/csn-distance-<preset>.json``: the CSN's distance as ``partsim mixquery run`` chose it."""
+    return cache_root() / "mixquery" / f"csn-distance-{preset}.json"
+
+
+def record_csn_distance(preset: str, chosen: str, evidence: dict[str, Any]) -> Path:
+    """Record the CSN's distance chosen by chapter 6's run (on validation pieces) for ``auto`` indexes.
+
+    Raises:
+        PartsimError: ``chosen`` is not a distance.
+    """
+    if chosen not in INDEX_DISTANCES:
+        raise PartsimError(f"unknown distance {chosen!r}; choose one of: {', '.join(INDEX_DISTANCES)}")
+    return atomic_write_json(csn_distance_record(preset),
+                             {"preset": preset, "distance": chosen, "selection": evidence})
+
+
+def recorded_csn_distance(preset: str) -> str | None:
+    """The distance :func:`record_csn_distance` stored for ``preset``, or ``None`` (none, unreadable, invalid)."""
+    try:
+        record = json.loads(csn_distance_record(preset).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    distance = record.get("distance") if isinstance(record, dict) else None
+    return distance if distance in INDEX_DISTANCES else None
+
+
+def resolve_distance(requested: str, backend: str, preset: str) -> tuple[str, str]:
+    """``(distance, why)`` of ``--distance``: a named distance as given; ``auto`` = cosine (the thesis's) for every
+    backend except the CSN, which takes the choice ``partsim mixquery run`` recorded for ``preset`` (measured by
+    MRR on validation pseudo pieces, never on test data), else :data:`CSN_FALLBACK_DISTANCE`.
+
+    Raises:
+        PartsimError: an unknown ``requested``.
+    """
+    if requested not in DISTANCE_CHOICES:
+        raise PartsimError(f"unknown distance {requested!r}; choose one of: {', '.join(DISTANCE_CHOICES)}")
+    if requested != "auto":
+        return requested, "given"
+    if backend != CSN_BACKEND:
+        return "cosine", "auto: the thesis's cosine"
+    recorded = recorded_csn_distance(preset)
+    if recorded is not None:
+        return recorded, f"auto: chosen by 'partsim mixquery run --preset {preset}' on validation pieces"
+    return CSN_FALLBACK_DISTANCE, (f"auto: no 'partsim mixquery run --preset {preset}' choice recorded; the CSN's "
+                                   f"training distance")
