@@ -433,11 +433,12 @@ class FaissSearcher:
         faiss.omp_set_num_threads(self.threads)
         n_shards = 1 if coarse == "flat" else min(n, default_shards() if shards is None else shards)
         edges = np.linspace(0, n, n_shards + 1).round().astype(np.int64)
-        #: ``[(first row, end row, FAISS index)]`` of the concatenated features, searched in parallel.
+        #: ``[(first row, end row, FAISS index)]`` of the concatenated unit vectors, searched in parallel (cosine
+        #: only: the Euclidean song search reads the per-part indices, see :meth:`_euclidean_songs`).
         self._shards = [(int(start), int(end), self._new_index(n_parts * self._feature_dim))
-                        for start, end in zip(edges[:-1], edges[1:])]
-        self.shards = len(self._shards)
-        self._pool = ThreadPoolExecutor(max_workers=4 * self.shards) if self.shards > 1 else None
+                        for start, end in zip(edges[:-1], edges[1:])] if self.distance == "cosine" else []
+        self.shards = max(1, len(self._shards))
+        self._pool = ThreadPoolExecutor(max_workers=4 * self.shards) if len(self._shards) > 1 else None
         for start, end, index in self._shards:
             for first in range(start, end, chunk_rows):
                 stop = min(first + chunk_rows, end)
@@ -586,6 +587,8 @@ class FaissSearcher:
             songs = np.flatnonzero(np.bincount(self.song_of_row[allowed] if allowed is not None
                                                else self.song_of_row, minlength=self.first_row.size))[:k]
             return [(int(song), 1.0, int(self.first_row[song])) for song in songs]
+        if self.distance == "euclidean":
+            return self._euclidean_songs(means, parts, k, allowed, n_allowed)
         query, margin = self._coarse_query(means, parts)
         selectors = self._shard_selectors(allowed)
         count = min(n_allowed, max(2 * k + 64, k * self._initial_k_factor))
@@ -601,6 +604,38 @@ class FaissSearcher:
             exhausted = rows.size < count or count >= n_allowed
             if exhausted or (ranking.size >= k and distances[ranking[k - 1]]
                              < self._lower_bound(float(similarities[-1]), means, parts, margin)):
+                return [(int(songs[i]), float(distances[i]), int(rows[i])) for i in ranking[:k]]
+            count = min(n_allowed, count * 4)
+
+    def _euclidean_songs(self, means: np.ndarray, parts: list[int], k: int, allowed: np.ndarray | None,
+                         n_allowed: int) -> list[tuple[int, float, int]]:
+        """Eq. 6.2 with the Euclidean distance, exact, by the threshold algorithm over the per-part indices.
+
+        Each query part's index gives its ``K`` nearest allowed rows; the union is re-scored exactly. A row outside
+        the union is, in every part ``i``, at least as far as that part's ``K``-th row (less the coarse error):
+        ``D >= mean_i frontier_i``. ``K`` grows until the ``k``-th song is closer than that bound (or a part's
+        search returned every allowed row).
+        """
+        params, _keep_alive = self._selector(allowed)
+        count = min(n_allowed, max(2 * k + 64, k * self._initial_k_factor))
+        while True:
+            found, frontier, exhausted = [], [], count >= n_allowed
+            for part in parts:
+                full, margin = self._coarse_query(means, [part])
+                query = full.reshape(self.n_parts, self._feature_dim)[part]
+                rows, similarities = self._search(self._part_index(part), query, count, params)
+                found.append(rows)
+                exhausted = exhausted or rows.size < count
+                if rows.size:
+                    frontier.append(self._lower_bound(float(similarities[-1]), means, [part], margin))
+            rows = np.unique(np.concatenate(found))
+            distances = self._exact(rows, parts, means)
+            songs = self.song_of_row[rows]
+            order = np.lexsort((rows, distances, songs))  # per song: best distance, then earliest row
+            songs_sorted = songs[order]
+            firsts = order[np.r_[True, songs_sorted[1:] != songs_sorted[:-1]]]
+            ranking = firsts[np.lexsort((songs[firsts], distances[firsts]))]
+            if exhausted or (ranking.size >= k and distances[ranking[k - 1]] < float(np.mean(frontier))):
                 return [(int(songs[i]), float(distances[i]), int(rows[i])) for i in ranking[:k]]
             count = min(n_allowed, count * 4)
 
