@@ -15,7 +15,13 @@ from partsim_core import INSTRUMENTS
 from partsim_core.cli import build_parser, main
 from partsim_core.cli.mixquery import index_catalog
 from partsim_core.errors import PartsimError
-from partsim_core.mixquery import MixQueryIndex, StemQuery, build_index, search_songs_numpy, similar_stems_numpy
+from partsim_core.mixquery import (
+    MixQueryIndex,
+    StemQuery,
+    build_index,
+    search_songs_numpy,
+    similar_stems_numpy,
+)
 from partsim_core.mixquery.manifest import (
     FORMAT_VERSION,
     INDEX_FILE,

@@ -1,6 +1,6 @@
 """Approximate MixQuery search for catalogues past a million segments: one IVF per part, stored part by part.
 
-The exact search (:class:`~partsim_core.mixquery.search.FaissSearcher`) reads every segment for every query; at
+The exact search (:class:`~partsim_core.mixquery.exact.FaissSearcher`) reads every segment for every query; at
 10^6 segments x 5 parts x 128 dimensions that is ~1.3 GB of half-precision codes per song query, about 100 ms on
 one core. :class:`AnnSearcher` answers the same two questions (eq. 6.1-6.2 song retrieval, similar stems) from a
 fraction of the catalogue:
@@ -37,10 +37,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from partsim_core.errors import PartsimError
+from partsim_core.mixquery.exact import _import_faiss
 from partsim_core.mixquery.search import (
     THESIS_K,
     ZERO_NORM,
-    _import_faiss,
     _tie_round,
     check_distance,
     check_k,
@@ -174,7 +174,7 @@ def _best(similarities: np.ndarray, count: int) -> np.ndarray:
 class AnnSearcher:
     """Approximate eq. 6.2 song retrieval and similar-stem search over one inverted file per part.
 
-    Same methods and outputs as :class:`~partsim_core.mixquery.search.FaissSearcher` (``search_songs``,
+    Same methods and outputs as :class:`~partsim_core.mixquery.exact.FaissSearcher` (``search_songs``,
     ``similar_stems``, ``vectors``, ``present``, ``song_of_row``, ``shards``, ``n_segments``), thread-safe.
     """
 

@@ -23,7 +23,7 @@ and checksum, each file's checksum, ``.npy`` header and finiteness, once per pro
 the command that fixes it: a damaged index, another format version, a backend or model hash other than the caller
 expects (a retrained model), and a catalog whose fingerprint changed (stale) or vanished; :func:`build_index`
 rebuilds instead of reusing in all those cases. The FAISS indices are built at load time (~0.6 s for 100,000
-segments on 2 cores): the exact search of :mod:`partsim_core.mixquery.search`, or above
+segments on 2 cores): the exact search of :mod:`partsim_core.mixquery.exact`, or above
 :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments the approximate one of
 :mod:`partsim_core.mixquery.ann` (``search="auto"``; ``"exact"`` / ``"ann"`` force one).
 
@@ -44,11 +44,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from partsim_core import INSTRUMENTS, __version__
-from partsim_core.data.cache import MIX_PART, atomic_directory, atomic_write_json, cache_root, stable_hash
+from partsim_core.data.cache import (
+    MIX_PART,
+    atomic_directory,
+    atomic_write_json,
+    cache_root,
+    stable_hash,
+)
 from partsim_core.errors import PartsimError
 from partsim_core.mixquery.ann import ANN_MIN_SEGMENTS, AnnSearcher, use_ann
 from partsim_core.mixquery.backends import EmbeddingBackend
 from partsim_core.mixquery.catalog import SEGMENT_SECONDS, Catalog
+from partsim_core.mixquery.exact import FaissSearcher
 from partsim_core.mixquery.manifest import (
     FORMAT_VERSION,
     INDEX_FILE,
@@ -62,7 +69,6 @@ from partsim_core.mixquery.manifest import (
 )
 from partsim_core.mixquery.search import (
     THESIS_K,
-    FaissSearcher,
     SongHit,
     StemHit,
     StemQuery,
@@ -71,6 +77,7 @@ from partsim_core.mixquery.search import (
     normalise_parts,
     part_norms,
 )
+
 
 def default_index_dir(backend: str, model_hash: str, catalog_root: str | os.PathLike, split: str) -> Path:
     """``cache_root()/mixquery/<backend>-<hash>``; the hash covers the model, the catalog folder and the split, so
@@ -207,7 +214,7 @@ class MixQueryIndex:
     """A loaded MixQuery index: songs, segments, audio of the catalog, and the two searches of chapter 6.
 
     Build with :func:`build_index`, open with :meth:`load` (or :meth:`from_arrays` for vectors in memory, e.g. the
-    benchmark). Searches are exact (see :mod:`partsim_core.mixquery.search`) below
+    benchmark). Searches are exact (see :mod:`partsim_core.mixquery.exact`) below
     :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments and approximate from there on
     (:mod:`partsim_core.mixquery.ann`; ``search`` forces either); same API and output format, thread-safe.
 
@@ -281,7 +288,7 @@ class MixQueryIndex:
             model_hash: Expected model hash (``None``: any); another one means the model was retrained.
             check_catalog: Refuse when the catalog's audio changed since the build (stale) or is gone.
             catalog: The already opened catalog (saves re-reading its metadata).
-            threads: FAISS threads (see :class:`~partsim_core.mixquery.search.FaissSearcher`).
+            threads: FAISS threads (see :class:`~partsim_core.mixquery.exact.FaissSearcher`).
             coarse: FAISS candidate index, ``fp16`` or ``flat`` (results are exact either way).
             search: ``auto`` (approximate from ``ann_threshold`` segments on), ``exact`` or ``ann``
                 (:mod:`partsim_core.mixquery.ann`).
