@@ -90,6 +90,10 @@ class FaissSearcher:
 
     Per-part indices for similar stems read a fifth of the memory of a search over the concatenation.
 
+    ``distance="euclidean"``: the codes are ``[x / s, |x / s|^2]`` per part (see the module docstring); songs and
+    stems are both searched on the per-part indices (no concatenated index is built, ``shards`` is 1), and the
+    coarse error bound is scaled by the norms of the query and of the codes (Cauchy-Schwarz).
+
     Shards and threads: FAISS parallelises a flat or scalar-quantizer search over *queries*, so one query runs on
     one OpenMP thread whatever ``threads`` says (default 1; extra OpenMP threads only spin; set with
     ``faiss.omp_set_num_threads`` before each search, per calling thread). To use several cores for one song query
@@ -97,10 +101,9 @@ class FaissSearcher:
     per core, at most 4) searched in parallel Python threads (FAISS releases the GIL) and merged - the top ``K``
     of the union of each shard's top ``K`` is the global top ``K``, so exactness is unchanged. Measured on 2 idle
     cores at 100,000 x 640: p95 ~14 ms with one shard, ~7-9 ms with two. The ``flat`` coarse index is never
-    sharded (its vectors live in one FAISS index). Searches are thread-safe; the lazy per-part indices are built
+    sharded. Searches are thread-safe; the lazy per-part indices are built
     under a lock.
 
-    Used by: :class:`~partsim_core.mixquery.index.MixQueryIndex`; ``benchmarks/retrieval.py``.
     """
 
     def __init__(self, vectors: np.ndarray, song_of_row: np.ndarray, present: np.ndarray, threads: int = 1,

@@ -26,9 +26,6 @@ rebuilds instead of reusing in all those cases. The FAISS indices are built at l
 segments on 2 cores): the exact search of :mod:`partsim_core.mixquery.exact`, or above
 :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments the approximate one of
 :mod:`partsim_core.mixquery.ann` (``search="auto"``; ``"exact"`` / ``"ann"`` force one).
-
-Used by: ``partsim mixquery index`` / ``query``, the MixQuery app (``partsim_core/mixquery/app.py``) and
-``benchmarks/retrieval.py`` (chapter 6).
 """
 
 from __future__ import annotations
@@ -101,8 +98,6 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
     (``index.reused`` is True) unless ``rebuild`` - only when it verifies (:func:`~partsim_core.mixquery.manifest.
     verify_index`: schema, checksums, shapes, finite vectors); any other index there is replaced, and
     ``index.rebuild_reason`` says why (the verification's message, for a damaged one).
-
-    Used by: ``partsim mixquery index`` and the tests (with an injected backend).
 
     Args:
         catalog: A :class:`Catalog` (at the backend's sample rate) or a Slakh-format root (then ``split`` applies).
@@ -217,8 +212,6 @@ class MixQueryIndex:
     benchmark). Searches are exact (see :mod:`partsim_core.mixquery.exact`) below
     :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments and approximate from there on
     (:mod:`partsim_core.mixquery.ann`; ``search`` forces either); same API and output format, thread-safe.
-
-    Used by: ``partsim mixquery``, the MixQuery app, ``benchmarks/retrieval.py`` (chapter 6).
     """
 
     def __init__(self, meta: dict, vectors: np.ndarray, present: np.ndarray, folder: Path | None = None,

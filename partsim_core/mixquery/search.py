@@ -47,10 +47,7 @@ DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
 
 @dataclass(frozen=True)
 class StemQuery:
-    """One stem query: segment ``segment`` (0-based, 10-s steps from the start) of ``part`` in song ``song``.
-
-    Used by: :meth:`MixQueryIndex.search_songs`, :meth:`MixQueryIndex.similar_stems`, the CLI and the app.
-    """
+    """One stem query: segment ``segment`` (0-based, 10-s steps from the start) of ``part`` in song ``song``."""
 
     song: str
     part: str
@@ -59,7 +56,7 @@ class StemQuery:
 
 @dataclass(frozen=True)
 class StemHit:
-    """A similar stem: ``segment`` of ``song`` (same part as the query) at cosine ``distance`` (6.2.2)."""
+    """A similar stem: ``segment`` of ``song`` (same part as the query) at the index's ``distance`` (6.2.2)."""
 
     song: str
     segment: int
@@ -76,10 +73,7 @@ class SongHit:
 
 
 def normalise_parts(vectors: np.ndarray) -> np.ndarray:
-    """Each vector along the last axis divided by its L2 norm (float32); a zero (norm <= ZERO_NORM) stays zero.
-
-    Used by the index build (stored vectors) and the query averaging (eq. 6.1).
-    """
+    """Each vector along the last axis divided by its L2 norm (float32); a zero (norm <= ZERO_NORM) stays zero."""
     array = np.asarray(vectors, dtype=np.float64)
     norms = np.linalg.norm(array, axis=-1, keepdims=True)
     safe = np.where(norms > ZERO_NORM, norms, 1.0)
