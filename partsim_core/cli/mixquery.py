@@ -426,7 +426,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Query a MixQuery index. Without --similar: songs ranked by the mean over the query's parts of the "
             "distance (the index's: cosine or Euclidean) to the mean raw embedding of each part's stem queries "
-            "(thesis eq. 6.1-6.2), minimum over each song's segments; each line gives the song, its distance and the segment where it matched best. With "
+            "(thesis eq. 6.1-6.2), minimum over each song's segments; each line gives the song, its distance and "
+            "the segment where it matched best. With "
             f"--similar: the stems of the same part in other songs nearest to the one --stem. Parts: "
             f"{', '.join(INSTRUMENTS)}. Prints one JSON line per result, best first."
         ),
