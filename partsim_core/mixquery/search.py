@@ -13,8 +13,9 @@ consecutive rows, in time order); ``present`` bool ``(n_segments, n_parts)``: th
   training distance; its norms carry whether a part is present).
 * **Song retrieval** (thesis 6.3.4, eq. 6.1-6.2, as :mod:`partsim_core.mixquery.ranking` writes them): the *raw*
   query embeddings of each part ``i`` in the query set are averaged (eq. 6.1, ``y_i``); the distance of a segment
-  is the mean over the query's parts ``I`` of ``d(y_i, y'_i)`` (eq. 6.2); a song's distance is the minimum over its segments, and the segment reaching it is
-  the song's ``best_segment`` (where playback starts, 6.2.4). Songs are ranked by ascending distance.
+  is the mean over the query's parts ``I`` of ``d(y_i, y'_i)`` (eq. 6.2); a song's distance is the minimum over
+  its segments, and the segment reaching it is the song's ``best_segment`` (where playback starts, 6.2.4). Songs
+  are ranked by ascending distance.
 * **Similar stems** (6.2.2): the ``k`` segments of *other* songs nearest to one stem query in the same part,
   among the segments whose song has a stem of that part (a result must be a stem one can listen to).
 * **Ties** (equal distances) go to the lower song index, then the lower segment row; distances come from float32
