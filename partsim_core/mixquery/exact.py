@@ -281,8 +281,8 @@ class FaissSearcher:
         """The FAISS query of eq. 6.1 means over ``parts`` and the worst-case error of its coarse inner products.
 
         Cosine: ``q_i / |I|`` (unit ``q_i``; inner product ``1 - D``). Euclidean: ``[2 y_i / s, -1]`` (inner
-        product ``sum_i (|y_i|^2 - d_i^2) / s^2``). The error is the index's margin times ``|query|`` times the
-        largest code norm (Cauchy-Schwarz).
+        product ``sum_i (|y_i|^2 - d_i^2) / s^2``; searched one part at a time). The error is the index's margin
+        times ``|query|`` times the largest code norm (Cauchy-Schwarz).
         """
         query = np.zeros((self.n_parts, self._feature_dim), dtype=np.float64)
         if self.distance == "cosine":
@@ -292,7 +292,8 @@ class FaissSearcher:
             return query.reshape(-1), self.margin
         query[parts, :self.dim] = 2.0 * means[parts] / self.scale
         query[parts, self.dim] = -1.0
-        return query.reshape(-1), self.margin * float(np.linalg.norm(query)) * math.sqrt(2 * self.n_parts)
+        # The codes of one part have norm at most sqrt(2) (|x / s| <= 1): the error of a part's inner product.
+        return query.reshape(-1), self.margin * float(np.linalg.norm(query)) * math.sqrt(2) * len(parts)
 
     def _exact(self, rows: np.ndarray, parts: list[int], means: np.ndarray) -> np.ndarray:
         """float64 eq. 6.2 distances of ``rows`` (rounded for ties)."""
