@@ -246,3 +246,21 @@ def test_index_distance_option_then_query_uses_it(capsys, catalog_root, tmp_path
                                                                  abs=1e-6)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["mixquery", "index", "--distance", "manhattan"])
+
+
+@pytest.mark.parametrize("coarse", ["fp16", "flat"])
+def test_euclidean_search_stops_early_and_stays_exact(coarse):
+    # 2,000+ rows and k = 5: the threshold algorithm accepts after a few hundred candidates per part.
+    vectors, songs, segments, present = raw_catalogue(seed=3, n_songs=500, dim=16)
+    index = MixQueryIndex.from_arrays(vectors, songs, segments, 1, present=present, distance="euclidean",
+                                      search="exact", coarse=coarse)
+    embeddings = reference(vectors, songs, segments)
+    rng = np.random.default_rng(4)
+    for _ in range(6):
+        picks = rng.choice(len(songs), size=3, replace=False)
+        queries = [StemQuery(songs[picks[0]], "drums", 0), StemQuery(songs[picks[1]], "bass", 0),
+                   StemQuery(songs[picks[2]], "drums", 0)]
+        expected = rank_songs(embeddings, queries, "euclidean", exclude_query_songs=False)[:5]
+        found = index.search_songs(queries, k=5)
+        assert [(hit.song, hit.best_segment) for hit in found] == [(hit.song, hit.best_segment) for hit in expected]
+        np.testing.assert_allclose([hit.distance for hit in found], [hit.distance for hit in expected], rtol=1e-5)
