@@ -22,6 +22,10 @@ fraction of the catalogue:
   by ``benchmarks/retrieval.py`` and by the tests (on synthetic catalogues whose songs resemble their style: on
   structureless random vectors no inverted file reaches a useful recall without scanning most lists).
 
+Both distances of an index: the lists hold the unit vectors with each row's raw norm beside them (in list order),
+and the query of a part is its eq. 6.1 mean of raw embeddings ``y_i``; cosine: ``1 - v.y_i / |y_i|``, Euclidean:
+``|n v - y_i| = sqrt(|y_i|^2 + n^2 - 2 n v.y_i)`` from the same scan (lists chosen by the direction of ``y_i``).
+
 :class:`~partsim_core.mixquery.index.MixQueryIndex` picks this searcher automatically from :data:`ANN_MIN_SEGMENTS`
 segments on (``search="auto"``; ``"exact"`` / ``"ann"`` force one); its API and output are the same either way.
 The inverted files are built when the index is opened (k-means and assignment: a few minutes for 10^6 segments on
