@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="FAISS candidate index (results are exact either way; default fp16)")
     parser.add_argument("--check", type=int, default=5,
                         help="queries of each kind also checked against the exact float64 reference (default 5)")
+    parser.add_argument("--distance", choices=("cosine", "euclidean"), default="cosine",
+                        help="search distance of the index (default cosine, the thesis's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.segments < 2 or min(args.per_song, args.queries, args.rounds, args.k, args.styles) < 1:
@@ -174,14 +176,15 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     index = MixQueryIndex.from_arrays(vectors, songs, segments, sample_rate=1, threads=args.threads,
-                                      coarse=args.coarse, shards=args.shards, search="exact")
+                                      coarse=args.coarse, shards=args.shards, search="exact",
+                                      distance=args.distance)
     build_s = time.perf_counter() - started
     del vectors  # the index holds its own normalised copy
     ann = None
     if not args.no_ann:
         started = time.perf_counter()
         # Over the exact index's normalised vectors (shared, not copied).
-        ann = MixQueryIndex(index.meta, index.vectors, index.present, search="ann",
+        ann = MixQueryIndex(index.meta, index.vectors, index.present, search="ann", norms=index.norms,
                             ann_options={"nlist": args.nlist, "nprobe": args.nprobe, "nprobe_stems": args.nprobe})
         ann_build_s = time.perf_counter() - started
 
@@ -198,13 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     def numpy_songs(queries: list[StemQuery], dtype: type) -> list[tuple[str, float, int]]:
         rows = [index.query_row(query) for query in queries]
         return [(songs[song], distance, int(best - index.first_row[song])) for song, distance, best in
-                search_songs_numpy(index.vectors, index.song_of_row, rows, args.k, dtype=dtype)]
+                search_songs_numpy(index.vectors, index.song_of_row, rows, args.k, dtype=dtype, norms=index.norms,
+                                   distance=args.distance)]
 
     def numpy_stems(query: StemQuery, dtype: type) -> list[tuple[str, int, float]]:
         row, column = index.query_row(query)
         return [(songs[index.song_of_row[hit]], int(hit - index.first_row[index.song_of_row[hit]]), distance)
                 for hit, distance in similar_stems_numpy(index.vectors, index.song_of_row, index.present, row,
-                                                         column, args.k, dtype=dtype)]
+                                                         column, args.k, dtype=dtype, norms=index.norms,
+                                                         distance=args.distance)]
 
     # Warm-up (page faults, per-part FAISS indices built on first use, BLAS threads started).
     for part in INSTRUMENTS:
@@ -291,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                    "exact_memory_mb": round(exact_memory_bytes(index) / 2**20, 1),
                    "faiss_threads": args.threads, "faiss_shards": index.shards, "coarse": args.coarse,
+                   "distance": args.distance,
                    "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
                    "loadavg": [loadavg_start, [round(value, 2) for value in os.getloadavg()]]})
     print(json.dumps(result))

@@ -101,13 +101,14 @@ def test_probing_every_list_and_keeping_every_candidate_gives_exactly_the_exact_
     rng = np.random.default_rng(2)
     for query in queries(ann, rng, 20):
         rows = [ann.query_row(stem) for stem in query]
-        reference = search_songs_numpy(ann.vectors, ann.song_of_row, rows, k=15)
+        reference = search_songs_numpy(ann.vectors, ann.song_of_row, rows, k=15, norms=ann.norms)
         found = ann.search_songs(query, k=15)
         assert [(hit.song, hit.best_segment) for hit in found] == \
             [(ann.songs[song], int(best - ann.first_row[song])) for song, _, best in reference]
         np.testing.assert_allclose([hit.distance for hit in found], [d for _, d, _ in reference], atol=1e-6)
         row, column = rows[0]
-        stems = similar_stems_numpy(ann.vectors, ann.song_of_row, ann.present, row, column, k=15)
+        stems = similar_stems_numpy(ann.vectors, ann.song_of_row, ann.present, row, column, k=15,
+                                    norms=ann.norms)
         assert [(hit.song, hit.segment) for hit in ann.similar_stems(query[0], k=15)] == \
             [(ann.songs[ann.song_of_row[r]], int(r - ann.first_row[ann.song_of_row[r]])) for r, _ in stems]
 

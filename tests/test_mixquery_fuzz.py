@@ -29,6 +29,7 @@ from partsim_core.errors import PartsimError
 from partsim_core.mixquery import MixQueryIndex, StemQuery, build_index
 from partsim_core.mixquery.manifest import (
     INDEX_FILE,
+    NORMS_FILE,
     PRESENT_FILE,
     VECTORS_FILE,
     index_problem,
@@ -131,6 +132,9 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "a NaN row": (_edit_vectors(_nan_row), VECTORS_FILE),
     "flipped byte in vectors.npy": (_flip_byte(VECTORS_FILE, 100), VECTORS_FILE),
     "flipped byte in present.npy": (_flip_byte(PRESENT_FILE, 3), PRESENT_FILE),
+    "flipped byte in norms.npy": (_flip_byte(NORMS_FILE, 3), NORMS_FILE),
+    "norms.npy missing": (lambda f: (f / NORMS_FILE).unlink(), NORMS_FILE),
+    "no distance in the manifest": (_edit_meta(lambda m: m.pop("distance")), INDEX_FILE),
     "truncated vectors.npy": (lambda f: (f / VECTORS_FILE).write_bytes((f / VECTORS_FILE).read_bytes()[:-64]),
                               VECTORS_FILE),
     "vectors.npy missing": (lambda f: (f / VECTORS_FILE).unlink(), VECTORS_FILE),
@@ -169,7 +173,7 @@ def test_the_intact_index_verifies_and_answers_as_built(built, tmp_path) -> None
     _catalog, intact, expected = built
     folder = fresh_copy(intact, tmp_path)
     meta = verify_index(folder)
-    assert set(meta["files"]) == {VECTORS_FILE, PRESENT_FILE}
+    assert set(meta["files"]) == {VECTORS_FILE, PRESENT_FILE, NORMS_FILE}
     assert meta["files"][VECTORS_FILE]["shape"] == [6, 5, 128] and meta["files"][VECTORS_FILE]["dtype"] == "float32"
     assert len(meta["files"][VECTORS_FILE]["blake2b"]) == 32 and index_problem(folder) is None
     assert answers(MixQueryIndex.load(folder)) == expected
@@ -206,7 +210,7 @@ def _outcome(folder: Path, expected: list) -> str:
 
 
 @FUZZ
-@given(name=st.sampled_from([INDEX_FILE, VECTORS_FILE, PRESENT_FILE]),
+@given(name=st.sampled_from([INDEX_FILE, VECTORS_FILE, PRESENT_FILE, NORMS_FILE]),
        operation=st.sampled_from(["flip", "truncate", "insert", "overwrite"]),
        position=st.floats(0.0, 1.0), payload=st.binary(min_size=1, max_size=16))
 def test_random_byte_damage_is_refused_or_harmless(built, tmp_path, name, operation, position, payload) -> None:

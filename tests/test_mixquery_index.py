@@ -83,13 +83,19 @@ def numpy_song_hits(index: MixQueryIndex, queries: list[StemQuery], k: int, excl
     rows = rows_of(index, queries)
     excluded = sorted({int(index.song_of_row[row]) for row, _ in rows}) if exclude else []
     return [SongHit(index.songs[song], distance, int(best - index.first_row[song]))
-            for song, distance, best in search_songs_numpy(index.vectors, index.song_of_row, rows, k, excluded)]
+            for song, distance, best in search_songs_numpy(index.vectors, index.song_of_row, rows, k, excluded,
+                                                                   norms=index.norms)]
 
 
 def assert_same_songs(found: list[SongHit], expected: list[SongHit]) -> None:
     assert [hit.song for hit in found] == [hit.song for hit in expected]
     assert [hit.best_segment for hit in found] == [hit.best_segment for hit in expected]
     np.testing.assert_allclose([hit.distance for hit in found], [hit.distance for hit in expected], atol=1e-5)
+
+
+def raw(index: MixQueryIndex, row: int, column: int) -> np.ndarray:
+    """The raw embedding of one row and part: the stored unit vector times its stored norm."""
+    return index.vectors[row, column].astype(float) * float(index.norms[row, column])
 
 
 def literal_eq_6_2(index: MixQueryIndex, queries: list[StemQuery]) -> dict[str, tuple[float, int]]:
@@ -101,14 +107,15 @@ def literal_eq_6_2(index: MixQueryIndex, queries: list[StemQuery]) -> dict[str, 
     by_part: dict[str, list[np.ndarray]] = {}
     for query in queries:
         row = int(index.first_row[index.songs.index(query.song)]) + query.segment
-        by_part.setdefault(query.part, []).append(index.vectors[row, index.parts.index(query.part)].astype(float))
-    averaged = {part: np.mean(vectors, axis=0) for part, vectors in by_part.items()}  # eq. 6.1
+        column = index.parts.index(query.part)
+        by_part.setdefault(query.part, []).append(raw(index, row, column))
+    averaged = {part: np.mean(vectors, axis=0) for part, vectors in by_part.items()}  # eq. 6.1 (raw embeddings)
     result = {}
     for number, song in enumerate(index.songs):
         best = (np.inf, -1)
         for segment in range(len(index.segments(song))):
             row = int(index.first_row[number]) + segment
-            distance = np.mean([cosine_distance(y, index.vectors[row, index.parts.index(part)].astype(float))
+            distance = np.mean([cosine_distance(y, raw(index, row, index.parts.index(part)))
                                 for part, y in averaged.items()])  # eq. 6.2
             if distance < best[0]:
                 best = (float(distance), segment)
@@ -252,7 +259,8 @@ def test_search_is_exact_when_distances_differ_by_less_than_the_coarse_error(coa
         assert_same_songs(index.search_songs([stem], k=k, exclude_query_songs=True),
                           numpy_song_hits(index, [stem], k, exclude=True))
         row, column = index.query_row(stem)
-        expected = similar_stems_numpy(index.vectors, index.song_of_row, index.present, row, column, k)
+        expected = similar_stems_numpy(index.vectors, index.song_of_row, index.present, row, column, k,
+                                       norms=index.norms)
         assert [(hit.song, hit.segment) for hit in index.similar_stems(stem, k=k)] == [
             (songs[r], 0) for r, _ in expected]
 
@@ -281,7 +289,8 @@ def test_a_zero_query_vector_is_at_distance_1_from_everything():
     row, column = zero.query_row(query)
     assert [(hit.song, hit.segment, hit.distance) for hit in zero.similar_stems(query, k=3)] == [
         (zero.songs[zero.song_of_row[r]], int(r - zero.first_row[zero.song_of_row[r]]), d)
-        for r, d in similar_stems_numpy(zero.vectors, zero.song_of_row, zero.present, row, column, 3)]
+        for r, d in similar_stems_numpy(zero.vectors, zero.song_of_row, zero.present, row, column, 3,
+                                        norms=zero.norms)]
 
 
 def test_numpy_reference_and_faiss_equal_a_literal_eq_6_2_loop():
@@ -309,7 +318,8 @@ def test_similar_stems_equal_numpy_other_songs_with_that_stem_only(coarse):
         row, column = index.query_row(query)
         for k in (1, 10, 100, 10_000):
             found = index.similar_stems(query, k=k)
-            expected = similar_stems_numpy(index.vectors, index.song_of_row, index.present, row, column, k)
+            expected = similar_stems_numpy(index.vectors, index.song_of_row, index.present, row, column, k,
+                                       norms=index.norms)
             assert [(hit.song, hit.segment) for hit in found] == [
                 (index.songs[index.song_of_row[r]], int(r - index.first_row[index.song_of_row[r]]))
                 for r, _ in expected]

@@ -69,6 +69,7 @@ def index_catalog(args: argparse.Namespace, backend: Any = None) -> dict[str, An
     from partsim_core.mixquery.backends import get_backend
     from partsim_core.mixquery.catalog import Catalog, default_catalog_root
     from partsim_core.mixquery.index import MixQueryIndex, build_index, default_index_dir
+    from partsim_core.mixquery.manifest import resolve_distance
     from partsim_core.mixquery.mert import check_mert
     from partsim_core.presets import get_preset
 
@@ -92,6 +93,8 @@ def index_catalog(args: argparse.Namespace, backend: Any = None) -> dict[str, An
         data = data or load_dataset(args.preset, args.data_root or "", progress=progress)
         backend = get_backend(args.backend, data, device=args.device, progress=progress, seed=args.seed,
                               mert_model=args.mert_model, mert_heads=args.mert_heads)
+    distance, why = resolve_distance(getattr(args, "distance", "auto"), backend.name,
+                                     backend.preset or args.preset)
     folder = Path(args.out_dir) if args.out_dir is not None else default_index_dir(
         backend.name, backend.model_hash, catalog.root, catalog.split)
     stale = False
@@ -101,17 +104,19 @@ def index_catalog(args: argparse.Namespace, backend: Any = None) -> dict[str, An
         except PartsimError:
             stale = True  # fails to open or verify: rebuilt below (when partsim wrote it)
         else:
-            index.reused = True
-            return index.describe()
+            if index.distance == distance:
+                index.reused = True
+                return {**index.describe(), "distance_source": why}
+            stale = True  # built for the other distance: rebuilt below
     # A stale folder is replaced only when it carries partsim's output marker (output_directory checks it).
     replace = args.fresh or (stale and (folder / MARKER).is_file())
     with output_directory(folder, inputs=[catalog.root], fresh=replace) as tmp:
-        build_index(catalog, backend, tmp / "index", rebuild=True, progress=progress)
+        build_index(catalog, backend, tmp / "index", rebuild=True, progress=progress, distance=distance)
         for item in (tmp / "index").iterdir():
             item.replace(tmp / item.name)
         (tmp / "index").rmdir()
     index = MixQueryIndex.load(folder, backend=backend.name, model_hash=backend.model_hash, catalog=catalog)
-    return index.describe()
+    return {**index.describe(), "distance_source": why}
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -225,6 +230,7 @@ def run_run(args: argparse.Namespace) -> int:
     from partsim_core.data.dataset import load_dataset
     from partsim_core.data.outputs import check_output_file, write_json_output
     from partsim_core.mixquery import run as chapter
+    from partsim_core.mixquery.manifest import record_csn_distance
 
     backends = parse_backends(args.backends)
     if args.out is not None:
@@ -237,6 +243,9 @@ def run_run(args: argparse.Namespace) -> int:
                                     seeds=args.seeds, device=args.device, epochs=args.epochs, fresh=args.fresh,
                                     progress=progress)
     print(evaluation_text(result))
+    if result.selection is not None:
+        # What 'mixquery index --distance auto' then uses for this preset's CSN.
+        record_csn_distance(args.preset, result.selection.chosen, result.selection.to_json())
     summary = {"preset": args.preset, "seeds": result.seeds, "queries": len(result.catalog.queries),
                "mrr": {method: round(cells["all"]["MRR"]["value"], 4) for method, cells in result.cells.items()},
                "out": str(args.out) if args.out else None}
@@ -346,9 +355,10 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         help="chapter 6: MixQuery, retrieval of songs from stems of different songs (index, query)",
         description=(
             "Chapter 6: MixQuery. Songs of a catalog are cut into 10-s segments and every segment is embedded per "
-            "instrumental part; a query set of stems (song, part, segment) retrieves songs by the mean cosine "
-            "distance over the query's parts, minimum over each song's segments (thesis eq. 6.1-6.2), and one "
-            "stem query finds the most similar stems of other songs."
+            "instrumental part; a query set of stems (song, part, segment) retrieves songs by the mean distance "
+            "(cosine or Euclidean, fixed when the index is built) between each part's mean raw query embedding "
+            "and the song's, over the query's parts, minimum over each song's segments (thesis eq. 6.1-6.2), and "
+            "one stem query finds the most similar stems of other songs."
         ),
     )
     parser.set_defaults(group_parser=parser)
@@ -360,11 +370,12 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Build the MixQuery index of a catalog (a split of a Slakh-format folder): every 10-s segment from the "
             "start of each song (a shorter last segment when at least the backend's minimum length; songs shorter "
-            "than that are skipped with a warning) is embedded per part by the backend, L2-normalised, and written "
-            "atomically with the format version, the model hash and a fingerprint of the catalog's audio. The "
+            "than that are skipped with a warning) is embedded per part by the backend, stored as unit vectors beside "
+            "their norms, and written atomically with the format version, the search distance, the model hash and "
+            "a fingerprint of the catalog's audio. The "
             "backend's model is trained first when it is not cached. A fresh index of the same model and catalog is "
-            "reused; a stale one (catalog changed, model retrained) is rebuilt. Prints one JSON line: the folder, "
-            "songs, segments, parts and skipped songs."
+            "reused; a stale one (catalog changed, model retrained, other distance or format) is rebuilt. Prints one "
+            "JSON line: the folder, songs, segments, parts, skipped songs, distance and where it came from."
         ),
         epilog="Example: partsim mixquery index --preset smoke",
     )
@@ -397,6 +408,13 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--mert-heads", type=Path, default=None, metavar="DIR",
                        help="heads trained by 'partsim train mixquery-head' for --backend mert (without: the mean "
                             "over MERT layers, not the thesis's embedding)")
+    index.add_argument(
+        "--distance", choices=("auto", "cosine", "euclidean"), default="auto",
+        help="distance d of eq. 6.2 every search of the index uses: cosine (the thesis's), euclidean, or auto = "
+             "cosine for every backend except csn, which takes the distance 'partsim mixquery run' chose for the "
+             "preset (by MRR on validation pseudo pieces), else euclidean (the CSN's training distance); "
+             "default: %(default)s",
+    )
     add_seed(index)
     add_fresh(index, "an index partsim wrote there (rebuild even when it verifies)")
     add_no_progress(index)
@@ -407,8 +425,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         help="retrieve songs for a query set of stems, or similar stems of one stem",
         description=(
             "Query a MixQuery index. Without --similar: songs ranked by the mean over the query's parts of the "
-            "cosine distance to the averaged stem queries of each part (thesis eq. 6.1-6.2), minimum over each "
-            "song's segments; each line gives the song, its distance and the segment where it matched best. With "
+            "distance (the index's: cosine or Euclidean) to the mean raw embedding of each part's stem queries "
+            "(thesis eq. 6.1-6.2), minimum over each song's segments; each line gives the song, its distance and "
+            "the segment where it matched best. With "
             f"--similar: the stems of the same part in other songs nearest to the one --stem. Parts: "
             f"{', '.join(INSTRUMENTS)}. Prints one JSON line per result, best first."
         ),

@@ -1,6 +1,6 @@
 """Approximate MixQuery search for catalogues past a million segments: one IVF per part, stored part by part.
 
-The exact search (:class:`~partsim_core.mixquery.search.FaissSearcher`) reads every segment for every query; at
+The exact search (:class:`~partsim_core.mixquery.exact.FaissSearcher`) reads every segment for every query; at
 10^6 segments x 5 parts x 128 dimensions that is ~1.3 GB of half-precision codes per song query, about 100 ms on
 one core. :class:`AnnSearcher` answers the same two questions (eq. 6.1-6.2 song retrieval, similar stems) from a
 fraction of the catalogue:
@@ -22,6 +22,10 @@ fraction of the catalogue:
   by ``benchmarks/retrieval.py`` and by the tests (on synthetic catalogues whose songs resemble their style: on
   structureless random vectors no inverted file reaches a useful recall without scanning most lists).
 
+Both distances of an index: the lists hold the unit vectors with each row's raw norm beside them (in list order),
+and the query of a part is its eq. 6.1 mean of raw embeddings ``y_i``; cosine: ``1 - v.y_i / |y_i|``, Euclidean:
+``|n v - y_i| = sqrt(|y_i|^2 + n^2 - 2 n v.y_i)`` from the same scan (lists chosen by the direction of ``y_i``).
+
 :class:`~partsim_core.mixquery.index.MixQueryIndex` picks this searcher automatically from :data:`ANN_MIN_SEGMENTS`
 segments on (``search="auto"``; ``"exact"`` / ``"ann"`` force one); its API and output are the same either way.
 The inverted files are built when the index is opened (k-means and assignment: a few minutes for 10^6 segments on
@@ -37,15 +41,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from partsim_core.errors import PartsimError
+from partsim_core.mixquery.exact import _import_faiss
 from partsim_core.mixquery.search import (
     THESIS_K,
     ZERO_NORM,
-    _import_faiss,
     _tie_round,
+    check_distance,
     check_k,
     normalise_parts,
-    query_blocks,
+    part_norms,
+    query_means,
     song_bounds,
+    unit_norms,
 )
 
 #: From this many segments on, ``search="auto"`` uses the approximate search. Below it the exact search is fast
@@ -94,8 +101,8 @@ def default_nprobe(nlist: int) -> int:
 class _PartFile:
     """One part's inverted file: centroids, list offsets, the rows in list order and the vectors stored so."""
 
-    def __init__(self, vectors: np.ndarray, part: int, nlist: int, rng: np.random.Generator, seed: int,
-                 chunk_rows: int) -> None:
+    def __init__(self, vectors: np.ndarray, norms: np.ndarray, part: int, nlist: int, rng: np.random.Generator,
+                 seed: int, chunk_rows: int) -> None:
         faiss = _import_faiss()
         n, dim = vectors.shape[0], vectors.shape[2]
         sample_rows = np.sort(rng.choice(n, size=min(n, nlist * TRAIN_ROWS_PER_LIST), replace=False))
@@ -130,10 +137,12 @@ class _PartFile:
             block = np.empty((rows.size, dim), dtype=np.float32)
             block[ascending] = vectors[rows[ascending], part, :]  # a memmap is read in row order
             self.store[first:first + rows.size] = block
+        #: ``(n_segments,)`` float32 raw norms of this part in list order.
+        self.norm_store = np.ascontiguousarray(norms[self.order, part], dtype=np.float32)
 
     def nbytes(self) -> int:
-        return int(self.store.nbytes + self.centroids.nbytes + self.order.nbytes + self.position.nbytes
-                   + self.offsets.nbytes)
+        return int(self.store.nbytes + self.norm_store.nbytes + self.centroids.nbytes + self.order.nbytes
+                   + self.position.nbytes + self.offsets.nbytes)
 
     def scan(self, query: np.ndarray, probes: int) -> tuple[np.ndarray, np.ndarray]:
         """``(positions, float32 similarities)`` of every row in the ``probes`` lists nearest ``query``.
@@ -169,14 +178,14 @@ def _best(similarities: np.ndarray, count: int) -> np.ndarray:
 class AnnSearcher:
     """Approximate eq. 6.2 song retrieval and similar-stem search over one inverted file per part.
 
-    Same methods and outputs as :class:`~partsim_core.mixquery.search.FaissSearcher` (``search_songs``,
+    Same methods and outputs as :class:`~partsim_core.mixquery.exact.FaissSearcher` (``search_songs``,
     ``similar_stems``, ``vectors``, ``present``, ``song_of_row``, ``shards``, ``n_segments``), thread-safe.
     """
 
     def __init__(self, vectors: np.ndarray, song_of_row: np.ndarray, present: np.ndarray, *,
                  normalise: bool = False, nlist: int | None = None, nprobe: int | None = None,
                  nprobe_stems: int | None = None, candidates_per_k: int = CANDIDATES_PER_K, seed: int = 0,
-                 chunk_rows: int = 65536) -> None:
+                 chunk_rows: int = 65536, norms: np.ndarray | None = None, distance: str = "cosine") -> None:
         """Train each part's inverted file and store the part's vectors in its list order.
 
         Args:
@@ -190,9 +199,12 @@ class AnnSearcher:
             candidates_per_k: Segments kept per query part of a song query, times ``k``.
             seed: k-means seed (the samples and the initial centroids).
             chunk_rows: Rows handled at a time while building (bounds temporary copies).
+            norms: ``(n_segments, n_parts)`` raw norms of the embeddings (``None``: computed from ``vectors``
+                when ``normalise``, else 1 for every non-zero vector).
+            distance: ``cosine`` or ``euclidean``.
 
         Raises:
-            PartsimError: inconsistent shapes or bad ``nlist`` / ``nprobe``.
+            PartsimError: inconsistent shapes, an unknown distance or bad ``nlist`` / ``nprobe``.
         """
         faiss = _import_faiss()
         if vectors.ndim != 3 or vectors.shape[0] == 0:
@@ -213,18 +225,32 @@ class AnnSearcher:
         self.present = np.ascontiguousarray(present, dtype=bool)
         self.n_parts, self.dim = n_parts, dim
         self.shards = 1
+        self.distance = check_distance(distance)
+        if norms is not None and np.shape(norms) != (n, n_parts):
+            raise PartsimError(f"norms {np.shape(norms)} do not fit vectors {vectors.shape}")
+        computed = np.empty((n, n_parts), dtype=np.float32)
         if normalise or vectors.dtype != np.float32:
             store = np.empty(vectors.shape, dtype=np.float32)
             for first in range(0, n, chunk_rows):
                 block = vectors[first:first + chunk_rows]
                 store[first:first + block.shape[0]] = normalise_parts(block) if normalise else block
+                computed[first:first + block.shape[0]] = part_norms(block) if normalise else unit_norms(block)
             vectors = store
+        elif norms is None:
+            for first in range(0, n, chunk_rows):
+                block = vectors[first:first + chunk_rows]
+                computed[first:first + block.shape[0]] = unit_norms(block)
+        #: ``(n_segments, n_parts)`` float32 raw norms: ``norms * vectors`` are the raw embeddings (eq. 6.1).
+        self.norms = np.ascontiguousarray(computed if norms is None else norms, dtype=np.float32)
+        #: Largest raw norm (scales the float32 error margin of the Euclidean distance).
+        self.scale = float(self.norms.max()) if self.norms.size and self.norms.max() > 0 else 1.0
         #: ``(n_segments, n_parts, D)`` float32 unit-or-zero vectors in row order (the query vectors come from it).
         self.vectors = vectors
         faiss.omp_set_num_threads(os.cpu_count() or 1)
         rng = np.random.default_rng(seed)
         #: One inverted file per part.
-        self.files = [_PartFile(vectors, part, self.nlist, rng, seed + part, chunk_rows) for part in range(n_parts)]
+        self.files = [_PartFile(vectors, self.norms, part, self.nlist, rng, seed + part, chunk_rows)
+                      for part in range(n_parts)]
 
     def _probes(self, value: int | None, name: str) -> int:
         if value is None:
@@ -242,35 +268,68 @@ class AnnSearcher:
         """Bytes of the searcher's own arrays (the per-part stores, centroids, orders), not of ``vectors``."""
         return sum(part_file.nbytes() for part_file in self.files)
 
-    def _similarity(self, part: int, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-        """float64 ``v_part(row) . query`` for ``rows``, read from the part's store."""
+    def _query(self, mean: np.ndarray) -> np.ndarray:
+        """float64 scan vector of one part's eq. 6.1 mean: its direction (cosine; zero stays zero) or itself."""
+        if self.distance == "euclidean":
+            return mean
+        length = float(np.linalg.norm(mean))
+        return mean / length if length > ZERO_NORM else np.zeros_like(mean)
+
+    def _from_similarity(self, similarity: np.ndarray, norms: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """Part distances from ``v . query`` and the raw norms: ``1 - s`` (cosine) or ``|n v - y|`` (Euclidean)."""
+        similarity = np.asarray(similarity, dtype=np.float64)
+        if self.distance == "cosine":
+            return 1.0 - similarity
+        norms = np.asarray(norms, dtype=np.float64)
+        return np.sqrt(np.maximum(0.0, float(query @ query) + norms ** 2 - 2.0 * norms * similarity))
+
+    def _coarse(self, part: int, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """float32-accuracy part distances of ``rows``, read from the part's store."""
         part_file = self.files[part]
-        return np.einsum("rd,d->r", part_file.store[part_file.position[rows]].astype(np.float64), query)
+        positions = part_file.position[rows]
+        similarity = np.einsum("rd,d->r", part_file.store[positions], query.astype(np.float32))
+        return self._from_similarity(similarity, part_file.norm_store[positions], query)
+
+    def _exact(self, part: int, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """float64 part distances of ``rows`` (cosine: ``1 - v.q``; Euclidean: ``|n v - y|`` literally)."""
+        part_file = self.files[part]
+        positions = part_file.position[rows]
+        unit = part_file.store[positions].astype(np.float64)
+        if self.distance == "cosine":
+            return 1.0 - unit @ query
+        raw = unit * part_file.norm_store[positions].astype(np.float64)[:, None]
+        return np.linalg.norm(raw - query[None, :], axis=1)
+
+    def _margin(self) -> float:
+        """Distance within which float32 scores are re-scored in float64."""
+        return FLOAT32_MARGIN if self.distance == "cosine" else FLOAT32_MARGIN + 1e-3 * self.scale
 
     def search_songs(self, query_rows: Sequence[tuple[int, int]], k: int = THESIS_K,
                      excluded_songs: Sequence[int] = ()) -> list[tuple[int, float, int]]:
         """Approximate eq. 6.1-6.2 song retrieval; output as :func:`~partsim_core.mixquery.search_songs_numpy`."""
         k = check_k(k)
-        blocks, parts = query_blocks(self.vectors, query_rows)
+        means, parts = query_means(self.vectors, self.norms, query_rows)
         excluded = np.asarray(list(excluded_songs), dtype=np.int64)
-        if not np.any(blocks):
+        queries = {part: self._query(means[part]) for part in parts}
+        if self.distance == "cosine" and not any(np.any(query) for query in queries.values()):
             allowed = np.setdiff1d(np.arange(self.first_row.size), excluded)[:k]
             return [(int(song), 1.0, int(self.first_row[song])) for song in allowed]
-        weights = {part: blocks[part].astype(np.float32) for part in parts if np.any(blocks[part])}
+        # A cosine part with a zero mean is at distance 1 from everything: it ranks nothing and is not scanned.
+        scanned = [part for part in parts if self.distance == "euclidean" or np.any(queries[part])]
         found_rows, found_totals = [], []
-        for part, weight in weights.items():
+        for part in scanned:
             part_file = self.files[part]
-            positions, similarities = part_file.scan(weight, self.nprobe)
+            positions, similarities = part_file.scan(queries[part].astype(np.float32), self.nprobe)
             rows = part_file.order[positions]
+            distance = self._from_similarity(similarities, part_file.norm_store[positions], queries[part])
             if excluded.size:
                 keep = ~np.isin(self.song_of_row[rows], excluded)
-                rows, similarities = rows[keep], similarities[keep]
-            best = _best(similarities, self.candidates_per_k * k)
-            rows, total = rows[best], similarities[best]  # this part's similarity is known from the scan
-            for other, other_weight in weights.items():
+                rows, distance = rows[keep], distance[keep]
+            best = _best(-distance, self.candidates_per_k * k)
+            rows, total = rows[best], distance[best]  # this part's distance is known from the scan
+            for other in parts:
                 if other != part:
-                    other_file = self.files[other]
-                    total += np.einsum("rd,d->r", other_file.store[other_file.position[rows]], other_weight)
+                    total = total + self._coarse(other, rows, queries[other])
             found_rows.append(rows)
             found_totals.append(total)
         # A row found in two parts counts twice: harmless, and cheaper than unique.
@@ -279,19 +338,19 @@ class AnnSearcher:
             return []
         # Eq. 6.2 of every candidate in float32; the best segment of each song; then the leading songs' best
         # segments (and every candidate within float32 error of them) again in float64, ranked as the exact search.
-        distances = 1.0 - total.astype(np.float64) / len(parts)
+        distances = total / len(parts)
         songs = self.song_of_row[rows]
         order = np.lexsort((rows, distances, songs))
         songs_sorted = songs[order]
         firsts = order[np.r_[True, songs_sorted[1:] != songs_sorted[:-1]]]
         leading = firsts[np.lexsort((songs[firsts], distances[firsts]))][:2 * k + 16]
-        cutoff = distances[leading[-1]] + FLOAT32_MARGIN
+        cutoff = distances[leading[-1]] + self._margin()
         close = np.flatnonzero(np.isin(songs, songs[leading]) & (distances <= cutoff))
         rows, songs = rows[close], songs[close]
         exact = np.zeros(rows.size, dtype=np.float64)
         for part in parts:
-            exact += self._similarity(part, rows, blocks[part])
-        distances = _tie_round(1.0 - exact / len(parts))
+            exact += self._exact(part, rows, queries[part])
+        distances = _tie_round(exact / len(parts))
         order = np.lexsort((rows, distances, songs))  # per song: best distance, then earliest row
         songs_sorted = songs[order]
         firsts = order[np.r_[True, songs_sorted[1:] != songs_sorted[:-1]]]
@@ -301,19 +360,21 @@ class AnnSearcher:
     def similar_stems(self, row: int, part: int, k: int = THESIS_K) -> list[tuple[int, float]]:
         """Approximate similar stems; output as :func:`~partsim_core.mixquery.similar_stems_numpy`."""
         k = check_k(k)
-        query = normalise_parts(self.vectors[row, part]).astype(np.float64)
+        means, _ = query_means(self.vectors, self.norms, [(row, part)])
+        query = self._query(means[part])
         own_song = self.song_of_row[row]
-        if not np.any(query):
+        if self.distance == "cosine" and not np.any(query):
             allowed = np.flatnonzero(self.present[:, part] & (self.song_of_row != own_song))
             return [(int(hit), 1.0) for hit in allowed[:k]]
         part_file = self.files[part]
         positions, similarities = part_file.scan(query.astype(np.float32), self.nprobe_stems)
         rows = part_file.order[positions]
+        distance = self._from_similarity(similarities, part_file.norm_store[positions], query)
         keep = self.present[rows, part] & (self.song_of_row[rows] != own_song)
-        rows, similarities = rows[keep], similarities[keep]
+        rows, distance = rows[keep], distance[keep]
         if rows.size == 0:
             return []
-        rows = rows[_best(similarities, 2 * k + 16)]
-        distances = _tie_round(1.0 - self._similarity(part, rows, query))
+        rows = rows[_best(-distance, 2 * k + 16)]
+        distances = _tie_round(self._exact(part, rows, query))
         order = np.lexsort((rows, distances))[:k]
         return [(int(rows[i]), float(distances[i])) for i in order]

@@ -10,7 +10,8 @@ JSON API (every error is ``{"error": "<message>"}`` with a 4xx status; never a t
 
 ``GET /api/songs``
     ``{"songs": [song, ...], "parts": [part, ...], "sample_rate": int, "segment_seconds": float,
-    "max_query_set": int, "max_k": int, "k": int}``.
+    "max_query_set": int, "max_k": int, "k": int, "distance": "cosine" | "euclidean"}`` (``distance``: the d of
+    eq. 6.2 the index was built for; every search uses it).
 ``GET /api/songs/<song>`` (the song URL-encoded)
     ``{"song": str, "segments": [{"segment": int, "start": s, "end": s}, ...], "parts": [parts with audio],
     "mix": bool, "audio": {part: [url per segment]}}``; unknown song -> 404.

@@ -429,7 +429,8 @@ class _SongsHandler(_BaseHandler):
         index = self.state.index
         self.finish({"songs": self.state.songs, "parts": list(self.state.parts),
                      "sample_rate": int(index.sample_rate), "segment_seconds": float(index.segment_seconds),
-                     "max_query_set": self.state.max_query_set, "max_k": MAX_K, "k": self.state.k})
+                     "max_query_set": self.state.max_query_set, "max_k": MAX_K, "k": self.state.k,
+                     "distance": str(getattr(index, "distance", "cosine"))})
 
     head = get
 

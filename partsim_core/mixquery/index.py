@@ -10,19 +10,22 @@ failed build leaves nothing that looks complete):
 * ``vectors.npy`` - float32 ``(n_segments, n_parts, D)``, rows grouped by song in catalog order, each part's vector
   L2-normalised, or zero when the backend gave a zero vector or the song has no stem of that part (a zero vector
   is at cosine distance 1 to everything);
+* ``norms.npy`` (format 3) - float32 ``(n_segments, n_parts)``: the L2 norm of each raw embedding (0 for a zero
+  vector), so ``norms * vectors`` are the raw embeddings: eq. 6.1 averages those, as the thesis writes it, and
+  the Euclidean distance is measured between them;
 * ``present.npy`` - bool ``(n_segments, n_parts)``: the song has a stem of that part.
+
+The manifest also records the search ``distance`` (``cosine``, the thesis's, or ``euclidean``), chosen at build
+time (``partsim mixquery index --distance``) and used by every search of the index.
 
 :meth:`MixQueryIndex.load` verifies the folder first (:mod:`partsim_core.mixquery.manifest`: the manifest's schema
 and checksum, each file's checksum, ``.npy`` header and finiteness, once per process) and refuses, each time with
 the command that fixes it: a damaged index, another format version, a backend or model hash other than the caller
 expects (a retrained model), and a catalog whose fingerprint changed (stale) or vanished; :func:`build_index`
 rebuilds instead of reusing in all those cases. The FAISS indices are built at load time (~0.6 s for 100,000
-segments on 2 cores): the exact search of :mod:`partsim_core.mixquery.search`, or above
+segments on 2 cores): the exact search of :mod:`partsim_core.mixquery.exact`, or above
 :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments the approximate one of
 :mod:`partsim_core.mixquery.ann` (``search="auto"``; ``"exact"`` / ``"ann"`` force one).
-
-Used by: ``partsim mixquery index`` / ``query``, the MixQuery app (``partsim_core/mixquery/app.py``) and
-``benchmarks/retrieval.py`` (chapter 6).
 """
 
 from __future__ import annotations
@@ -38,14 +41,22 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from partsim_core import INSTRUMENTS, __version__
-from partsim_core.data.cache import MIX_PART, atomic_directory, atomic_write_json, cache_root, stable_hash
+from partsim_core.data.cache import (
+    MIX_PART,
+    atomic_directory,
+    atomic_write_json,
+    cache_root,
+    stable_hash,
+)
 from partsim_core.errors import PartsimError
 from partsim_core.mixquery.ann import ANN_MIN_SEGMENTS, AnnSearcher, use_ann
 from partsim_core.mixquery.backends import EmbeddingBackend
 from partsim_core.mixquery.catalog import SEGMENT_SECONDS, Catalog
+from partsim_core.mixquery.exact import FaissSearcher
 from partsim_core.mixquery.manifest import (
     FORMAT_VERSION,
     INDEX_FILE,
+    NORMS_FILE,
     PRESENT_FILE,
     VECTORS_FILE,
     open_arrays,
@@ -55,13 +66,15 @@ from partsim_core.mixquery.manifest import (
 )
 from partsim_core.mixquery.search import (
     THESIS_K,
-    FaissSearcher,
     SongHit,
     StemHit,
     StemQuery,
+    check_distance,
     check_k,
     normalise_parts,
+    part_norms,
 )
+
 
 def default_index_dir(backend: str, model_hash: str, catalog_root: str | os.PathLike, split: str) -> Path:
     """``cache_root()/mixquery/<backend>-<hash>``; the hash covers the model, the catalog folder and the split, so
@@ -78,15 +91,13 @@ def default_index_dir(backend: str, model_hash: str, catalog_root: str | os.Path
 
 def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
                 out: str | os.PathLike | None = None, *, split: str = "test", rebuild: bool = False,
-                progress: bool = True, threads: int = 1) -> MixQueryIndex:
+                progress: bool = True, threads: int = 1, distance: str = "cosine") -> MixQueryIndex:
     """Embed every segment and part of a catalog with ``backend`` and write the index folder (atomically).
 
     An existing index at ``out`` built by the same backend and model from the same, unchanged catalog is reused
     (``index.reused`` is True) unless ``rebuild`` - only when it verifies (:func:`~partsim_core.mixquery.manifest.
     verify_index`: schema, checksums, shapes, finite vectors); any other index there is replaced, and
     ``index.rebuild_reason`` says why (the verification's message, for a damaged one).
-
-    Used by: ``partsim mixquery index`` and the tests (with an injected backend).
 
     Args:
         catalog: A :class:`Catalog` (at the backend's sample rate) or a Slakh-format root (then ``split`` applies).
@@ -96,11 +107,14 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
         rebuild: Build even when a fresh index is already there.
         progress: Progress bar over songs.
         threads: FAISS threads of the returned index.
+        distance: Search distance of eq. 6.2 recorded in the index, ``cosine`` or ``euclidean`` (an index built
+            for the other distance is rebuilt).
 
     Raises:
         PartsimError: a catalog at another sample rate than the backend's, a catalog without a usable song, or
             embeddings that are NaN/infinite or of the wrong shape (the message names the song; no folder is left).
     """
+    check_distance(distance)
     if not isinstance(catalog, Catalog):
         catalog = Catalog(catalog, split=split, sample_rate=backend.sample_rate)
     if catalog.sample_rate != backend.sample_rate:
@@ -115,7 +129,9 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
                                           catalog=catalog, threads=threads)
         except PartsimError as error:
             existing, reason = None, str(error)  # damaged, stale, other model or version: rebuilt below
-        if existing is not None and existing.catalog_root == catalog.root and existing.split == catalog.split:
+        if existing is not None and existing.distance != distance:
+            reason = f"built for the {existing.distance} distance, {distance} asked for"
+        elif existing is not None and existing.catalog_root == catalog.root and existing.split == catalog.split:
             existing.reused = True
             return existing
         reason = reason or "built from another catalog or split"
@@ -131,6 +147,7 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
         vectors = np.lib.format.open_memmap(tmp / VECTORS_FILE, mode="w+", dtype=np.float32,
                                             shape=(n_rows, len(parts), int(backend.dim)))
         present = np.zeros((n_rows, len(parts)), dtype=bool)
+        norms = np.zeros((n_rows, len(parts)), dtype=np.float32)
         row = 0
         for song, stems in zip(tqdm(songs, desc=f"MixQuery index ({backend.name})", unit="song",
                                     disable=not progress), has_stem):
@@ -143,19 +160,24 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
                 raise PartsimError(f"backend {backend.name!r} returned NaN or infinite embeddings for song "
                                    f"{song.song_id} ({catalog.root}); the index was not written")
             block = normalise_parts(raw)
+            lengths = part_norms(raw)
             block[:, ~np.asarray(stems, dtype=bool)] = 0.0
+            lengths[:, ~np.asarray(stems, dtype=bool)] = 0.0
             rows = slice(row, row + len(song.segments))
             vectors[rows] = block
+            norms[rows] = lengths
             present[rows] = stems
             row = rows.stop
         vectors.flush()
         del vectors
         np.save(tmp / PRESENT_FILE, present, allow_pickle=False)
+        np.save(tmp / NORMS_FILE, norms, allow_pickle=False)
         meta = {
             "format_version": FORMAT_VERSION,
             "backend": backend.name,
             "model_hash": backend.model_hash,
             "preset": backend.preset,
+            "distance": distance,
             "parts": list(parts),
             "dim": int(backend.dim),
             "sample_rate": int(catalog.sample_rate),
@@ -187,20 +209,23 @@ class MixQueryIndex:
     """A loaded MixQuery index: songs, segments, audio of the catalog, and the two searches of chapter 6.
 
     Build with :func:`build_index`, open with :meth:`load` (or :meth:`from_arrays` for vectors in memory, e.g. the
-    benchmark). Searches are exact (see :mod:`partsim_core.mixquery.search`) below
+    benchmark). Searches are exact (see :mod:`partsim_core.mixquery.exact`) below
     :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments and approximate from there on
     (:mod:`partsim_core.mixquery.ann`; ``search`` forces either); same API and output format, thread-safe.
-
-    Used by: ``partsim mixquery``, the MixQuery app, ``benchmarks/retrieval.py`` (chapter 6).
     """
 
     def __init__(self, meta: dict, vectors: np.ndarray, present: np.ndarray, folder: Path | None = None,
                  catalog: Catalog | None = None, threads: int = 1, normalise: bool = False,
                  coarse: str = "fp16", shards: int | None = None, search: str = "auto",
-                 ann_threshold: int = ANN_MIN_SEGMENTS, ann_options: dict[str, Any] | None = None) -> None:
-        """Use :meth:`load` or :meth:`from_arrays`; ``meta`` has the fields of ``index.json``; ``search``,
-        ``ann_threshold`` and ``ann_options`` (keyword arguments of :class:`AnnSearcher`) choose the searcher."""
+                 ann_threshold: int = ANN_MIN_SEGMENTS, ann_options: dict[str, Any] | None = None,
+                 norms: np.ndarray | None = None) -> None:
+        """Use :meth:`load` or :meth:`from_arrays`; ``meta`` has the fields of ``index.json`` (its ``distance``
+        is the search distance); ``norms`` the raw norms beside unit ``vectors`` (``None`` with ``normalise``:
+        computed from the raw ``vectors``); ``search``, ``ann_threshold`` and ``ann_options`` (keyword arguments
+        of :class:`AnnSearcher`) choose the searcher."""
         self.meta = meta
+        #: Search distance of eq. 6.2 (``cosine`` or ``euclidean``), from the manifest.
+        self.distance = check_distance(str(meta.get("distance", "cosine")))
         self.folder = Path(folder) if folder is not None else None
         self._parts = tuple(meta["parts"])
         self._songs = [str(song["id"]) for song in meta["songs"]]
@@ -222,12 +247,16 @@ class MixQueryIndex:
                                f"{expected[0]} segments x {expected[1]} parts")
         if use_ann(search, expected[0], ann_threshold):
             self._searcher: FaissSearcher | AnnSearcher = AnnSearcher(
-                vectors, self.song_of_row, present, normalise=normalise, **(ann_options or {}))
+                vectors, self.song_of_row, present, normalise=normalise, norms=norms, distance=self.distance,
+                **(ann_options or {}))
         else:
             self._searcher = FaissSearcher(vectors, self.song_of_row, present, threads=threads,
-                                           normalise=normalise, coarse=coarse, shards=shards)
+                                           normalise=normalise, coarse=coarse, shards=shards, norms=norms,
+                                           distance=self.distance)
         #: float32 ``(n_segments, n_parts, D)`` unit-or-zero vectors (``vectors.npy`` memory-mapped, after load).
         self.vectors = self._searcher.vectors
+        #: float32 ``(n_segments, n_parts)`` raw norms: ``norms[..., None] * vectors`` are the raw embeddings.
+        self.norms = self._searcher.norms
         #: bool ``(n_segments, n_parts)``: the song has a stem of that part.
         self.present = self._searcher.present
         self._catalog = catalog
@@ -252,7 +281,7 @@ class MixQueryIndex:
             model_hash: Expected model hash (``None``: any); another one means the model was retrained.
             check_catalog: Refuse when the catalog's audio changed since the build (stale) or is gone.
             catalog: The already opened catalog (saves re-reading its metadata).
-            threads: FAISS threads (see :class:`~partsim_core.mixquery.search.FaissSearcher`).
+            threads: FAISS threads (see :class:`~partsim_core.mixquery.exact.FaissSearcher`).
             coarse: FAISS candidate index, ``fp16`` or ``flat`` (results are exact either way).
             search: ``auto`` (approximate from ``ann_threshold`` segments on), ``exact`` or ``ann``
                 (:mod:`partsim_core.mixquery.ann`).
@@ -274,9 +303,9 @@ class MixQueryIndex:
                                f"{meta['backend']} model is {model_hash!r} (retrained?); rebuild it: {fix}")
         if check_catalog:
             catalog = cls._check_catalog(meta, folder, catalog, fix)
-        vectors, present = open_arrays(folder, meta)
+        vectors, present, norms = open_arrays(folder, meta)
         return cls(meta, vectors, present, folder=folder, catalog=catalog, threads=threads, coarse=coarse,
-                   search=search, ann_threshold=ann_threshold, ann_options=ann_options)
+                   search=search, ann_threshold=ann_threshold, ann_options=ann_options, norms=norms)
 
     @staticmethod
     def _check_catalog(meta: dict, folder: Path, catalog: Catalog | None, fix: str) -> Catalog:
@@ -299,11 +328,11 @@ class MixQueryIndex:
                     segment_seconds: float = SEGMENT_SECONDS, threads: int = 1,
                     coarse: str = "fp16", shards: int | None = None, search: str = "auto",
                     ann_threshold: int = ANN_MIN_SEGMENTS,
-                    ann_options: dict[str, Any] | None = None) -> MixQueryIndex:
+                    ann_options: dict[str, Any] | None = None, distance: str = "cosine") -> MixQueryIndex:
         """An in-memory index of given vectors (no catalog: :meth:`segment_audio` is unavailable).
 
-        Each part's vector is L2-normalised on the way into FAISS (zeros stay zero). Used by the tests and
-        ``benchmarks/retrieval.py``.
+        Each part's vector is L2-normalised on the way into FAISS (zeros stay zero) and its norm kept, so the
+        searches see the raw ``vectors`` (eq. 6.1 averages them).
 
         Args:
             vectors: ``(n_segments, n_parts, D)`` rows grouped by song in ``songs`` order.
@@ -320,9 +349,10 @@ class MixQueryIndex:
             search: ``auto``, ``exact`` or ``ann`` (see :meth:`load`).
             ann_threshold: Segments from which ``auto`` means approximate.
             ann_options: Keyword arguments of :class:`~partsim_core.mixquery.ann.AnnSearcher`.
+            distance: ``cosine`` or ``euclidean``.
 
         Raises:
-            PartsimError: inconsistent arguments or NaN/infinite vectors.
+            PartsimError: inconsistent arguments, an unknown distance or NaN/infinite vectors.
         """
         vectors = np.asarray(vectors)
         if vectors.ndim == 3 and not all(np.isfinite(vectors[first:first + 65536]).all()
@@ -336,6 +366,7 @@ class MixQueryIndex:
         firsts = np.r_[0, np.cumsum([len(bounds) for bounds in segments])[:-1]].astype(np.int64)
         meta = {
             "format_version": FORMAT_VERSION, "backend": "arrays", "model_hash": "", "preset": "",
+            "distance": check_distance(distance),
             "parts": list(parts), "dim": int(vectors.shape[-1]) if vectors.ndim == 3 else 0,
             "sample_rate": int(sample_rate), "segment_seconds": float(segment_seconds), "catalog": None,
             "songs": [{"id": str(song), "stem_parts": [part for column, part in enumerate(parts)
@@ -540,10 +571,11 @@ class MixQueryIndex:
                 for song, distance, best in self._searcher.search_songs(rows, k, excluded)]
 
     def describe(self) -> dict[str, Any]:
-        """Summary for the CLI: folder, backend, model hash, counts, parts, skipped songs."""
+        """Summary for the CLI: folder, backend, model hash, counts, parts, skipped songs, search and distance."""
         return {"index": str(self.folder) if self.folder else None, "backend": self.backend,
                 "model_hash": self.model_hash, "preset": self.meta.get("preset", ""),
                 "catalog": str(self.catalog_root) if self.catalog_root else None, "split": self.split,
                 "songs": len(self._songs), "segments": self.n_segments, "parts": list(self._parts),
                 "dim": int(self.vectors.shape[2]), "skipped": [entry["song"] for entry in self.skipped],
-                "reused": bool(self.reused), "rebuild_reason": self.rebuild_reason, "search": self.search_mode}
+                "reused": bool(self.reused), "rebuild_reason": self.rebuild_reason, "search": self.search_mode,
+                "distance": self.distance}

@@ -3,7 +3,9 @@
 Every index folder written by :func:`~partsim_core.mixquery.index.build_index` holds ``index.json`` with, besides
 the description of the index (backend, model hash, catalog, parts, songs and their segments):
 
-* ``files``: for ``vectors.npy`` and ``present.npy`` the BLAKE2b checksum
+* ``distance`` (format 3): the search distance of eq. 6.2, ``cosine`` or ``euclidean``;
+* ``files``: for ``vectors.npy``, ``present.npy`` and (format 3) ``norms.npy`` (the raw embeddings' norms, so
+  that eq. 6.1 averages raw embeddings) the BLAKE2b checksum
   (:func:`~partsim_core.data.artefacts.file_checksum`), the size in bytes, the array shape and dtype;
 * ``checksum``: BLAKE2b of the canonical JSON of every other field of ``index.json``, so that an edited manifest
   (swapped song ids, reordered parts, changed segment bounds) is noticed, not silently searched.
@@ -29,12 +31,19 @@ from typing import Any
 import numpy as np
 
 from partsim_core.data.artefacts import file_checksum
+from partsim_core.data.cache import atomic_write_json, cache_root
 from partsim_core.errors import PartsimError
 
 #: Bump when the layout or meaning of the index files changes; an index of another version is refused.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
-INDEX_FILE, VECTORS_FILE, PRESENT_FILE = "index.json", "vectors.npy", "present.npy"
+INDEX_FILE, VECTORS_FILE, PRESENT_FILE, NORMS_FILE = "index.json", "vectors.npy", "present.npy", "norms.npy"
+
+#: The array files of an index, in the order :func:`open_arrays` returns them.
+ARRAY_FILES: tuple[str, ...] = (VECTORS_FILE, PRESENT_FILE, NORMS_FILE)
+
+#: Search distances an index can be built for (:data:`partsim_core.mixquery.search.DISTANCES`).
+INDEX_DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
 
 #: Rows scanned at a time by the finiteness check (bounds the memory it touches at once).
 SCAN_ROWS = 65536
@@ -51,6 +60,8 @@ def rebuild_command(meta: Any, folder: Path | str) -> str:
              f"--split {catalog.get('split', 'test')}", f"--backend {meta.get('backend', 'csn')}"]
     if meta.get("preset"):
         words.append(f"--preset {meta['preset']}")
+    if meta.get("distance") in INDEX_DISTANCES:
+        words.append(f"--distance {meta['distance']}")
     words += [f"--out-dir {folder}", "--fresh"]
     return " ".join(words)
 
@@ -72,7 +83,7 @@ def array_entry(path: Path) -> dict[str, Any]:
 def seal(meta: dict[str, Any], folder: Path) -> dict[str, Any]:
     """``meta`` with ``files`` (entries of the array files in ``folder``) and ``checksum`` set (JSON-normalised)."""
     sealed = json.loads(json.dumps({**meta, "files": {name: array_entry(folder / name)
-                                                      for name in (VECTORS_FILE, PRESENT_FILE)}}))
+                                                      for name in ARRAY_FILES}}))
     sealed.pop("checksum", None)
     sealed["checksum"] = manifest_checksum(sealed)
     return sealed
@@ -112,6 +123,8 @@ def check_schema(meta: Any, where: Path) -> dict[str, Any]:
             raise bad(f"field {key!r} must be a positive integer, found {meta.get(key)!r}")
     if not _is_number(meta.get("segment_seconds")) or meta["segment_seconds"] <= 0:
         raise bad(f"field 'segment_seconds' must be a positive number, found {meta.get('segment_seconds')!r}")
+    if meta.get("distance") not in INDEX_DISTANCES:
+        raise bad(f"field 'distance' must be one of {', '.join(INDEX_DISTANCES)}, found {meta.get('distance')!r}")
     parts = meta["parts"]
     if not parts or not all(isinstance(part, str) and part for part in parts) or len(set(parts)) != len(parts):
         raise bad(f"field 'parts' must list distinct part names, found {parts!r}")
@@ -144,7 +157,8 @@ def check_schema(meta: Any, where: Path) -> dict[str, Any]:
     if rows != meta["n_segments"]:
         raise bad(f"the songs have {rows} segments but 'n_segments' says {meta['n_segments']}")
     expected_shapes = {VECTORS_FILE: ([rows, len(parts), meta["dim"]], "float32"),
-                       PRESENT_FILE: ([rows, len(parts)], "bool")}
+                       PRESENT_FILE: ([rows, len(parts)], "bool"),
+                       NORMS_FILE: ([rows, len(parts)], "float32")}
     for name, (shape, dtype) in expected_shapes.items():
         entry = meta["files"].get(name)
         if (not isinstance(entry, dict) or not isinstance(entry.get("blake2b"), str)
@@ -181,7 +195,7 @@ def _finite_everywhere(array: np.ndarray) -> bool:
     return True
 
 
-def open_arrays(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def open_arrays(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Verify the array files of a schema-checked manifest and open them (``vectors`` memory-mapped).
 
     Size and BLAKE2b checksum against ``files``, the ``.npy`` header (shape, dtype) against the manifest, and every
@@ -192,7 +206,7 @@ def open_arrays(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndar
     """
     fix = f"rebuild it: {rebuild_command(meta, folder)}"
     arrays = []
-    for name in (VECTORS_FILE, PRESENT_FILE):
+    for name in ARRAY_FILES:
         path = folder / name
         entry = meta["files"][name]
         try:
@@ -222,12 +236,14 @@ def open_arrays(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndar
             raise PartsimError(f"{path}: holds {array.dtype} {tuple(array.shape)}, but {INDEX_FILE} records "
                                f"{entry['dtype']} {tuple(entry['shape'])}; {fix}")
         if not known:
-            if name == VECTORS_FILE and not _finite_everywhere(array):
+            if name != PRESENT_FILE and not _finite_everywhere(array):
                 raise PartsimError(f"{path}: holds NaN or infinite vectors; {fix}")
             with _verified_lock:
                 _verified[key] = True
         arrays.append(array)
-    return arrays[0], arrays[1]
+    if not bool(np.all(arrays[2] >= 0)):
+        raise PartsimError(f"{folder / NORMS_FILE}: holds negative norms; {fix}")
+    return arrays[0], arrays[1], arrays[2]
 
 
 def verify_index(folder: str | os.PathLike) -> dict[str, Any]:
@@ -249,3 +265,66 @@ def index_problem(folder: str | os.PathLike) -> str | None:
     except PartsimError as error:
         return str(error)
     return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the distance an index is built for (``partsim mixquery index --distance``)
+# --------------------------------------------------------------------------------------------------------------
+
+#: ``--distance`` choices: ``auto`` or one of :data:`INDEX_DISTANCES`.
+DISTANCE_CHOICES: tuple[str, ...] = ("auto", *INDEX_DISTANCES)
+
+#: The backend whose ``auto`` distance is not the thesis's cosine.
+CSN_BACKEND = "csn"
+
+#: ``auto`` for the CSN when no chapter-6 run has recorded a choice: the CSN is trained with Euclidean distance and
+#: its subspace norms carry whether a part is present, which the cosine distance discards.
+CSN_FALLBACK_DISTANCE = "euclidean"
+
+
+def csn_distance_record(preset: str) -> Path:
+    """``<cache>/mixquery/csn-distance-<preset>.json``: the CSN's distance as ``partsim mixquery run`` chose it."""
+    return cache_root() / "mixquery" / f"csn-distance-{preset}.json"
+
+
+def record_csn_distance(preset: str, chosen: str, evidence: dict[str, Any]) -> Path:
+    """Record the CSN's distance chosen by chapter 6's run (on validation pieces) for ``auto`` indexes.
+
+    Raises:
+        PartsimError: ``chosen`` is not a distance.
+    """
+    if chosen not in INDEX_DISTANCES:
+        raise PartsimError(f"unknown distance {chosen!r}; choose one of: {', '.join(INDEX_DISTANCES)}")
+    return atomic_write_json(csn_distance_record(preset),
+                             {"preset": preset, "distance": chosen, "selection": evidence})
+
+
+def recorded_csn_distance(preset: str) -> str | None:
+    """The distance :func:`record_csn_distance` stored for ``preset``, or ``None`` (none, unreadable, invalid)."""
+    try:
+        record = json.loads(csn_distance_record(preset).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    distance = record.get("distance") if isinstance(record, dict) else None
+    return distance if distance in INDEX_DISTANCES else None
+
+
+def resolve_distance(requested: str, backend: str, preset: str) -> tuple[str, str]:
+    """``(distance, why)`` of ``--distance``: a named distance as given; ``auto`` = cosine (the thesis's) for every
+    backend except the CSN, which takes the choice ``partsim mixquery run`` recorded for ``preset`` (measured by
+    MRR on validation pseudo pieces, never on test data), else :data:`CSN_FALLBACK_DISTANCE`.
+
+    Raises:
+        PartsimError: an unknown ``requested``.
+    """
+    if requested not in DISTANCE_CHOICES:
+        raise PartsimError(f"unknown distance {requested!r}; choose one of: {', '.join(DISTANCE_CHOICES)}")
+    if requested != "auto":
+        return requested, "given"
+    if backend != CSN_BACKEND:
+        return "cosine", "auto: the thesis's cosine"
+    recorded = recorded_csn_distance(preset)
+    if recorded is not None:
+        return recorded, f"auto: chosen by 'partsim mixquery run --preset {preset}' on validation pieces"
+    return CSN_FALLBACK_DISTANCE, (f"auto: no 'partsim mixquery run --preset {preset}' choice recorded; the CSN's "
+                                   f"training distance")

@@ -1,41 +1,30 @@
-"""Chapter 6 retrieval maths: stem queries, eq. 6.1-6.2 song retrieval and similar-stem search, in FAISS and numpy.
+"""Chapter 6 retrieval maths: stem queries, eq. 6.1-6.2 song retrieval and similar-stem search, in numpy (the exact
+FAISS search is :mod:`partsim_core.mixquery.exact`).
 
 Data model (what :class:`~partsim_core.mixquery.index.MixQueryIndex` holds): ``vectors`` float32
-``(n_segments, n_parts, D)``, each part's vector L2-normalised or all zero; ``song_of_row`` ``(n_segments,)`` the
-song index of every segment row, non-decreasing (a song's segments are consecutive rows, in time order);
-``present`` bool ``(n_segments, n_parts)``: the song has a stem of that part.
+``(n_segments, n_parts, D)``, each part's vector L2-normalised or all zero; ``norms`` float32
+``(n_segments, n_parts)``, the norm of each raw embedding (``norms * vectors`` are the raw embeddings);
+``song_of_row`` ``(n_segments,)`` the song index of every segment row, non-decreasing (a song's segments are
+consecutive rows, in time order); ``present`` bool ``(n_segments, n_parts)``: the song has a stem of that part.
 
-* **Cosine distance** ``d(a, b) = 1 - a.b / (|a| |b|)``; a zero vector has distance 1 to everything (it carries no
-  direction), so a part a song lacks (stored as zeros) counts as maximally dissimilar in that part.
-* **Song retrieval** (thesis 6.3.4, eq. 6.1-6.2): the query embeddings of each part ``i`` in the query set are
-  averaged (eq. 6.1, ``y_i``); the distance of a segment is the mean over the query's parts ``I`` of
-  ``d(y_i, y'_i)`` (eq. 6.2); a song's distance is the minimum over its segments, and the segment reaching it is
-  the song's ``best_segment`` (where playback starts, 6.2.4). Songs are ranked by ascending distance.
+* **Distance** ``d`` (:data:`DISTANCES`, one per index): **cosine** (the thesis's) ``1 - a.b / (|a| |b|)``, where a
+  zero vector has distance 1 to everything (it carries no direction), so a part a song lacks (stored as zeros)
+  counts as maximally dissimilar in that part; or **Euclidean** ``|a - b|`` between raw embeddings (the CSN's
+  training distance; its norms carry whether a part is present).
+* **Song retrieval** (thesis 6.3.4, eq. 6.1-6.2, as :mod:`partsim_core.mixquery.ranking` writes them): the *raw*
+  query embeddings of each part ``i`` in the query set are averaged (eq. 6.1, ``y_i``); the distance of a segment
+  is the mean over the query's parts ``I`` of ``d(y_i, y'_i)`` (eq. 6.2); a song's distance is the minimum over
+  its segments, and the segment reaching it is the song's ``best_segment`` (where playback starts, 6.2.4). Songs
+  are ranked by ascending distance.
 * **Similar stems** (6.2.2): the ``k`` segments of *other* songs nearest to one stem query in the same part,
   among the segments whose song has a stem of that part (a result must be a stem one can listen to).
 * **Ties** (equal distances) go to the lower song index, then the lower segment row; distances come from float32
   BLAS / FAISS kernels, so bit-identical embeddings may still differ in the last bit.
 
-Why one FAISS search covers any combination of parts: with unit part vectors ``v_i`` and unit averaged queries
-``q_i = y_i / |y_i|``, ``mean_{i in I} (1 - q_i.v_i) = 1 - <Q, V>`` where ``Q`` concatenates ``q_i / |I|`` for
-``i in I`` and zeros elsewhere and ``V`` concatenates the ``v_i``. So the segment distances are ``1 -`` the inner
-products of one inner-product index over the concatenated vectors (:class:`FaissSearcher`: half-precision codes by
-default, or exact ``IndexFlatIP``). FAISS returns the top ``K`` segments; they are re-scored exactly (float64),
-aggregated (min per song), and ``K`` grows until the ``k``-th song is closer, by more than the coarse index's
-worst-case error, than every segment left out (then no song outside the candidates can enter the top ``k``, and
-every top song's best segment is among the candidates), or every segment is in. So results equal
-:func:`search_songs_numpy` (the plain numpy computation of eq. 6.2), which the tests check.
-
-Used by: :class:`~partsim_core.mixquery.index.MixQueryIndex` (``partsim mixquery``, the MixQuery app), the tests
-and ``benchmarks/retrieval.py`` (chapter 6).
 """
 
 from __future__ import annotations
 
-import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,34 +35,20 @@ from partsim_core.errors import PartsimError
 #: Vectors whose L2 norm is at most this count as zero (no direction): distance 1 to everything.
 ZERO_NORM = 1e-12
 
-#: Margin (in distance) by which the k-th result must beat every segment FAISS left out before the candidate set
-#: is trusted; float32 inner products of unit vectors err by far less (~1e-7), so results stay exact.
-EXACTNESS_MARGIN = 1e-4
-
-#: The same margin for the half-precision coarse index: its inner products of unit vectors err by at most
-#: 2^-11 ~ 4.9e-4 (rounding to half precision) plus ~4e-5 (float32 accumulation over 640 dims).
-FP16_MARGIN = 1e-3
-
-#: Coarse FAISS indices of :class:`FaissSearcher`.
-COARSE_INDICES: tuple[str, ...] = ("fp16", "flat")
-
 #: Decimals distances are rounded to before ranking: float64 sums of equal embeddings that differ only by rounding
 #: (~1e-16) then tie exactly and go to the lower index, in the FAISS path and the numpy reference alike.
 TIE_DECIMALS = 12
 
-#: Most shards of the song-search index by default (see :func:`default_shards`).
-MAX_DEFAULT_SHARDS = 4
-
 #: Results of the thesis's app: 100 similar stems (6.2.2) and the top 100 songs (6.2.4).
 THESIS_K = 100
+
+#: Distances ``d`` of eq. 6.2 an index can search with; the thesis's first.
+DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
 
 
 @dataclass(frozen=True)
 class StemQuery:
-    """One stem query: segment ``segment`` (0-based, 10-s steps from the start) of ``part`` in song ``song``.
-
-    Used by: :meth:`MixQueryIndex.search_songs`, :meth:`MixQueryIndex.similar_stems`, the CLI and the app.
-    """
+    """One stem query: segment ``segment`` (0-based, 10-s steps from the start) of ``part`` in song ``song``."""
 
     song: str
     part: str
@@ -82,7 +57,7 @@ class StemQuery:
 
 @dataclass(frozen=True)
 class StemHit:
-    """A similar stem: ``segment`` of ``song`` (same part as the query) at cosine ``distance`` (6.2.2)."""
+    """A similar stem: ``segment`` of ``song`` (same part as the query) at the index's ``distance`` (6.2.2)."""
 
     song: str
     segment: int
@@ -99,10 +74,7 @@ class SongHit:
 
 
 def normalise_parts(vectors: np.ndarray) -> np.ndarray:
-    """Each vector along the last axis divided by its L2 norm (float32); a zero (norm <= ZERO_NORM) stays zero.
-
-    Used by the index build (stored vectors) and the query averaging (eq. 6.1).
-    """
+    """Each vector along the last axis divided by its L2 norm (float32); a zero (norm <= ZERO_NORM) stays zero."""
     array = np.asarray(vectors, dtype=np.float64)
     norms = np.linalg.norm(array, axis=-1, keepdims=True)
     safe = np.where(norms > ZERO_NORM, norms, 1.0)
@@ -120,16 +92,40 @@ def check_k(k: int) -> int:
     return int(k)
 
 
-def query_blocks(vectors: np.ndarray, query_rows: Sequence[tuple[int, int]]) -> tuple[np.ndarray, list[int]]:
-    """Eq. 6.1: the averaged query embedding of each part in the query set, as a unit (or zero) vector.
+def check_distance(distance: str) -> str:
+    """``distance`` when it is one of :data:`DISTANCES`.
+
+    Raises:
+        PartsimError: another value.
+    """
+    if distance not in DISTANCES:
+        raise PartsimError(f"unknown distance {distance!r}; choose one of: {', '.join(DISTANCES)}")
+    return distance
+
+
+def part_norms(vectors: np.ndarray) -> np.ndarray:
+    """float32 ``(..., n_parts)`` L2 norm of every part vector (0 where it is at most :data:`ZERO_NORM`)."""
+    norms = np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=-1)
+    return np.where(norms > ZERO_NORM, norms, 0.0).astype(np.float32)
+
+
+def unit_norms(vectors: np.ndarray) -> np.ndarray:
+    """The norms of already unit-or-zero vectors: 1 where a vector is non-zero, else 0 (float32)."""
+    return (np.abs(np.asarray(vectors)).max(axis=-1) > 0).astype(np.float32)
+
+
+def query_means(vectors: np.ndarray, norms: np.ndarray | None,
+                query_rows: Sequence[tuple[int, int]]) -> tuple[np.ndarray, list[int]]:
+    """Eq. 6.1 as written: the mean of the *raw* embeddings ``x_n = |x_n| v_n`` of each part's stem queries.
 
     Args:
-        vectors: ``(n_segments, n_parts, D)`` stored vectors.
+        vectors: ``(n_segments, n_parts, D)`` unit-or-zero stored vectors.
+        norms: ``(n_segments, n_parts)`` raw norms beside them (``None``: the vectors are the raw embeddings).
         query_rows: ``(segment row, part column)`` of every stem query.
 
     Returns:
-        ``(blocks, parts)``: float64 ``(n_parts, D)`` with ``y_i / |y_i|`` in the rows of the query's parts and
-        zeros elsewhere (a zero average stays zero), and the sorted part columns ``I`` of the query set.
+        ``(means, parts)``: float64 ``(n_parts, D)`` with ``y_i`` in the rows of the query's parts and zeros
+        elsewhere, and the sorted part columns ``I`` of the query set.
 
     Raises:
         PartsimError: an empty query set.
@@ -140,13 +136,43 @@ def query_blocks(vectors: np.ndarray, query_rows: Sequence[tuple[int, int]]) -> 
     sums = np.zeros((n_parts, dim), dtype=np.float64)
     counts = np.zeros(n_parts, dtype=np.int64)
     for row, part in query_rows:
-        sums[part] += vectors[row, part]
+        scale = 1.0 if norms is None else float(norms[row, part])
+        sums[part] += np.asarray(vectors[row, part], dtype=np.float64) * scale
         counts[part] += 1
     parts = [int(part) for part in np.flatnonzero(counts)]
-    means = sums / np.maximum(counts, 1)[:, None]
-    norms = np.linalg.norm(means, axis=1, keepdims=True)
-    blocks = np.where(norms > ZERO_NORM, means / np.where(norms > ZERO_NORM, norms, 1.0), 0.0)
+    return sums / np.maximum(counts, 1)[:, None], parts
+
+
+def query_blocks(vectors: np.ndarray, query_rows: Sequence[tuple[int, int]],
+                 norms: np.ndarray | None = None) -> tuple[np.ndarray, list[int]]:
+    """Eq. 6.1 for the cosine distance: each part's mean raw query embedding (:func:`query_means`) as a unit (or
+    zero) vector.
+
+    Returns:
+        ``(blocks, parts)``: float64 ``(n_parts, D)`` with ``y_i / |y_i|`` in the rows of the query's parts and
+        zeros elsewhere (a zero average stays zero), and the sorted part columns ``I`` of the query set.
+
+    Raises:
+        PartsimError: an empty query set.
+    """
+    means, parts = query_means(vectors, norms, query_rows)
+    lengths = np.linalg.norm(means, axis=1, keepdims=True)
+    blocks = np.where(lengths > ZERO_NORM, means / np.where(lengths > ZERO_NORM, lengths, 1.0), 0.0)
     return blocks, parts
+
+
+def raw_rows(vectors: np.ndarray, norms: np.ndarray | None, rows, parts) -> np.ndarray:
+    """float64 raw embeddings ``|x| v`` of ``vectors[rows][:, parts]`` (``(r, |parts|, D)``)."""
+    unit = np.asarray(vectors[rows], dtype=np.float64)[:, parts, :]
+    if norms is None:
+        return unit
+    return unit * np.asarray(norms[rows], dtype=np.float64)[:, parts, None]
+
+
+def euclidean_rows(vectors: np.ndarray, norms: np.ndarray | None, rows, parts,
+                   means: np.ndarray) -> np.ndarray:
+    """float64 ``(r, |parts|)`` Euclidean distances ``|y_i - x_i|`` of the raw embeddings of ``rows``."""
+    return np.linalg.norm(raw_rows(vectors, norms, rows, parts) - means[parts][None, :, :], axis=2)
 
 
 def song_bounds(song_of_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,17 +198,29 @@ def song_bounds(song_of_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def segment_distances_numpy(vectors: np.ndarray, query_rows: Sequence[tuple[int, int]],
-                            dtype: type = np.float64) -> np.ndarray:
-    """Eq. 6.2 for every segment: mean over the query's parts of the cosine distance to the averaged query.
+                            dtype: type = np.float64, norms: np.ndarray | None = None,
+                            distance: str = "cosine") -> np.ndarray:
+    """Eq. 6.2 for every segment: mean over the query's parts of ``d(y_i, y'_i)``, ``y_i`` the eq. 6.1 mean of the
+    raw query embeddings.
 
-    Stored vectors are unit or zero (the index guarantees it), so the cosine similarity is a dot product. Computed
-    in ``dtype`` (float64: the exact reference; float32: what a fast plain-numpy search would do).
+    Stored vectors are unit or zero with their raw ``norms`` beside them (``None``: the vectors are the raw
+    embeddings); cosine: ``1 - v.y / |y|`` (1 for a zero vector or a zero mean), Euclidean: ``|norm v - y|``.
+    Computed in ``dtype`` (float64: the exact reference; float32: what a fast plain-numpy search would do).
     """
-    blocks, parts = query_blocks(vectors, query_rows)
+    check_distance(distance)
     total = np.zeros(vectors.shape[0], dtype=np.float64)
-    for part in parts:
-        similarity = vectors[:, part, :].astype(dtype, copy=False) @ blocks[part].astype(dtype)
-        total += 1.0 - similarity
+    if distance == "cosine":
+        blocks, parts = query_blocks(vectors, query_rows, norms)
+        for part in parts:
+            similarity = vectors[:, part, :].astype(dtype, copy=False) @ blocks[part].astype(dtype)
+            total += 1.0 - similarity
+    else:
+        means, parts = query_means(vectors, norms, query_rows)
+        for part in parts:
+            raw = vectors[:, part, :].astype(dtype, copy=True)
+            if norms is not None:
+                raw *= np.asarray(norms[:, part], dtype=dtype)[:, None]
+            total += np.linalg.norm(raw - means[part].astype(dtype), axis=1)
     return _tie_round(total / len(parts))
 
 
@@ -193,10 +231,9 @@ def _tie_round(distances: np.ndarray) -> np.ndarray:
 
 def search_songs_numpy(vectors: np.ndarray, song_of_row: np.ndarray, query_rows: Sequence[tuple[int, int]],
                        k: int = THESIS_K, excluded_songs: Sequence[int] = (),
-                       dtype: type = np.float64) -> list[tuple[int, float, int]]:
+                       dtype: type = np.float64, norms: np.ndarray | None = None,
+                       distance: str = "cosine") -> list[tuple[int, float, int]]:
     """Reference song retrieval: eq. 6.1-6.2 per segment, minimum per song, ascending, top ``k``.
-
-    Used by: the tests and ``benchmarks/retrieval.py`` (the FAISS path must equal it).
 
     Args:
         vectors: ``(n_segments, n_parts, D)`` unit-or-zero part vectors.
@@ -206,13 +243,15 @@ def search_songs_numpy(vectors: np.ndarray, song_of_row: np.ndarray, query_rows:
         excluded_songs: song indices left out of the results.
         dtype: Precision of the dot products (float64 = the exact reference the FAISS path equals; float32 = the
             fast plain-numpy baseline of the benchmark, equal up to float32 rounding).
+        norms: ``(n_segments, n_parts)`` raw norms of the vectors (``None``: the vectors are raw).
+        distance: ``cosine`` or ``euclidean`` (:data:`DISTANCES`).
 
     Returns:
         ``(song index, distance, best segment row)`` per song, best first.
     """
     k = check_k(k)
     first, counts = song_bounds(song_of_row)
-    distances = segment_distances_numpy(vectors, query_rows, dtype)
+    distances = segment_distances_numpy(vectors, query_rows, dtype, norms, distance)
     minima = np.minimum.reduceat(distances, first)
     reached = np.flatnonzero(distances == np.repeat(minima, counts))
     # The first (earliest) segment reaching a song's minimum.
@@ -227,275 +266,19 @@ def search_songs_numpy(vectors: np.ndarray, song_of_row: np.ndarray, query_rows:
 
 
 def similar_stems_numpy(vectors: np.ndarray, song_of_row: np.ndarray, present: np.ndarray, row: int, part: int,
-                        k: int = THESIS_K, dtype: type = np.float64) -> list[tuple[int, float]]:
-    """Reference similar-stem search: cosine distance in one part to every segment of other songs having that part.
+                        k: int = THESIS_K, dtype: type = np.float64, norms: np.ndarray | None = None,
+                        distance: str = "cosine") -> list[tuple[int, float]]:
+    """Reference similar-stem search: distance in one part to every segment of other songs having that part.
 
-    ``dtype`` as in :func:`search_songs_numpy`. Used by: the tests and ``benchmarks/retrieval.py``.
+    ``dtype``, ``norms`` and ``distance`` as in :func:`search_songs_numpy`.
 
     Returns:
         ``(segment row, distance)``, nearest first (ties: lower row first), at most ``k``.
     """
     k = check_k(k)
-    query = normalise_parts(vectors[row, part]).astype(dtype)
-    distances = _tie_round(1.0 - (vectors[:, part, :].astype(dtype, copy=False) @ query).astype(np.float64))
+    distances = segment_distances_numpy(vectors, [(row, part)], dtype, norms, check_distance(distance))
     song_of_row = np.asarray(song_of_row)
     allowed = np.asarray(present[:, part], dtype=bool) & (song_of_row != song_of_row[row])
     candidates = np.flatnonzero(allowed)
     order = candidates[np.lexsort((candidates, distances[candidates]))][:k]
     return [(int(candidate), float(distances[candidate])) for candidate in order]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# FAISS
-# --------------------------------------------------------------------------------------------------------------
-
-
-def default_shards() -> int:
-    """Shards of the song-search index when not given: one per CPU core, at most :data:`MAX_DEFAULT_SHARDS`."""
-    return max(1, min(MAX_DEFAULT_SHARDS, os.cpu_count() or 1))
-
-
-def _import_faiss():
-    try:
-        import faiss
-    except ImportError:  # pragma: no cover - faiss-cpu is a dependency
-        raise PartsimError("MixQuery search needs the faiss-cpu package: pip install faiss-cpu") from None
-    return faiss
-
-
-class FaissSearcher:
-    """Exact FAISS search over one catalog's vectors: song retrieval (eq. 6.2) and similar stems.
-
-    FAISS finds candidates, which are re-scored exactly (float64 from the float32 vectors) and accepted only when
-    provably complete (see the module docstring), so the results never depend on the coarse index. Two coarse
-    indices (``coarse``):
-
-    * ``"fp16"`` (default): ``IndexScalarQuantizer`` with half-precision codes over the concatenated part vectors
-      (and, built on first use of each part, one over that part's vectors for similar stems). A search reads half
-      the memory of a float32 one and is about twice as fast (measured on 2 shared cores, 100,000 x 640 dims: ~10
-      vs ~20 ms per query); its inner products err by at most 2^-11 (half-precision rounding of unit vectors,
-      Cauchy-Schwarz) + float32 accumulation, under :data:`FP16_MARGIN`. The float32 vectors are kept as given
-      (e.g. the index file's memory map) for the re-scoring.
-    * ``"flat"``: ``IndexFlatIP`` (exact float32), the vectors held only inside FAISS (:attr:`vectors` is a view of
-      FAISS's copy); margin :data:`EXACTNESS_MARGIN`.
-
-    Per-part indices for similar stems read a fifth of the memory of a search over the concatenation.
-
-    Shards and threads: FAISS parallelises a flat or scalar-quantizer search over *queries*, so one query runs on
-    one OpenMP thread whatever ``threads`` says (default 1; extra OpenMP threads only spin; set with
-    ``faiss.omp_set_num_threads`` before each search, per calling thread). To use several cores for one song query
-    the fp16 concatenated index is split into ``shards`` contiguous row ranges (default :func:`default_shards`: one
-    per core, at most 4) searched in parallel Python threads (FAISS releases the GIL) and merged - the top ``K``
-    of the union of each shard's top ``K`` is the global top ``K``, so exactness is unchanged. Measured on 2 idle
-    cores at 100,000 x 640: p95 ~14 ms with one shard, ~7-9 ms with two. The ``flat`` coarse index is never
-    sharded (its vectors live in one FAISS index). Searches are thread-safe; the lazy per-part indices are built
-    under a lock.
-
-    Used by: :class:`~partsim_core.mixquery.index.MixQueryIndex`; ``benchmarks/retrieval.py``.
-    """
-
-    def __init__(self, vectors: np.ndarray, song_of_row: np.ndarray, present: np.ndarray, threads: int = 1,
-                 normalise: bool = False, coarse: str = "fp16", chunk_rows: int = 8192,
-                 shards: int | None = None) -> None:
-        """Build the concatenated index.
-
-        Args:
-            vectors: ``(n_segments, n_parts, D)`` unit-or-zero part vectors (any float array, e.g. a memmap; added
-                to FAISS chunk by chunk).
-            song_of_row: song index of each row (grouped by song, see :func:`song_bounds`).
-            present: ``(n_segments, n_parts)`` bools: the song has a stem of that part.
-            threads: OpenMP threads for FAISS searches.
-            normalise: L2-normalise each part's vector on the way in (for vectors not yet unit-or-zero; then a
-                normalised float32 copy is kept).
-            coarse: ``"fp16"`` or ``"flat"`` (see the class docstring).
-            chunk_rows: rows added to FAISS at a time (bounds temporary copies).
-            shards: row ranges of the fp16 song-search index searched in parallel (None: :func:`default_shards`;
-                ignored, i.e. 1, for ``coarse="flat"``).
-
-        Raises:
-            PartsimError: inconsistent shapes, an unknown ``coarse``, or ``threads`` / ``shards`` not a positive
-                integer.
-        """
-        faiss = _import_faiss()
-        if vectors.ndim != 3 or vectors.shape[0] == 0:
-            raise PartsimError(f"vectors must be shaped (segments, parts, dim), got {vectors.shape}")
-        n, n_parts, dim = vectors.shape
-        if np.shape(song_of_row) != (n,) or np.shape(present) != (n, n_parts):
-            raise PartsimError(f"song_of_row {np.shape(song_of_row)} / present {np.shape(present)} do not fit "
-                               f"vectors {vectors.shape}")
-        for name, value in (("threads", threads), ("shards", 1 if shards is None else shards)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise PartsimError(f"{name} must be a positive integer, got {value!r}")
-        if coarse not in COARSE_INDICES:
-            raise PartsimError(f"unknown coarse index {coarse!r}; choose one of: {', '.join(COARSE_INDICES)}")
-        self.threads = threads
-        self.coarse = coarse
-        self.margin = FP16_MARGIN if coarse == "fp16" else EXACTNESS_MARGIN
-        self.song_of_row = np.ascontiguousarray(song_of_row, dtype=np.int64)
-        self.first_row, self.song_rows = song_bounds(self.song_of_row)
-        self.present = np.ascontiguousarray(present, dtype=bool)
-        self.n_parts, self.dim = n_parts, dim
-        faiss.omp_set_num_threads(self.threads)
-        n_shards = 1 if coarse == "flat" else min(n, default_shards() if shards is None else shards)
-        edges = np.linspace(0, n, n_shards + 1).round().astype(np.int64)
-        #: ``[(first row, end row, FAISS index)]`` of the concatenated vectors, searched in parallel.
-        self._shards = [(int(start), int(end), self._new_index(n_parts * dim))
-                        for start, end in zip(edges[:-1], edges[1:])]
-        self.shards = len(self._shards)
-        self._pool = ThreadPoolExecutor(max_workers=4 * self.shards) if self.shards > 1 else None
-        if coarse == "fp16":
-            store = vectors
-            if normalise or vectors.dtype != np.float32:
-                store = np.empty(vectors.shape, dtype=np.float32)
-            for start, end, index in self._shards:
-                for first in range(start, end, chunk_rows):
-                    block = vectors[first:min(first + chunk_rows, end)]
-                    block = normalise_parts(block) if normalise else np.asarray(block, dtype=np.float32)
-                    if store is not vectors:
-                        store[first:first + block.shape[0]] = block
-                    index.add(np.ascontiguousarray(block).reshape(block.shape[0], n_parts * dim))
-            #: ``(n_segments, n_parts, D)`` float32 unit-or-zero vectors (the exact re-scoring reads them).
-            self.vectors = store
-        else:
-            flat = self._shards[0][2]
-            for first in range(0, n, chunk_rows):
-                block = vectors[first:first + chunk_rows]
-                block = normalise_parts(block) if normalise else np.ascontiguousarray(block, dtype=np.float32)
-                flat.add(block.reshape(block.shape[0], n_parts * dim))
-            self.vectors = faiss.rev_swig_ptr(flat.get_xb(), n * n_parts * dim).reshape(n, n_parts, dim)
-        self._part_indices: dict[int, object] = {}
-        self._lock = threading.Lock()
-        mean_rows = n / self.first_row.size
-        # Enough candidates for k songs of mean_rows segments in one FAISS pass when a song's segments are alike
-        # (real catalogues: one widening step fewer there; little extra cost when they are not).
-        self._initial_k_factor = max(2, math.ceil(mean_rows))
-
-    def _new_index(self, dim: int):
-        faiss = _import_faiss()
-        if self.coarse == "flat":
-            return faiss.IndexFlatIP(dim)
-        index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-        if not index.is_trained:  # pragma: no cover - fp16 codes need no training
-            index.train(np.zeros((1, dim), dtype=np.float32))
-        return index
-
-    @property
-    def n_segments(self) -> int:
-        """Rows in the index."""
-        return int(self.vectors.shape[0])
-
-    def _part_index(self, part: int):
-        with self._lock:
-            index = self._part_indices.get(part)
-            if index is None:
-                index = self._new_index(self.dim)
-                for first in range(0, self.n_segments, 65536):
-                    index.add(np.ascontiguousarray(self.vectors[first:first + 65536, part, :], dtype=np.float32))
-                self._part_indices[part] = index
-            return index
-
-    def _selector(self, allowed: np.ndarray | None):
-        """``(SearchParameters or None, bitmap kept alive)`` restricting a search to ``allowed`` rows."""
-        if allowed is None:
-            return None, None
-        faiss = _import_faiss()
-        bitmap = np.packbits(allowed, bitorder="little")
-        selector = faiss.IDSelectorBitmap(allowed.size, faiss.swig_ptr(bitmap))
-        return faiss.SearchParameters(sel=selector), (bitmap, selector)
-
-    def _search(self, index, query: np.ndarray, count: int, params) -> tuple[np.ndarray, np.ndarray]:
-        faiss = _import_faiss()
-        faiss.omp_set_num_threads(self.threads)
-        similarities, ids = index.search(query[None, :].astype(np.float32), count, params=params)
-        keep = ids[0] >= 0
-        return ids[0][keep], 1.0 - similarities[0][keep].astype(np.float64)
-
-    def _shard_selectors(self, allowed: np.ndarray | None) -> list[tuple[int, object, object]]:
-        """Per shard: ``(allowed rows, SearchParameters or None, objects kept alive)``, built once per query."""
-        selectors = []
-        for start, end, _index in self._shards:
-            local = None if allowed is None else allowed[start:end]
-            available = end - start if local is None else int(local.sum())
-            params, keep_alive = self._selector(local) if available else (None, None)
-            selectors.append((available, params, keep_alive))
-        return selectors
-
-    def _search_shards(self, query: np.ndarray, count: int,
-                       selectors: list[tuple[int, object, object]]) -> tuple[np.ndarray, np.ndarray]:
-        """The ``count`` best allowed rows of the concatenated index (all shards, in parallel), nearest first."""
-
-        def search_one(number: int) -> tuple[np.ndarray, np.ndarray]:
-            start, _end, index = self._shards[number]
-            available, params, _keep_alive = selectors[number]
-            if available == 0:
-                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-            rows, distances = self._search(index, query, min(count, available), params)
-            return rows + start, distances
-
-        if self._pool is None:
-            return search_one(0)
-        # The calling thread searches the first shard itself: one thread hand-off fewer per query.
-        others = [self._pool.submit(search_one, number) for number in range(1, len(self._shards))]
-        found = [search_one(0)] + [future.result() for future in others]
-        rows = np.concatenate([rows for rows, _ in found])
-        distances = np.concatenate([distances for _, distances in found])
-        order = np.lexsort((rows, distances))[:count]
-        return rows[order], distances[order]
-
-    def search_songs(self, query_rows: Sequence[tuple[int, int]], k: int = THESIS_K,
-                     excluded_songs: Sequence[int] = ()) -> list[tuple[int, float, int]]:
-        """Eq. 6.1-6.2 song retrieval; same output as :func:`search_songs_numpy`."""
-        k = check_k(k)
-        blocks, parts = query_blocks(self.vectors, query_rows)
-        query = (blocks / len(parts)).reshape(-1)
-        allowed = None
-        if len(excluded_songs):
-            allowed = ~np.isin(self.song_of_row, np.asarray(list(excluded_songs), dtype=np.int64))
-        n_allowed = self.n_segments if allowed is None else int(allowed.sum())
-        if n_allowed == 0:
-            return []
-        if not np.any(blocks):
-            # Only zero query vectors: every segment is at distance 1, ties go to catalog order.
-            songs = np.flatnonzero(np.bincount(self.song_of_row[allowed] if allowed is not None
-                                               else self.song_of_row, minlength=self.first_row.size))[:k]
-            return [(int(song), 1.0, int(self.first_row[song])) for song in songs]
-        selectors = self._shard_selectors(allowed)
-        count = min(n_allowed, max(2 * k + 64, k * self._initial_k_factor))
-        part_blocks = blocks[parts]  # (|I|, D) float64
-        while True:
-            rows, faiss_distances = self._search_shards(query, count, selectors)
-            # Re-score the candidates in float64 (eq. 6.2 literally, over the query's parts only).
-            candidate = self.vectors[rows][:, parts, :].astype(np.float64)
-            distances = _tie_round(1.0 - np.einsum("rpd,pd->r", candidate, part_blocks) / len(parts))
-            songs = self.song_of_row[rows]
-            order = np.lexsort((rows, distances, songs))  # per song: best distance, then earliest row
-            songs_sorted = songs[order]
-            firsts = order[np.r_[True, songs_sorted[1:] != songs_sorted[:-1]]]
-            ranking = firsts[np.lexsort((songs[firsts], distances[firsts]))]
-            exhausted = rows.size < count or count >= n_allowed
-            if exhausted or (ranking.size >= k
-                             and distances[ranking[k - 1]] < faiss_distances[-1] - self.margin):
-                return [(int(songs[i]), float(distances[i]), int(rows[i])) for i in ranking[:k]]
-            count = min(n_allowed, count * 4)
-
-    def similar_stems(self, row: int, part: int, k: int = THESIS_K) -> list[tuple[int, float]]:
-        """Similar stems of one segment's part; same output as :func:`similar_stems_numpy`."""
-        k = check_k(k)
-        query = normalise_parts(self.vectors[row, part]).astype(np.float64)
-        allowed = self.present[:, part] & (self.song_of_row != self.song_of_row[row])
-        n_allowed = int(allowed.sum())
-        if n_allowed == 0:
-            return []
-        if not np.any(query):
-            return [(int(row), 1.0) for row in np.flatnonzero(allowed)[:k]]  # a zero query: all at distance 1
-        params, _keep_alive = self._selector(allowed)
-        index = self._part_index(part)
-        count = min(n_allowed, k + 16)
-        while True:
-            rows, faiss_distances = self._search(index, query, count, params)
-            distances = _tie_round(1.0 - self.vectors[rows, part, :].astype(np.float64) @ query)
-            order = np.lexsort((rows, distances))
-            exhausted = rows.size < count or count >= n_allowed
-            if exhausted or distances[order[min(k, order.size) - 1]] < faiss_distances[-1] - self.margin:
-                return [(int(rows[i]), float(distances[i])) for i in order[:k]]
-            count = min(n_allowed, count * 4)
