@@ -9,12 +9,15 @@
 2. For each N in ``--tracks`` (default 10, 20, 40 test tracks) a fresh child process runs every chapter's
    evaluation path with the ``paper`` front end and small untrained models on the CPU (:func:`evaluate`, the one
    place that calls the chapters): the test-set filter, chapter 3's segment index + embedding
-   (:func:`partsim_core.embed.embed`) + kNN (:func:`partsim_core.knn.knn_accuracy`), chapter 4's segment grid,
-   grid embeddings and Table 4.1 / 4.3 / 4.5 metrics, the test pseudo pieces and Table 4.2, and a MixQuery index
-   (CSN backend). The parent reads the child's peak RSS from ``os.wait4`` (``ru_maxrss``, which counts the pages
-   of the memory-mapped stem cache the child touched); the child samples ``/proc/self/status`` every 20 ms for
-   its peak *anonymous* RSS, i.e. the memory beyond the stem cache's files on disk (``peak_anon_mib``), which is
-   what the bound is about: file pages are the page cache's, dropped under memory pressure.
+   (:func:`partsim_core.embed.embed`) + kNN (:func:`partsim_core.knn.knn_accuracy`), chapter 4 as
+   :func:`partsim_core.csn.run.run_chapter4` calls it (:mod:`partsim_core.csn.test_set`: the 5-s segment grid,
+   :func:`~partsim_core.csn.test_set.embed_index` of its mixes and single stems, the test pseudo pieces;
+   :mod:`partsim_core.csn.metrics`: Tables 4.1 (one length), 4.2, 4.3, 4.4, 4.5 with their intervals), and a
+   MixQuery index (CSN backend). The parent reads the child's peak RSS from ``os.wait4`` (``ru_maxrss``, which
+   counts the pages of the memory-mapped stem cache the child touched); the child samples ``/proc/self/status``
+   every 20 ms for its peak *anonymous* RSS, i.e. the memory beyond the stem cache's files on disk
+   (``peak_anon_mib``), which is what the bound is about: file pages are the page cache's, dropped under memory
+   pressure.
 
 Prints ONE JSON line: ``tracks`` (the N), ``peak_rss_mib`` (``ru_maxrss`` per N), ``peak_anon_mib``,
 ``seconds_per_track`` (child wall time / N), ``stage_s`` (seconds per stage and N), ``rss_growth`` =
@@ -28,25 +31,30 @@ evaluation of the full test split on this CPU, fixed costs included, so an upper
 by ``benchmarks/gpu_check.sh``), ``track_seconds``, ``load_average`` and ``streaming`` (per stage: does its peak
 grow with N).
 
-Measured (2 shared cores, load 4-5, ``--track-seconds 30 40``, 4 min in all): peak anonymous RSS 403 / 429 /
-556 MiB at N = 10 / 20 / 40 (``rss_growth`` 1.38, target 1.10 not met), ``ru_maxrss`` 764 / 925 / 1027 MiB;
-projected full test split 5.6 GiB anonymous, 17.4 GiB with every stem-cache page counted; ~2,200 s of CPU.
-What grows: ``ch4_grid_embed``, i.e. :func:`partsim_core.csn.run.grid_waveforms`, which returns a Python list
-of every segment's waveform (float32 copies) of the grid: ~5.6 GB per signal for the full test split at
-44.1 kHz, and :func:`~partsim_core.csn.run.run_chapter4` holds the mix's list and the five stems' lists at once.
-The stages after it keep its peak (freed memory is not returned to the OS), so their flags in ``streaming``
-follow it; the load/filter and chapter-3 embedding + kNN stages are flat (250 -> 256, 263 -> 277 MiB).
+Measured 2026-12-06 (2 shared cores, load average 4.8 falling to 3.3 during the run, ``python
+benchmarks/scale.py --track-seconds 30 40``, 315 s in all; 9 / 18 / 36 test tracks kept of N = 10 / 20 / 40,
+298 / 607 / 1,234 s of test audio): peak anonymous RSS 564 / 644 / 597 MiB at N = 10 / 20 / 40, ``rss_growth``
+1.06 (target 1.10 met; N = 20 is the highest, so the spread is noise, not growth), ``ru_maxrss`` 719 / 799 /
+766 MiB (``rss_growth_total`` 1.07); projected full redux test split 1.17 GiB anonymous, 5.4 GiB with every
+stem-cache page counted (target 24 GiB); ``projected_full_cpu_s`` 2,658 s on this CPU. The peak is reached in
+the pseudo-piece stage (Table 4.2: a batch of 64 5-s segments of piece mixes, each piece's mix summed from its
+parts once per batch), whose segment count the thesis's design caps (10 labels x 4 pieces per part: 668 / 1,150 /
+1,128 segments). ``streaming`` marks ``ch4_grid_embed`` as growing (449 -> 555 -> 555 MiB): with N = 10 the grid
+has 55 segments, fewer than one batch of 64 (:data:`partsim_core.csn.test_set.EMBED_BATCH`), so its batches are
+smaller; from N = 20 to 40 it is flat. Every chapter-4 path streams through
+:func:`partsim_core.embed.embed` (batches from the memory-mapped stem cache); the tables' distance matrices are
+computed in row chunks. (The earlier chapter-4 code built a Python list of every grid segment's waveform: 403 /
+429 / 556 MiB, growth 1.38.)
 
 Run: ``python benchmarks/scale.py [--quick] [--tracks 10 20 40] [--track-seconds MIN MAX] [--keep DIR]``. The
 default (3-4 min tracks) takes about 45 minutes on 2 shared cores (the cost is the audio evaluated, 70 tracks of
 ~3.5 min: the N = 10 child alone ran over 5 minutes, its ``ru_maxrss`` passing 2.2 GB), over the ~10 minutes
-issue 14 asks for; ``--track-seconds 30 40`` takes about 4 minutes and ``--quick`` about 1.
+issue 14 asks for; ``--track-seconds 30 40`` takes about 5 minutes and ``--quick`` about 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -194,8 +202,20 @@ def evaluate(root: Path, n_tracks: int, workdir: Path, mark: Any) -> dict[str, A
 
     from partsim_core import INSTRUMENTS
     from partsim_core.csn.conditions import CSNModel
-    from partsim_core.csn.metrics import csn_spaces, table_4_1, table_4_2, table_4_3, table_4_4, table_4_5
-    from partsim_core.csn.test_set import EVALUATION_SECONDS, embed_index, segment_grid, test_pseudo_pieces
+    from partsim_core.csn.metrics import (
+        csn_spaces,
+        table_4_1,
+        table_4_2,
+        table_4_3,
+        table_4_4,
+        table_4_5,
+    )
+    from partsim_core.csn.test_set import (
+        EVALUATION_SECONDS,
+        embed_index,
+        segment_grid,
+        test_pseudo_pieces,
+    )
     from partsim_core.data.segments import SegmentIndex
     from partsim_core.embed import embed
     from partsim_core.knn import knn_accuracy
@@ -223,7 +243,7 @@ def evaluate(root: Path, n_tracks: int, workdir: Path, mark: Any) -> dict[str, A
                          threshold=data.preset.silence_threshold)
     vectors = embed(PartCNN(frontend.n_mels, width=PART_WIDTH), data.cache, by_id, index, frontend,
                     batch_size=32, device="cpu")
-    out["ch3_segments"] = int(len(vectors))
+    out["ch3_segments"] = len(vectors)
     out["ch3_knn"] = float(knn_accuracy(vectors, index.labels()))
     mark("ch3_embed_knn")
 
@@ -233,7 +253,7 @@ def evaluate(root: Path, n_tracks: int, workdir: Path, mark: Any) -> dict[str, A
     mix = embed_index(model, data.cache, by_id, grid.all_segments, frontend)
     stems = {part: embed_index(model, data.cache, by_id, grid.parts[part], frontend) for part in INSTRUMENTS}
     out["ch4_grid_segments"] = len(grid)
-    out["ch4_stem_segments"] = {part: 0 if v is None else int(len(v)) for part, v in stems.items()}
+    out["ch4_stem_segments"] = {part: 0 if v is None else len(v) for part, v in stems.items()}
     mark("ch4_grid_embed")
 
     # Tables 4.1 (one length), 4.3, 4.4 and 4.5 (one seed: a leading axis of 1).
