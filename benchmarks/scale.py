@@ -9,12 +9,15 @@
 2. For each N in ``--tracks`` (default 10, 20, 40 test tracks) a fresh child process runs every chapter's
    evaluation path with the ``paper`` front end and small untrained models on the CPU (:func:`evaluate`, the one
    place that calls the chapters): the test-set filter, chapter 3's segment index + embedding
-   (:func:`partsim_core.embed.embed`) + kNN (:func:`partsim_core.knn.knn_accuracy`), chapter 4's segment grid,
-   grid embeddings and Table 4.1 / 4.3 / 4.5 metrics, the test pseudo pieces and Table 4.2, and a MixQuery index
-   (CSN backend). The parent reads the child's peak RSS from ``os.wait4`` (``ru_maxrss``, which counts the pages
-   of the memory-mapped stem cache the child touched); the child samples ``/proc/self/status`` every 20 ms for
-   its peak *anonymous* RSS, i.e. the memory beyond the stem cache's files on disk (``peak_anon_mib``), which is
-   what the bound is about: file pages are the page cache's, dropped under memory pressure.
+   (:func:`partsim_core.embed.embed`) + kNN (:func:`partsim_core.knn.knn_accuracy`), chapter 4 as
+   :func:`partsim_core.csn.run.run_chapter4` calls it (:mod:`partsim_core.csn.test_set`: the 5-s segment grid,
+   :func:`~partsim_core.csn.test_set.embed_index` of its mixes and single stems, the test pseudo pieces;
+   :mod:`partsim_core.csn.metrics`: Tables 4.1 (one length), 4.2, 4.3, 4.4, 4.5 with their intervals), and a
+   MixQuery index (CSN backend). The parent reads the child's peak RSS from ``os.wait4`` (``ru_maxrss``, which
+   counts the pages of the memory-mapped stem cache the child touched); the child samples ``/proc/self/status``
+   every 20 ms for its peak *anonymous* RSS, i.e. the memory beyond the stem cache's files on disk
+   (``peak_anon_mib``), which is what the bound is about: file pages are the page cache's, dropped under memory
+   pressure.
 
 Prints ONE JSON line: ``tracks`` (the N), ``peak_rss_mib`` (``ru_maxrss`` per N), ``peak_anon_mib``,
 ``seconds_per_track`` (child wall time / N), ``stage_s`` (seconds per stage and N), ``rss_growth`` =
@@ -28,25 +31,30 @@ evaluation of the full test split on this CPU, fixed costs included, so an upper
 by ``benchmarks/gpu_check.sh``), ``track_seconds``, ``load_average`` and ``streaming`` (per stage: does its peak
 grow with N).
 
-Measured (2 shared cores, load 4-5, ``--track-seconds 30 40``, 4 min in all): peak anonymous RSS 403 / 429 /
-556 MiB at N = 10 / 20 / 40 (``rss_growth`` 1.38, target 1.10 not met), ``ru_maxrss`` 764 / 925 / 1027 MiB;
-projected full test split 5.6 GiB anonymous, 17.4 GiB with every stem-cache page counted; ~2,200 s of CPU.
-What grows: ``ch4_grid_embed``, i.e. :func:`partsim_core.csn.run.grid_waveforms`, which returns a Python list
-of every segment's waveform (float32 copies) of the grid: ~5.6 GB per signal for the full test split at
-44.1 kHz, and :func:`~partsim_core.csn.run.run_chapter4` holds the mix's list and the five stems' lists at once.
-The stages after it keep its peak (freed memory is not returned to the OS), so their flags in ``streaming``
-follow it; the load/filter and chapter-3 embedding + kNN stages are flat (250 -> 256, 263 -> 277 MiB).
+Measured 2026-12-06 (2 shared cores, load average 4.8 falling to 3.3 during the run, ``python
+benchmarks/scale.py --track-seconds 30 40``, 315 s in all; 9 / 18 / 36 test tracks kept of N = 10 / 20 / 40,
+298 / 607 / 1,234 s of test audio): peak anonymous RSS 564 / 644 / 597 MiB at N = 10 / 20 / 40, ``rss_growth``
+1.06 (target 1.10 met; N = 20 is the highest, so the spread is noise, not growth), ``ru_maxrss`` 719 / 799 /
+766 MiB (``rss_growth_total`` 1.07); projected full redux test split 1.17 GiB anonymous, 5.4 GiB with every
+stem-cache page counted (target 24 GiB); ``projected_full_cpu_s`` 2,658 s on this CPU. The peak is reached in
+the pseudo-piece stage (Table 4.2: a batch of 64 5-s segments of piece mixes, each piece's mix summed from its
+parts once per batch), whose segment count the thesis's design caps (10 labels x 4 pieces per part: 668 / 1,150 /
+1,128 segments). ``streaming`` marks ``ch4_grid_embed`` as growing (449 -> 555 -> 555 MiB): with N = 10 the grid
+has 55 segments, fewer than one batch of 64 (:data:`partsim_core.csn.test_set.EMBED_BATCH`), so its batches are
+smaller; from N = 20 to 40 it is flat. Every chapter-4 path streams through
+:func:`partsim_core.embed.embed` (batches from the memory-mapped stem cache); the tables' distance matrices are
+computed in row chunks. (The earlier chapter-4 code built a Python list of every grid segment's waveform: 403 /
+429 / 556 MiB, growth 1.38.)
 
 Run: ``python benchmarks/scale.py [--quick] [--tracks 10 20 40] [--track-seconds MIN MAX] [--keep DIR]``. The
 default (3-4 min tracks) takes about 45 minutes on 2 shared cores (the cost is the audio evaluated, 70 tracks of
 ~3.5 min: the N = 10 child alone ran over 5 minutes, its ``ru_maxrss`` passing 2.2 GB), over the ~10 minutes
-issue 14 asks for; ``--track-seconds 30 40`` takes about 4 minutes and ``--quick`` about 1.
+issue 14 asks for; ``--track-seconds 30 40`` takes about 5 minutes and ``--quick`` about 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -183,13 +191,31 @@ class _FirstTests:
 def evaluate(root: Path, n_tracks: int, workdir: Path, mark: Any) -> dict[str, Any]:
     """Every chapter's evaluation path on the first ``n_tracks`` test tracks; ``mark(stage)`` after each stage.
 
+    Chapter 4 is called as :func:`partsim_core.csn.run.run_chapter4` calls it (one untrained CSN, one seed): the
+    5-s :func:`~partsim_core.csn.test_set.segment_grid`, :func:`~partsim_core.csn.test_set.embed_index` of its
+    mixes and single stems, :func:`~partsim_core.csn.test_set.test_pseudo_pieces` and the table functions of
+    :mod:`partsim_core.csn.metrics` (each cell with its bootstrap interval).
+
     Returns small summaries (segment counts, a metric per stage) so that nothing is optimised away.
     """
     import torch
 
     from partsim_core import INSTRUMENTS
-    from partsim_core.csn import metrics, run as chapter4
     from partsim_core.csn.conditions import CSNModel
+    from partsim_core.csn.metrics import (
+        csn_spaces,
+        table_4_1,
+        table_4_2,
+        table_4_3,
+        table_4_4,
+        table_4_5,
+    )
+    from partsim_core.csn.test_set import (
+        EVALUATION_SECONDS,
+        embed_index,
+        segment_grid,
+        test_pseudo_pieces,
+    )
     from partsim_core.data.segments import SegmentIndex
     from partsim_core.embed import embed
     from partsim_core.knn import knn_accuracy
@@ -198,51 +224,62 @@ def evaluate(root: Path, n_tracks: int, workdir: Path, mark: Any) -> dict[str, A
     from partsim_core.mixquery.index import build_index
     from partsim_core.models import PartCNN
 
+    def value(scores: Any) -> float:
+        return float("nan") if scores is None else float(scores.cell()["value"])
+
     torch.manual_seed(0)
     data = _handle(root, n_tracks)
     frontend = data.preset.frontend
-    out: dict[str, Any] = {"kept_tracks": len(data.test_tracks),
-                           "audio_s": round(sum(data.cache.track_length(track) for track in data.test_tracks)
+    tracks = list(data.test_tracks)
+    track_list = [track.track_id for track in tracks]
+    by_id = data.tracks_by_id
+    out: dict[str, Any] = {"kept_tracks": len(tracks),
+                           "audio_s": round(sum(data.cache.track_length(track) for track in tracks)
                                             / data.cache.sample_rate, 1)}
     mark("load_and_filter")
 
     # Chapter 3: test-set segment index of one part, embedding, kNN track ID (Table 3.2's path).
-    index = SegmentIndex(data.cache, data.test_tracks, "drums", data.preset.segment_seconds, overlap=False,
+    index = SegmentIndex(data.cache, tracks, "drums", data.preset.segment_seconds, overlap=False,
                          threshold=data.preset.silence_threshold)
-    vectors = embed(PartCNN(frontend.n_mels, width=PART_WIDTH), data.cache, data.tracks_by_id, index, frontend,
+    vectors = embed(PartCNN(frontend.n_mels, width=PART_WIDTH), data.cache, by_id, index, frontend,
                     batch_size=32, device="cpu")
-    labels = index.labels()
-    out["ch3_segments"] = int(len(vectors))
-    out["ch3_knn"] = float(knn_accuracy(vectors, labels))
+    out["ch3_segments"] = len(vectors)
+    out["ch3_knn"] = float(knn_accuracy(vectors, index.labels()))
     mark("ch3_embed_knn")
 
-    # Chapter 4: the 5-s segment grid, its mix embeddings, Tables 4.1 (one length), 4.3 and 4.5.
-    model = CSNModel(frontend.n_mels, CSN_WIDTH)
-    grid = chapter4.segment_grid(data, 5.0)
-    mix = chapter4.embed_waveforms(model, chapter4.grid_waveforms(data, grid, "mix"), frontend)
+    # Chapter 4: the 5-s segment grid, its mix and single-stem embeddings (streamed batches).
+    model = CSNModel(frontend.n_mels, CSN_WIDTH).eval()
+    grid = segment_grid(data, EVALUATION_SECONDS, tracks)
+    mix = embed_index(model, data.cache, by_id, grid.all_segments, frontend)
+    stems = {part: embed_index(model, data.cache, by_id, grid.parts[part], frontend) for part in INSTRUMENTS}
     out["ch4_grid_segments"] = len(grid)
+    out["ch4_stem_segments"] = {part: 0 if v is None else len(v) for part, v in stems.items()}
     mark("ch4_grid_embed")
-    column = 0
-    rows = np.flatnonzero(grid.part_active[:, column])
-    out["table_4_1_drums"] = float(metrics.subspace_track_accuracy(mix[rows], grid.track_ids[rows], column)) \
-        if rows.size >= 2 else float("nan")
-    stems = chapter4.embed_waveforms(model, chapter4.grid_waveforms(data, grid, "bass", np.flatnonzero(
-        grid.part_active[:, 1])), frontend)
-    out["table_4_3_bass"] = float(metrics.identification_accuracy(stems, np.full(len(stems), 1)).accuracy) \
-        if len(stems) else float("nan")
-    out["table_4_5_mean"] = float(np.nanmean(metrics.subspace_correlations(mix).to_numpy()))
-    mark("ch4_tables_4_1_4_3_4_5")
+
+    # Tables 4.1 (one length), 4.3, 4.4 and 4.5 (one seed: a leading axis of 1).
+    seconds = EVALUATION_SECONDS
+    table = table_4_1({seconds: mix[None]}, None, {seconds: grid.track_ids}, {seconds: grid.part_active})
+    out["table_4_1_drums"] = value(table["drums"][f"proposed_{seconds:g}s"])
+    stem_tracks = {part: grid.track_ids[grid.part_active[:, column]] for column, part in enumerate(INSTRUMENTS)}
+    stacked = {"(i)": {part: None if v is None else v[None] for part, v in stems.items()}}
+    mix_at_stems = {"(i)": {part: mix[None][:, grid.part_active[:, column]]
+                            for column, part in enumerate(INSTRUMENTS)}}
+    out["table_4_3_bass"] = value(table_4_3(stacked, stem_tracks)["(i)"]["bass"])
+    out["table_4_4_drums"] = value(table_4_4(stacked, mix_at_stems, stem_tracks, track_list)["(i)"]["drums"])
+    rows = grid.mix_active
+    if rows.sum() >= 3:
+        pairs = table_4_5(csn_spaces(mix[None][:, rows]), grid.track_ids[rows], track_list)
+        out["table_4_5_drums_bass"] = value(pairs["drums", "bass"])
+    mark("ch4_tables_4_1_4_3_4_4_4_5")
 
     # Chapter 4: test pseudo pieces and Table 4.2.
-    pseudo = chapter4.test_pseudo_pieces(data, 5.0, seed=0)
+    pseudo = test_pseudo_pieces(data, tracks, EVALUATION_SECONDS, seed=0)
     out["pseudo_segments"] = len(pseudo.segments)
     if len(pseudo.segments):
-        pieces = chapter4.embed_waveforms(model, pseudo.waveforms("mix"), frontend)
-        part_rows = np.flatnonzero(pseudo.segments["part"].to_numpy() == INSTRUMENTS[0])
-        if part_rows.size >= 2:
-            out["table_4_2_drums"] = float(metrics.part_label_accuracy(
-                pieces[part_rows], pseudo.segments["label"].to_numpy()[part_rows],
-                pseudo.segments["piece"].to_numpy()[part_rows], 0))
+        pieces = [embed_index(model, pseudo.source, pseudo.pieces, pseudo.indices.get(part), frontend)
+                  for part in INSTRUMENTS]
+        rows_42 = np.concatenate([p for p in pieces if p is not None], axis=0)
+        out["table_4_2_drums"] = value(table_4_2({"(i)": rows_42[None]}, pseudo.segments)["(i)"]["drums"])
     mark("ch4_pseudo_pieces_table_4_2")
 
     # Chapter 6: MixQuery index of the test split (CSN backend, untrained).

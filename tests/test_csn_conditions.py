@@ -307,3 +307,103 @@ def test_triplet_training_never_stops_early_and_drops_parts(smoke_handle):
         task, config = condition_setup(get_condition(letter), smoke_handle, get_preset("paper").csn)
         assert config.early_stopping_patience is None and config.epochs == 1000
         assert task.config.created_silences and task.sampler.created_silences
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The norm loss's bias exists only where the norm loss is used (DistributedDataParallel needs every parameter used)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _triplet_batch(n_mels: int = 16, size: int = 4) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    present = torch.tensor([[1.0, 0, 1, 1, 0], [0, 1, 1, 0, 1], [1, 1, 0, 0, 1], [1, 0, 0, 1, 1]])[:size]
+    return {"anchor": torch.rand(size, n_mels, 20, generator=generator),
+            "positive": torch.rand(size, n_mels, 20, generator=generator),
+            "negative": torch.rand(size, n_mels, 20, generator=generator),
+            "condition": torch.tensor([0, 2, 3, 4])[:size], "additional_condition": torch.tensor([-1, 0, 2, 1])[:size],
+            "present": present[:, None, :].expand(size, 3, 5).contiguous()}
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_every_parameter_of_a_condition_model_gets_a_gradient(norm):
+    model = CSNModel(n_mels=16, width=2, norm=norm)
+    names = [name for name, _ in model.named_parameters()]
+    assert any(name.startswith("norm_loss.") for name in names) == norm
+    assert (model.norm_loss is not None) == norm
+    loss = CSNLoss(additional=True, norm=norm)(model, _triplet_batch())
+    loss.backward()
+    unused = [name for name, parameter in model.named_parameters() if parameter.grad is None]
+    assert unused == []
+
+
+def test_condition_models_carry_the_bias_only_with_the_norm_loss(smoke_handle, tmp_path):
+    from types import SimpleNamespace
+
+    from partsim_core.csn.conditions import PretrainingTask, condition_setup
+    from partsim_core.training import MODEL_FILE
+
+    csn = smoke_handle.preset.csn
+    n_mels = smoke_handle.preset.frontend.n_mels
+    # A finished pre-training run written before the bias was left out: it holds an all-zero bias.
+    old = CSNModel(n_mels, csn.width)
+    torch.save({"key": "old", "state_dict": old.state_dict()}, tmp_path / MODEL_FILE)
+    for letter in "cdefghijk":
+        condition = get_condition(letter)
+        task, _config = condition_setup(condition, smoke_handle, csn, pretrained_dir=tmp_path)
+        model = task.build_model()
+        assert (model.norm_loss is not None) == condition.norm, letter
+        if condition.pre:
+            for name, value in model.encoder.state_dict().items():
+                assert torch.equal(value, old.encoder.state_dict()[name]), (letter, name)
+        if condition.norm:
+            assert torch.equal(model.norm_loss.bias.detach(), torch.zeros(5))
+    pretraining = PretrainingTask.build_model(SimpleNamespace(frontend=smoke_handle.preset.frontend,
+                                                              width=csn.width))
+    assert pretraining.norm_loss is None
+
+
+def test_a_model_without_norm_loss_loads_an_untrained_bias_only():
+    with_bias = CSNModel(n_mels=16, width=2)
+    without = CSNModel(n_mels=16, width=2, norm=False)
+    without.load_state_dict(with_bias.state_dict())          # a checkpoint of such a run written before the change
+    for name, value in without.state_dict().items():
+        assert torch.equal(value, with_bias.state_dict()[name])
+    assert "norm_loss.bias" not in without.state_dict()
+    with torch.no_grad():
+        with_bias.norm_loss.bias.fill_(0.5)                  # a trained bias cannot be silently dropped
+    with pytest.raises(RuntimeError, match="norm_loss.bias"):
+        without.load_state_dict(with_bias.state_dict())
+    with pytest.raises(RuntimeError, match="norm_loss.bias"):
+        CSNModel(n_mels=16, width=2).load_state_dict(without.state_dict())
+
+
+def _ddp_worker(rank: int, world: int, port: int, norm: bool) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.parallel.DistributedDataParallel(CSNModel(16, 2, norm=norm))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loss_fn = CSNLoss(additional=True, norm=False)      # condition (k)'s loss: no norm loss
+        for _ in range(2):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model, _triplet_batch()).backward()
+            optimizer.step()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_condition_without_norm_loss_trains_under_ddp_with_two_processes():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, False), nprocs=2, join=True)

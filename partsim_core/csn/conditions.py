@@ -22,8 +22,9 @@ Choices made here, documented because the thesis leaves them open:
   (mean power below the silence threshold) or missing. As thesis 4.4.1 says, the per-part target networks are
   trained (chapter 3's way, on ideal stems) **on the same pre-training pieces** (``targets="pretraining"``, the
   default); ``targets="chapter3"`` uses chapter 3's ideal networks trained on every training track instead (our
-  earlier reading, kept as an option). The pre-trained :class:`CSNModel` (encoder *and* norm bias) is trained
-  once per seed and cached; every ``pre`` condition starts from its weights, and its artefact key enters theirs.
+  earlier reading, kept as an option). The pre-trained :class:`CSNModel` (its encoder; the pre-training has no
+  norm loss, so a ``pre`` condition with the norm loss starts its bias at zero) is trained once per seed and
+  cached; every ``pre`` condition starts from its weights, and its artefact key enters theirs.
 * **Number of pre-training epochs**: not in the thesis; a preset setting (``csn.pretrain_epochs``).
 * **No early stopping**: the thesis trains a fixed number of epochs (4.4.1: 1,000), so the CSN runs every epoch
   of the preset; the validation loss is recorded per epoch, never used to stop.
@@ -173,30 +174,47 @@ def conditions_table() -> pd.DataFrame:
 
 
 class CSNModel(nn.Module):
-    """:class:`~partsim_core.models.CSNEncoder` plus the norm loss's per-instrument bias, in one module.
+    """:class:`~partsim_core.models.CSNEncoder` plus, when ``norm``, the norm loss's per-instrument bias.
 
     Keeping :class:`~partsim_core.losses.NormLoss` inside the model puts its bias ``b_j`` (eq. 4.4) into the
-    optimizer and the checkpoints. ``forward`` is the encoder's: ``(batch, n_mels, frames) -> (batch, 640)``.
+    optimizer and the checkpoints. A model trained without the norm loss (the pre-training and conditions (c), (j),
+    (k)) has no ``norm_loss`` (None): a parameter that no loss uses would make
+    :class:`~torch.nn.parallel.DistributedDataParallel` fail at its second step with more than one process.
+    ``forward`` is the encoder's: ``(batch, n_mels, frames) -> (batch, 640)``.
+
+    Loading: a model without the norm loss accepts a state dict that still holds the bias, as checkpoints of those
+    runs written before the bias was left out do, when that bias is all zeros (its initial value, which no loss of
+    such a run changes); any other bias is reported as an unexpected key.
     """
 
-    def __init__(self, n_mels: int, width: int) -> None:
+    def __init__(self, n_mels: int, width: int, norm: bool = True) -> None:
         super().__init__()
         self.encoder = CSNEncoder(n_mels, width=width)
-        self.norm_loss = NormLoss(self.encoder.n_parts)
+        self.norm_loss: NormLoss | None = NormLoss(self.encoder.n_parts) if norm else None
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """Embeddings ``(batch, n_parts * subspace_dim)`` of log-mels of mixes."""
         return self.encoder(mel)
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        key = prefix + "norm_loss.bias"
+        if self.norm_loss is None and key in state_dict and not bool(torch.any(state_dict[key] != 0)):
+            del state_dict[key]  # an untrained bias of a checkpoint written before it was left out
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-def build_csn_model(n_mels: int, width: int, initial_weights: str | None = None) -> CSNModel:
-    """A fresh :class:`CSNModel`, loaded from a finished run's folder when ``initial_weights`` is given.
+
+def build_csn_model(n_mels: int, width: int, initial_weights: str | None = None, norm: bool = True) -> CSNModel:
+    """A fresh :class:`CSNModel` (with the norm loss's bias when ``norm``), its encoder loaded from a finished
+    run's folder when ``initial_weights`` is given (the pre-training, which has no norm loss: the bias starts at
+    its initial zeros).
 
     Module-level so that ``functools.partial`` of it is picklable (DataLoader workers).
     """
-    model = CSNModel(n_mels, width)
+    model = CSNModel(n_mels, width, norm=norm)
     if initial_weights is not None:
-        model = load_trained(Path(initial_weights), model)
+        with torch.random.fork_rng(devices=[]):  # the loading copy's initialisation draws no training randomness
+            start = load_trained(Path(initial_weights), CSNModel(n_mels, width, norm=False))
+        model.encoder.load_state_dict(start.encoder.state_dict())
         model.train()
     return model
 
@@ -314,8 +332,8 @@ class PretrainingTask:
         return math.ceil(len(self.refs) / self.batch_size)
 
     def build_model(self) -> nn.Module:
-        """A fresh :class:`CSNModel`."""
-        return build_csn_model(self.frontend.n_mels, self.width)
+        """A fresh :class:`CSNModel` without the norm loss (the pre-training does not use it)."""
+        return build_csn_model(self.frontend.n_mels, self.width, norm=False)
 
     def batch(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(mel, target_parts, present)`` of one step."""
@@ -503,7 +521,7 @@ def condition_setup(condition: Condition, data: DatasetHandle, csn: CSNConfig, e
     loss_fn = CSNLoss(margin=csn.margin, norm_weight=csn.norm_weight, additional=condition.add,
                       norm=condition.norm)
     factory = functools.partial(build_csn_model, settings.frontend.n_mels, csn.width,
-                                str(pretrained_dir) if condition.pre else None)
+                                str(pretrained_dir) if condition.pre else None, condition.norm)
 
     def make_task(validation: tuple | None) -> PseudoTripletTask:
         return PseudoTripletTask(data.cache, data.train_tracks, tempos, settings.frontend, sampling, seed,
