@@ -33,8 +33,6 @@ def embed(
 ) -> np.ndarray:
     """Embeddings of every segment of ``index`` (in ``index.refs()`` order): waveform -> log-mel -> ``model``.
 
-    Used by: chapter 3 (``partsim_core.baseline.run``: test-set embeddings for kNN and t-SNE) and the later chapters.
-
     Args:
         model: maps log-mel batches (batch, n_mels, frames) to (batch, dim) embeddings; put in eval mode here.
         source: where the audio comes from (a ``StemCache`` or a ``SeparatedSource``).

@@ -11,9 +11,6 @@ normalises it to [0, 1]. This module reproduces librosa's conventions exactly, w
 
 It runs on whatever device the audio tensor is on: a batched ``torch.stft`` and one matrix product with the cached
 filterbank, split into bands (on a GPU the whole batch at once; on the CPU in cache-sized groups, ~4x faster there).
-
-Used by: the model chapters (3 and 4) through the training and embedding code, ``benchmarks/frontend.py``, and the
-Data chapter's spectrogram figures.
 """
 
 from __future__ import annotations
@@ -72,8 +69,6 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
     Same construction as ``librosa.filters.mel(sr, n_fft, n_mels, htk=False, norm="slaney")``: triangles between
     ``n_mels + 2`` points equally spaced on the Slaney mel scale, each scaled by ``2 / bandwidth`` so that every
     filter has (approximately) constant energy per Hz.
-
-    Used by :class:`LogMel`; the Data chapter plots it.
     """
     if fmax is None:
         fmax = sample_rate / 2.0
@@ -151,8 +146,6 @@ class LogMel(torch.nn.Module):
 
     A 1-d input ``(samples,)`` is treated as a batch of one and the batch axis is dropped again on output.
     The module has no trainable parameters; the filterbank is cached per (settings, device).
-
-    Used by: the chapter 3 and 4 models and their embedding code; ``benchmarks/frontend.py``.
     """
 
     def __init__(self, config: FrontendConfig) -> None:
@@ -267,8 +260,6 @@ def log_mel(audio: np.ndarray | torch.Tensor, config: FrontendConfig,
 
     Returns:
         float32 tensor in [0, 1] on ``device`` (float64 input stays float64).
-
-    Used by: the Data chapter figures and the embedding code of chapters 3 and 4.
     """
     if isinstance(audio, np.ndarray):
         if audio.dtype.kind not in "fiu":

@@ -23,9 +23,6 @@ The distance matrix is computed in query chunks of ``batch_size`` rows (``|q|^2 
 CPU, float32 on a GPU) with ``torch.topk``, so memory stays ``O(batch_size * n)`` and the full Slakh test set
 (~136 tracks x ~80 segments per part) takes seconds. ``backend="faiss"`` uses an exact ``faiss.IndexFlatL2``
 search instead (float32), with the same ordering and vote rules.
-
-Used by: chapter 3 (``partsim_core.baseline.run``, ``notebooks/ch3_separation_baseline.py``) and the later model
-chapters.
 """
 
 from __future__ import annotations
@@ -198,8 +195,6 @@ def knn_predict(
 ) -> np.ndarray:
     """Leave-one-out kNN prediction of each point's label from all other points (thesis 3.3.2).
 
-    Used by: :func:`knn_accuracy`, chapter 3 (``partsim_core.baseline.run``) and the later evaluation chapters.
-
     Args:
         embeddings: (n, d) points; Euclidean distance.
         labels: (n,) label of each point (track IDs, any sortable type).
@@ -247,8 +242,6 @@ def knn_accuracy(
 
     Chapter tables print it in percent (thesis Table 3.2). ``options`` go to :func:`knn_predict` (``device``,
     ``batch_size``, ``backend``).
-
-    Used by: chapter 3 (``partsim_core.baseline.run``) and the later evaluation chapters.
     """
     predicted = knn_predict(embeddings, labels, k=k, exclude_groups=exclude_groups, tie_break=tie_break, **options)
     return float(np.mean(predicted == np.asarray(labels)))

@@ -74,8 +74,6 @@ def _check_presence(present: torch.Tensor, batch: int, n_parts: int, caller: str
 
 def subspace_norms(embedding: torch.Tensor, n_parts: int = 5) -> torch.Tensor:
     """``||f(x_i) m_j||_2`` for every row and subspace: ``(batch, n_parts * D)`` -> ``(batch, n_parts)``.
-
-    Used by :class:`NormLoss` and chapter 4's instrument identification from subspace norms (Table 4.3, Fig. 4.10).
     """
     _check_parts_embedding(embedding, n_parts, "subspace_norms")
     return torch.linalg.vector_norm(embedding.reshape(embedding.shape[0], n_parts, -1), dim=-1)

@@ -1,7 +1,4 @@
 """Networks of the book: the per-part CNN of chapter 3 (and the separator U-Net, in its own section below).
-
-Used by: chapter 3 (``partsim_core.baseline.run``, ``notebooks/ch3_separation_baseline``), chapter 4's pre-training
-targets, ``benchmarks/training.py``.
 """
 
 from __future__ import annotations
@@ -260,8 +257,6 @@ class SeparatorUNet(nn.Module):
     Wiener-like "soft" masking, so the five outputs sum to the mixture), applied to the complex mixture STFT
     (mixture phase) and inverted. Sources are in :data:`~partsim_core.INSTRUMENTS` order.
 
-    Used by chapter 3 (``partsim_core.baseline.separators``, ``notebooks/ch3_separation_baseline``).
-
     Args:
         sample_rate: Rate of the audio the model works at (fixes the STFT, :class:`SeparatorSTFT`).
         width: Channels of each U-Net's first layer (Spleeter: 16).
@@ -448,9 +443,6 @@ class CSNEncoder(nn.Module):
       dimensions"), selected by :func:`subspace_mask` / :func:`masked`.
     * The output is **not** L2-normalised: the norm loss (eq. 4.4) reads each subspace's norm, which must be free
       to go to zero for an absent part. (The pre-training target, eq. 4.7, is normalised over the 640 dims.)
-
-    Used by chapter 4 (``notebooks/ch4_csn_ablations``), its losses (``partsim_core.losses``) and
-    ``benchmarks/training.py``.
 
     Args:
         n_mels: Mel bands of the input (fixes the size of the last layer).

@@ -3,8 +3,6 @@
 ``paper`` holds the thesis's settings (44.1 kHz, window 2048, hop 512, 128 mel bins, 3-s segments; thesis 3.3.1).
 ``smoke`` proves every code path in minutes on 2 CPU cores (what CI builds); ``default`` is the smallest setting
 whose results mean something on 2 CPU cores. Later chapters add their own sections to :class:`Preset`.
-
-Used by: ``partsim data synth``, ``partsim book build`` and every chapter notebook (``notebooks/*.py``).
 """
 
 from __future__ import annotations
@@ -78,8 +76,6 @@ class SeparatorConfig:
 @dataclass(frozen=True)
 class CSNConfig:
     """Chapter 4: the CSN's training (thesis 4.4.1; paper: batch 32, 1,000 epochs, 5,000 triplets, lambda 0.1).
-
-    Used by ``partsim_core.csn.conditions`` (conditions (a)-(i) of Table 4.2).
     """
 
     #: Channels of the first block of ``models.CSNEncoder`` (later blocks double them).

@@ -29,9 +29,6 @@ from a :class:`TrainConfig` and a :class:`TrainingTask` that knows how to build 
   OpenMP threads spin), while the batch (mixing + log-mel) is independent work for the second core
   (``benchmarks/training.py``). Batches are pure functions of ``(seed, epoch, step)``, so neither changes what
   is computed.
-
-Used by ``partsim_core.baseline.triplets.TripletTask`` (chapter 3 notebook ``ch3_separation_baseline``),
-``partsim_core.baseline.separator_training.train_separator`` and the chapter-4 models.
 """
 
 from __future__ import annotations
@@ -291,8 +288,6 @@ def _train_epochs(task: TrainingTask, config: TrainConfig, model: torch.nn.Modul
 
 def load_trained(out_dir: Path, model: torch.nn.Module, expected_key: str | None = None) -> torch.nn.Module:
     """Load the weights of a finished run from ``out_dir/model.pt`` into ``model`` (returned in eval mode on CPU).
-
-    Used by the chapter modules to reuse trained artefacts and by :func:`train` for finished runs.
 
     Raises:
         PartsimError: no finished model there, a model of another key, or weights that do not fit ``model``.

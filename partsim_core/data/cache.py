@@ -288,9 +288,6 @@ class StemCache:
     track's length. Arrays live under ``<root>/<key>/<track_id>_<part>.npy`` where the key hashes the identity
     (path, size, mtime) of every audio file of the track, the sample rate, the part and
     :data:`STEM_CACHE_FORMAT_VERSION`, so any change of inputs or parameters yields a new entry.
-
-    Used by :mod:`partsim_core.data.segments` (test-set filter), the sampling of triplets and pseudo pieces, and
-    the evaluation chapters.
     """
 
     def __init__(self, dataset: SlakhDataset, sample_rate: int, root: Path | None = None) -> None:

@@ -741,9 +741,6 @@ def trim_overlaps(notes: list[Note], end_tick: int) -> list[Note]:
 def compose_song(rng: np.random.Generator, min_seconds: float, max_seconds: float) -> Song:
     """Compose one song from a seeded generator.
 
-    Used by :func:`partsim_core.data.synth.synthesize_dataset` (one generator per track, derived from the seed and
-    the track index, so the song does not depend on worker order).
-
     Args:
         rng: the track's random generator.
         min_seconds: shortest song length.

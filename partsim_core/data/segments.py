@@ -6,8 +6,6 @@
 * Test-set filter: the tracks whose shortest non-silent part is shortest are removed one by one until 10 % of
   the test set is gone (151 -> 136 on Slakh2100 redux; thesis 4.4.1).
 * Tempo classes: tracks are put into 36 tempo classes; pseudo pieces mix parts only within a class (thesis 4.4.1).
-
-Used by the Data chapter (``notebooks/data.py``) and the sampling of chapters 3, 4 and 6.
 """
 
 from __future__ import annotations

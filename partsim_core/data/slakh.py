@@ -5,9 +5,6 @@ The reader parses ``metadata.yaml`` of every ``TrackXXXXX`` folder, finds each s
 existence decides, whatever ``audio_rendered`` says, because babyslakh marks every stem unrendered), groups stems
 into the thesis's five parts with the slakh-utils ``band.yaml`` recipe keyed by ``program_num`` (thesis 3.3.1,
 4.4.1: drums, bass, piano, guitar and "others" = the recipe's residuals) and assigns splits.
-
-Used by the Data chapter (``notebooks/data.py``), the stem cache (:mod:`partsim_core.data.cache`), segments and the
-test-set filter (:mod:`partsim_core.data.segments`), every model chapter, and ``partsim data check``.
 """
 
 from __future__ import annotations
@@ -332,8 +329,6 @@ def open_slakh(
     without ``metadata.yaml`` (babyslakh ``Track00007`` has only MIDI) is skipped and listed in
     :attr:`SlakhDataset.problems`.
 
-    Used by every chapter notebook and ``partsim data check``.
-
     Args:
         root: The dataset folder.
         redux_json: Optional slakh-utils ``redux.json`` to apply.
@@ -467,8 +462,6 @@ def read_audio_native(path: Path) -> tuple[np.ndarray, int]:
 
 def load_audio(path: Path, sample_rate: int) -> np.ndarray:
     """Decode an audio file to mono float32 at ``sample_rate`` (resampled with ``resample_poly`` when needed).
-
-    Used by the stem cache (:class:`partsim_core.data.cache.StemCache`) and the listening-test chapter.
 
     Raises:
         PartsimError: missing, corrupt or truncated file, NaN/inf samples, or a non-positive ``sample_rate``.

@@ -125,8 +125,6 @@ def _soundfont_bytes(path: Path) -> bytes:
 def render_layer(song: Song, layer: Layer, sample_rate: int, soundfont: Path) -> tuple[np.ndarray, str]:
     """Render one layer offline with tinysoundfont.
 
-    Used by :func:`synthesize_dataset`; the Data chapter plays single stems with it.
-
     Returns:
         ``(audio, preset_name)``: mono float32 audio of the song's length (left and right averaged) and the name
         of the SoundFont preset that played it (drums fall back to the Standard kit when the SoundFont lacks one).
@@ -239,8 +237,6 @@ def track_rng(seed: int, index: int) -> np.random.Generator:
 
 def build_track(job: TrackJob) -> dict:
     """Compose, render and write one track folder; return its ground-truth entry and sizes.
-
-    Used by :func:`synthesize_dataset` (in worker processes); tests call it directly for tiny datasets.
     """
     rng = track_rng(job.seed, job.index)
     song = compose_song(rng, job.config.min_seconds, job.config.max_seconds)

@@ -42,8 +42,6 @@ serving) 404. Error messages never show server paths. Searches and WAV encoding 
 server stays responsive (FAISS releases the GIL). The handlers live in :mod:`partsim_core.mixquery.handlers`;
 this module serves them. The index may use the exact or the approximate search (``--search``,
 :mod:`partsim_core.mixquery.ann`): the API is the same.
-
-Used by: ``partsim mixquery serve`` (chapter 6), tests/test_mixquery_app.py, benchmarks/mixquery_load.py.
 """
 
 
@@ -93,8 +91,6 @@ class BackgroundServer:
 
         with BackgroundServer(make_app(index)) as server:
             urllib.request.urlopen(server.url + "api/songs")
-
-    Used by: tests/test_mixquery_app.py, benchmarks/mixquery_load.py.
     """
 
     def __init__(self, app: tornado.web.Application, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -161,8 +157,6 @@ def serve(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 876
 
     Raises:
         PartsimError: no index there (or one :meth:`MixQueryIndex.load` refuses), or the port is taken.
-
-    Used by: ``partsim mixquery serve`` (chapter 6).
     """
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
@@ -179,8 +173,6 @@ def serve_index(index: IndexLike, host: str = "127.0.0.1", port: int = 8765, ope
     """Serve the MixQuery app over an already loaded index until interrupted (Ctrl-C).
 
     Prints ``... at http://HOST:PORT/ ...`` to stderr once listening (``port=0`` picks a free port).
-
-    Used by: :func:`serve`, benchmarks/mixquery_load.py (a synthetic index in a child process).
     """
     app = make_app(index, k=k, allowed_hosts=(host, *allow_hosts))
     try:
@@ -234,8 +226,6 @@ def _k(text: str) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     """``partsim mixquery serve``: serve until Ctrl-C.
-
-    Used by: the parser of :func:`add_serve_parser`.
     """
     serve(args.index, host=args.host, port=args.port, open_browser=args.open, k=args.k,
           allow_hosts=args.allow_host or (), search=args.search)
@@ -244,8 +234,6 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``serve`` to the ``mixquery`` group's sub-command parsers.
-
-    Used by: partsim_core/cli/mixquery.py.
     """
     parser = subparsers.add_parser(
         "serve",

@@ -59,8 +59,6 @@ _log = logging.getLogger("partsim.mixquery.handlers")
 
 class IndexLike(Protocol):
     """What the app needs of a :class:`~partsim_core.mixquery.MixQueryIndex` (tests pass a fake).
-
-    Used by: :func:`make_app`.
     """
 
     songs: list[str]
@@ -77,8 +75,6 @@ class IndexLike(Protocol):
 
 class ApiError(tornado.web.HTTPError):
     """An error answered as ``{"error": message}`` with ``status``.
-
-    Used by: the request handlers of this module.
     """
 
     def __init__(self, status: int, message: str) -> None:
@@ -96,16 +92,12 @@ def _stem_query(song: str, part: str, segment: int) -> Any:
 
 def audio_url(song: str, part: str, segment: int) -> str:
     """The URL path of one segment's WAV (every component percent-encoded).
-
-    Used by: the API responses; tests.
     """
     return f"/audio/{quote(song, safe='')}/{quote(part, safe='')}/{int(segment)}.wav"
 
 
 def encode_wav(audio: np.ndarray, sample_rate: int) -> bytes:
     """Mono float audio as 16-bit PCM WAV bytes, clipped to [-1, 1] (libsndfile would wrap around, not clip).
-
-    Used by: ``GET /audio/...``; tests.
     """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
@@ -583,8 +575,6 @@ def make_app(index: IndexLike, *, max_query_set: int = DEFAULT_MAX_QUERY_SET,
     Returns:
         The application; ``app.settings["mixquery_executor"]`` is its thread pool (shut it down when done) and
         ``app.settings["mixquery_max_body_bytes"]`` the body limit for the HTTP server.
-
-    Used by: :func:`serve`, :class:`BackgroundServer`, tests/test_mixquery_app.py, benchmarks/mixquery_load.py.
     """
     if not 1 <= k <= MAX_K:
         raise PartsimError(f"k must be from 1 to {MAX_K}, got {k}")

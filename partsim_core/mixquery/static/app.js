@@ -1,7 +1,6 @@
 // MixQuery page logic (thesis ch. 6, Fig. 6.2): song list (1), the chosen song's parts per 10-s segment (2),
 // the query set (3) and the ranked results (4). Plain JavaScript, no build step; it talks only to the JSON API of
 // partsim_core/retrieval/app.py. Names from the index are always inserted as text, never as HTML.
-// Used by: partsim mixquery serve (chapter 6); tests/test_mixquery_app.py drives it in headless Chromium.
 "use strict";
 
 (() => {
