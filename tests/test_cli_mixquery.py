@@ -84,8 +84,8 @@ def test_full_cli_index_with_the_registry_patched(capsys, catalog_root, tmp_path
         backend.model_hash = next(hashes)
         return backend
 
-    monkeypatch.setattr("partsim_core.mixquery.backends.get_backend", fake_get_backend)
-    monkeypatch.setattr("partsim_core.data.dataset.load_dataset", lambda preset, root, progress: f"handle-{preset}")
+    monkeypatch.setattr("partsim_core.cli.mixquery.get_backend", fake_get_backend)
+    monkeypatch.setattr("partsim_core.cli.mixquery.load_dataset", lambda preset, root, progress: f"handle-{preset}")
     out = tmp_path / "index"
     base = ["mixquery", "index", "--catalog", str(catalog_root), "--out-dir", str(out), "--preset", "smoke",
             "--device", "cpu", "--no-progress"]

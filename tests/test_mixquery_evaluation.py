@@ -187,7 +187,7 @@ def test_cli_run_writes_the_chapter_json_under_the_output_rule(tiny, tmp_path, m
         return result
 
     monkeypatch.setattr(chapter, "run_evaluation", fake_run_evaluation)
-    monkeypatch.setattr("partsim_core.data.dataset.load_dataset", lambda preset, root, progress: tiny["data"])
+    monkeypatch.setattr("partsim_core.cli.mixquery.load_dataset", lambda preset, root, progress: tiny["data"])
     out = tmp_path / "ch6.json"
     words = ["mixquery", "run", "--preset", "smoke", "--backends", "separated", "--no-track-level", "--seeds", "3",
              "--out", str(out), "--no-progress"]

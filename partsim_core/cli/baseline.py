@@ -10,7 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+import pandas as pd
+
+from partsim_core.baseline.run import run_chapter3
+from partsim_core.baseline.separators import check_backend
+from partsim_core.baseline.tables import intervals_frame, table_3_2_columns
+from partsim_core.book.thesis_tables import load_thesis_table
 from partsim_core.cli.options import add_run_options
+from partsim_core.data.dataset import load_dataset
+from partsim_core.data.outputs import check_output_file, write_json_output
 
 #: Separator backends (``partsim_core.baseline.separators.BACKENDS``; listed here so that ``--help`` needs no torch).
 BACKEND_NAMES = ("oracle", "unet", "spleeter", "demucs")
@@ -18,14 +26,7 @@ BACKEND_NAMES = ("oracle", "unet", "spleeter", "demucs")
 
 def run_baseline(args: argparse.Namespace) -> int:
     """``partsim baseline run``: run chapter 3, print its tables and write its JSON."""
-    import pandas as pd
 
-    from partsim_core.baseline.run import run_chapter3
-    from partsim_core.baseline.separators import check_backend
-    from partsim_core.baseline.tables import intervals_frame, table_3_2_columns
-    from partsim_core.book.thesis_tables import load_thesis_table
-    from partsim_core.data.dataset import load_dataset
-    from partsim_core.data.outputs import check_output_file, write_json_output
 
     check_backend(args.backend)
     inputs = [args.data_root or None]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from partsim_core.book.build import build_book, main_summary
+from partsim_core.book.run import run_chapter
 from partsim_core.cli.options import (
     add_data_root,
     add_device,
@@ -19,7 +21,6 @@ from partsim_core.cli.options import (
 
 def _build(args: argparse.Namespace) -> int:
     """``partsim book build``: data step, papermill execution of each chapter, jupyter-book HTML, results JSON."""
-    from partsim_core.book.build import build_book, main_summary
 
     result = build_book(
         preset=args.preset,
@@ -38,7 +39,6 @@ def _build(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """``partsim book run CHAPTER``: one notebook executed into an .ipynb, its HTML page and its results."""
-    from partsim_core.book.run import run_chapter
 
     parameters = {"preset": args.preset, "data_root": args.data_root, "device": args.device, "seed": args.seed,
                   "fresh": args.fresh}

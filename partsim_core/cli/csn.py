@@ -28,6 +28,9 @@ from partsim_core.cli.options import (
     add_seed,
     add_seeds,
 )
+from partsim_core.csn.run import run_chapter4
+from partsim_core.data.dataset import load_dataset
+from partsim_core.data.outputs import check_output_file, write_json_output
 
 #: Accepted ``--condition`` values (listed here so that ``--help`` needs no torch import).
 CONDITION_LETTERS = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k")
@@ -64,7 +67,6 @@ def run_train(args: argparse.Namespace) -> int:
         get_condition,
         train_condition,
     )
-    from partsim_core.data.dataset import load_dataset
 
     if args.condition == "all":
         letters = [c.letter for c in (*CONDITIONS.values(), *EXTRA_CONDITIONS.values()) if not c.is_baseline]
@@ -111,9 +113,6 @@ def _interval_table(frame, low, high, digits: int) -> str:
 
 def run_chapter(args: argparse.Namespace) -> int:
     """``partsim csn run``: run chapter 4, print its tables and write its JSON."""
-    from partsim_core.csn.run import run_chapter4
-    from partsim_core.data.dataset import load_dataset
-    from partsim_core.data.outputs import check_output_file, write_json_output
 
     inputs = [args.data_root or None]
     if args.out is not None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from partsim_core import INSTRUMENTS
+from partsim_core.baseline.separated_stems import separated_source
 from partsim_core.cli.options import (
     add_data_root,
     add_device,
@@ -37,6 +38,32 @@ from partsim_core.cli.options import (
     add_seed,
     positive_int,
 )
+from partsim_core.data.dataset import load_dataset
+from partsim_core.data.outputs import (
+    MARKER,
+    check_not_inside_inputs,
+    check_output_dir,
+    check_output_file,
+    output_directory,
+    write_json_output,
+)
+from partsim_core.errors import PartsimError
+from partsim_core.mixquery import run as chapter
+from partsim_core.mixquery.app import add_serve_parser
+from partsim_core.mixquery.backends import get_backend
+from partsim_core.mixquery.catalog import Catalog, default_catalog_root
+from partsim_core.mixquery.index import MixQueryIndex, build_index, default_index_dir
+from partsim_core.mixquery.manifest import record_csn_distance, resolve_distance
+from partsim_core.mixquery.mert import (
+    HEAD_LEARNING_RATE,
+    check_mert,
+    load_mert,
+    save_heads,
+    split_features,
+    train_mert_head,
+)
+from partsim_core.mixquery.search import StemQuery
+from partsim_core.presets import get_preset
 
 #: ``--backend`` values (``partsim_core.mixquery.BACKENDS``; listed here so that ``--help`` imports little).
 BACKEND_NAMES = ("csn", "separated", "mert", "track")
@@ -63,15 +90,6 @@ def index_catalog(args: argparse.Namespace, backend: Any = None) -> dict[str, An
         PartsimError: unknown preset, a bad catalog or split, an output inside the catalog, a backend that cannot
             be built (``mert`` without transformers or a model folder), an embedding failure.
     """
-    from partsim_core.data.dataset import load_dataset
-    from partsim_core.data.outputs import MARKER, check_not_inside_inputs, check_output_dir, output_directory
-    from partsim_core.errors import PartsimError
-    from partsim_core.mixquery.backends import get_backend
-    from partsim_core.mixquery.catalog import Catalog, default_catalog_root
-    from partsim_core.mixquery.index import MixQueryIndex, build_index, default_index_dir
-    from partsim_core.mixquery.manifest import resolve_distance
-    from partsim_core.mixquery.mert import check_mert
-    from partsim_core.presets import get_preset
 
     settings = get_preset(args.preset)
     progress = not args.no_progress
@@ -131,8 +149,6 @@ def parse_stem(text: str) -> Any:
     Raises:
         PartsimError: not three fields, or a segment that is not an integer.
     """
-    from partsim_core.errors import PartsimError
-    from partsim_core.mixquery.search import StemQuery
 
     fields = str(text).rsplit(":", 2)
     if len(fields) != 3 or not fields[0] or not fields[1]:
@@ -146,8 +162,6 @@ def parse_stem(text: str) -> Any:
 
 def query_lines(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The results ``mixquery query`` prints, one dict per line (best first)."""
-    from partsim_core.errors import PartsimError
-    from partsim_core.mixquery.index import MixQueryIndex
 
     queries = [parse_stem(text) for text in args.stem]
     index = MixQueryIndex.load(args.index, search=getattr(args, "search", "auto"))
@@ -181,7 +195,6 @@ def parse_backends(text: str) -> list[str]:
     Raises:
         PartsimError: an empty list or an unknown name.
     """
-    from partsim_core.errors import PartsimError
 
     names = list(dict.fromkeys(name.strip() for name in str(text).split(",") if name.strip()))
     if not names:
@@ -227,10 +240,6 @@ def evaluation_text(result: Any) -> str:
 
 def run_run(args: argparse.Namespace) -> int:
     """``partsim mixquery run``: print the tables and a one-line summary; write the chapter JSON with ``--out``."""
-    from partsim_core.data.dataset import load_dataset
-    from partsim_core.data.outputs import check_output_file, write_json_output
-    from partsim_core.mixquery import run as chapter
-    from partsim_core.mixquery.manifest import record_csn_distance
 
     backends = parse_backends(args.backends)
     if args.out is not None:
@@ -267,11 +276,6 @@ def train_head(args: argparse.Namespace, features_model: Any = None) -> dict[str
         PartsimError: no MERT (transformers or model folder) and no stand-in, an output folder partsim may not
             replace or inside the dataset, too few songs for same-song triplets.
     """
-    from partsim_core.baseline.separated_stems import separated_source
-    from partsim_core.data.dataset import load_dataset
-    from partsim_core.data.outputs import check_output_dir, output_directory
-    from partsim_core.errors import PartsimError
-    from partsim_core.mixquery.mert import HEAD_LEARNING_RATE, load_mert, save_heads, split_features, train_mert_head
 
     progress = not args.no_progress
     check_output_dir(args.out_dir, fresh=args.fresh)
@@ -481,6 +485,5 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     run.set_defaults(func=run_run)
 
     # ``partsim mixquery serve``: the web app of thesis Fig. 6.2 (partsim_core/mixquery/app.py).
-    from partsim_core.mixquery.app import add_serve_parser
 
     add_serve_parser(commands)

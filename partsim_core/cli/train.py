@@ -20,7 +20,12 @@ import json
 from pathlib import Path
 
 from partsim_core import INSTRUMENTS
+from partsim_core.baseline.networks import check_network, train_part_network
+from partsim_core.baseline.separated_stems import separated_source
+from partsim_core.baseline.separator_training import train_separator
+from partsim_core.baseline.separators import check_backend
 from partsim_core.cli.baseline import BACKEND_NAMES
+from partsim_core.cli.csn import register_train_command
 from partsim_core.cli.options import (
     add_data_root,
     add_device,
@@ -32,6 +37,7 @@ from partsim_core.cli.options import (
     add_seeds,
     non_negative_int,  # noqa: F401  (cli.csn and cli.mixquery import it from here)
 )
+from partsim_core.data.dataset import load_dataset
 from partsim_core.data.outputs import MARKER, check_output_dir
 from partsim_core.training import CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE
 
@@ -58,8 +64,6 @@ def _summary(kind: str, result, extra: dict | None = None) -> str:
 
 def run_separator(args: argparse.Namespace) -> int:
     """``partsim train separator``: train (or reuse) the U-Net separator of the preset."""
-    from partsim_core.baseline.separator_training import train_separator
-    from partsim_core.data.dataset import load_dataset
 
     data = load_dataset(args.preset, args.data_root, progress=not args.no_progress)
     result = train_separator(data, device=args.device, resume=not args.fresh, progress=not args.no_progress,
@@ -75,10 +79,6 @@ def _is_training_folder(folder: Path) -> bool:
 
 def run_part(args: argparse.Namespace) -> int:
     """``partsim train part``: train (or reuse) one chapter-3 network per seed."""
-    from partsim_core.baseline.networks import check_network, train_part_network
-    from partsim_core.baseline.separated_stems import separated_source
-    from partsim_core.baseline.separators import check_backend
-    from partsim_core.data.dataset import load_dataset
 
     check_network(args.part, args.input)
     if args.input == "separated":
@@ -181,7 +181,6 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     part.set_defaults(func=run_part)
 
     # Imported here: cli.csn imports non_negative_int from this module (a top-level import would be circular).
-    from partsim_core.cli.csn import register_train_command
     from partsim_core.cli.mixquery import (
         register_train_command as register_mixquery_head,
     )

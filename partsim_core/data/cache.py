@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from partsim_core.data import slakh
 from partsim_core.errors import PartsimError
 
 if TYPE_CHECKING:
@@ -332,7 +333,6 @@ class StemCache:
         Raises:
             PartsimError: unknown part, corrupt/NaN audio, or stems whose sample rate differs from the mix.
         """
-        from partsim_core.data import slakh
 
         if part not in (*slakh.GROUPS, MIX_PART):
             raise PartsimError(f"unknown part {part!r}; expected one of {', '.join((*slakh.GROUPS, MIX_PART))}")
@@ -372,7 +372,6 @@ class StemCache:
 
     def get_all(self, track: Track) -> dict[str, np.ndarray]:
         """The five groups (in :data:`~partsim_core.INSTRUMENTS` order) and ``"mix"`` of one track."""
-        from partsim_core.data import slakh
 
         return {part: self.get(track, part) for part in (*slakh.GROUPS, MIX_PART)}
 
@@ -382,7 +381,6 @@ class StemCache:
         The native length is the mix's (else the longest stem's); resampling by ``up/down`` gives
         ``ceil(n * up / down)`` samples, as ``scipy.signal.resample_poly`` does.
         """
-        from partsim_core.data import slakh
 
         native_rate = slakh.track_sample_rate(track)
         divisor = math.gcd(native_rate, self.sample_rate)
@@ -390,7 +388,6 @@ class StemCache:
         return -(-self._native_length(track) * up // down)
 
     def _decode(self, track: Track, part: str, groups: dict) -> np.ndarray:
-        from partsim_core.data import slakh
 
         native_rate = slakh.track_sample_rate(track)
         if part == MIX_PART and track.mix_path is not None:
@@ -409,7 +406,6 @@ class StemCache:
 
     @staticmethod
     def _native_length(track: Track) -> int:
-        from partsim_core.data import slakh
 
         if track.mix_path is not None:
             return int(slakh.audio_info(track.mix_path).frames)

@@ -61,6 +61,7 @@ import tornado.netutil
 import tornado.web
 
 from partsim_core.errors import PartsimError
+from partsim_core.mixquery import MixQueryIndex
 from partsim_core.mixquery.handlers import (
     DEFAULT_MAX_BODY_BYTES,
     LOOPBACK_HOSTS,
@@ -162,7 +163,6 @@ def serve(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 876
     if not index_dir.is_dir():
         raise PartsimError(f"MixQuery index folder {index_dir} does not exist; build one with "
                            f"'partsim mixquery index --out-dir {index_dir}'")
-    from partsim_core.mixquery import MixQueryIndex
 
     serve_index(MixQueryIndex.load(index_dir, search=search), host=host, port=port, open_browser=open_browser,
                 k=k, source=str(index_dir), allow_hosts=allow_hosts)

@@ -30,6 +30,7 @@ import soundfile as sf
 import tornado.web
 
 from partsim_core.errors import PartsimError
+from partsim_core.mixquery import StemQuery
 
 #: The page and its script and style sheet.
 STATIC_DIR = Path(__file__).with_name("static")
@@ -85,7 +86,6 @@ class ApiError(tornado.web.HTTPError):
 
 def _stem_query(song: str, part: str, segment: int) -> Any:
     """A :class:`~partsim_core.mixquery.StemQuery` (imported late: this module lives inside that package)."""
-    from partsim_core.mixquery import StemQuery
 
     return StemQuery(song, part, segment)
 
