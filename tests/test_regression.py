@@ -49,7 +49,11 @@ METRIC_KEYS = ("findings", "valid_responses", "n_tracks")
 COMMANDS: dict[str, list[str]] = {
     "ch3": ["baseline", "run", "--preset", "smoke", "--device", "cpu", "--seed", "0", "--no-progress",
             "--out", "{out}"],
+    "ch4": ["csn", "run", "--preset", "smoke", "--device", "cpu", "--seed", "0", "--conditions", "g,i,k",
+            "--no-progress", "--out", "{out}"],
     "ch5": ["perceptual", "tables", "--abx", "{abx}", "--out", "{out}"],
+    "ch6": ["mixquery", "run", "--preset", "smoke", "--device", "cpu", "--seed", "0", "--backends", "csn",
+            "--no-track-level", "--no-progress", "--out", "{out}"],
 }
 
 
