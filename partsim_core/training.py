@@ -36,6 +36,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import hashlib
 import importlib.metadata
 import io
 import json
@@ -55,7 +56,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from partsim_core.data.cache import atomic_write_bytes, atomic_write_json, cache_root, repository_root, stable_hash
+from partsim_core.data.artefacts import file_checksum
+from partsim_core.data.cache import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    cache_root,
+    repository_root,
+    stable_hash,
+)
 from partsim_core.device import resolve_device
 from partsim_core.errors import PartsimError
 
@@ -66,6 +75,8 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: Fields that change how fast a run goes, not what it produces; left out of :meth:`TrainConfig.key`.
 _KEY_EXCLUDED = ("device", "num_workers", "checkpoint_every", "prefetch", "cpu_threads")
 CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE, HISTORY_FILE = "checkpoint.pt", "model.pt", "config.json", "history.json"
+#: BLAKE2b of ``model.pt``'s bytes, written just before it: a finished model verifies itself when loaded.
+MODEL_CHECKSUM_FILE = "model.pt.blake2b"
 
 
 @dataclass
@@ -182,7 +193,7 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
     checkpoint_path, model_path = out_dir / CHECKPOINT_FILE, out_dir / MODEL_FILE
     if not resume:
         if rank == 0:
-            for name in (CHECKPOINT_FILE, MODEL_FILE, HISTORY_FILE, CONFIG_FILE):
+            for name in (CHECKPOINT_FILE, MODEL_FILE, MODEL_CHECKSUM_FILE, HISTORY_FILE, CONFIG_FILE):
                 (out_dir / name).unlink(missing_ok=True)
         _barrier(world_size)
     for path in (model_path, checkpoint_path):
@@ -295,6 +306,11 @@ def load_trained(out_dir: Path, model: torch.nn.Module, expected_key: str | None
     path = Path(out_dir) / MODEL_FILE
     if not path.is_file():
         raise PartsimError(f"{path} not found: the run in {out_dir} has not finished training")
+    checksum_path = Path(out_dir) / MODEL_CHECKSUM_FILE
+    # Models written before checksums existed have no sidecar; every model written since is verified.
+    if checksum_path.is_file() and file_checksum(path) != checksum_path.read_text().strip():
+        raise PartsimError(f"{path} does not match its checksum ({checksum_path.name}): the file changed or is "
+                           "corrupt; retrain it (the command's --fresh)")
     payload = _load(path)
     if expected_key is not None and payload["key"] != expected_key:
         raise PartsimError(f"{path} holds the model of key {payload['key']}, expected key {expected_key}")
@@ -302,6 +318,10 @@ def load_trained(out_dir: Path, model: torch.nn.Module, expected_key: str | None
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as error:
         raise PartsimError(f"{path} does not fit {type(model).__name__}: {error}") from None
+    bad = [name for name, value in payload["state_dict"].items()
+           if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise PartsimError(f"{path} holds non-finite weights ({', '.join(bad[:3])}); retrain it (the command's --fresh)")
     return model.cpu().eval()
 
 
@@ -536,7 +556,11 @@ def _write_artefact(out_dir: Path, model: torch.nn.Module, config: TrainConfig, 
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
     })
     weights = {name: value.detach().cpu() for name, value in model.state_dict().items()}
-    _save(out_dir / MODEL_FILE, {"key": key, "state_dict": weights})
+    buffer = io.BytesIO()
+    torch.save({"key": key, "state_dict": weights}, buffer)
+    data = buffer.getvalue()
+    atomic_write_text(out_dir / MODEL_CHECKSUM_FILE, hashlib.blake2b(data, digest_size=16).hexdigest() + "\n")
+    atomic_write_bytes(out_dir / MODEL_FILE, data)
 
 
 def _git(*arguments: str) -> str | None:

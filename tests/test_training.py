@@ -189,6 +189,38 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         train(LinearTask(), config(), tmp_path, progress=False)
 
 
+def test_a_finished_model_verifies_itself_when_loaded(tmp_path: Path) -> None:
+    import os
+
+    first = train(LinearTask(), config(), tmp_path, progress=False)
+    model_path = tmp_path / "model.pt"
+    assert (tmp_path / "model.pt.blake2b").is_file()
+    # A bit flipped inside the stored weights: the file still unpickles, so only the checksum can tell.
+    data = bytearray(model_path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model_path.write_bytes(bytes(data))
+    os.utime(model_path, ns=(1, 1))
+    with pytest.raises(PartsimError, match="checksum"):
+        load_trained(tmp_path, LinearTask().build_model())
+    with pytest.raises(PartsimError, match="checksum"):
+        train(LinearTask(), config(), tmp_path, progress=False)
+    # --fresh (resume=False) retrains and writes a verified model again.
+    again = train(LinearTask(), config(), tmp_path, resume=False, progress=False)
+    assert not again.reused
+    assert_same_weights(first.model, load_trained(tmp_path, LinearTask().build_model()))
+
+
+def test_non_finite_weights_are_refused_on_load(tmp_path: Path) -> None:
+    train(LinearTask(), config(), tmp_path, progress=False)
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    name = next(iter(payload["state_dict"]))
+    payload["state_dict"][name] = torch.full_like(payload["state_dict"][name], float("nan"))
+    torch.save(payload, tmp_path / "model.pt")
+    (tmp_path / "model.pt.blake2b").unlink()  # a model written before checksums existed
+    with pytest.raises(PartsimError, match="non-finite"):
+        load_trained(tmp_path, LinearTask().build_model())
+
+
 def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
     task = LinearTask(validation=[1.0, 0.5, 0.6, 0.7, 0.8, 0.9])  # best after epoch 2, then rising
     result = train(task, config(epochs=6, early_stopping_patience=2), tmp_path / "stop", progress=False)
