@@ -1,4 +1,5 @@
-"""Tests of the embedded mini-Slakh generator (``partsim_core.data.compose`` and ``partsim_core.data.synth``)."""
+"""Tests of the embedded mini-Slakh generator (``partsim_core.data.compose``, ``.music``, ``.part_patterns`` and
+``partsim_core.data.synth``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import soundfile
 import yaml
 
 from partsim_core import INSTRUMENTS
-from partsim_core.data import compose, synth
+from partsim_core.data import compose, music, part_patterns, synth
 from partsim_core.data.outputs import MARKER
 from partsim_core.errors import PartsimError
 from partsim_core.presets import SynthConfig
@@ -89,11 +90,11 @@ def test_metadata_fields_match_the_real_sample(tiny: Path, shared_dir: Path) -> 
 
 def test_program_names_and_classes_follow_general_midi(tiny: Path, shared_dir: Path) -> None:
     # Independent references: pretty_midi's GM name table, and the classes the real Slakh sample writes.
-    for program, name in compose.GM_PROGRAM_NAMES.items():
+    for program, name in music.GM_PROGRAM_NAMES.items():
         assert name == pretty_midi.program_to_instrument_name(program)
     sample = yaml.safe_load((shared_dir / SAMPLE_TRACK / "metadata.yaml").read_text())
     for entry in sample["stems"].values():
-        assert compose.instrument_class(entry["program_num"], entry["is_drum"]) == entry["inst_class"]
+        assert music.instrument_class(entry["program_num"], entry["is_drum"]) == entry["inst_class"]
     for folder in track_folders(tiny):
         for entry in yaml.safe_load((folder / "metadata.yaml").read_text())["stems"].values():
             if entry["is_drum"]:
@@ -175,13 +176,13 @@ def test_gated_rms_of_a_sine_is_minus_3_dbfs() -> None:
     assert synth.gated_rms_dbfs(np.zeros(rate), rate) == float("-inf")
 
 
-def single_note_song(program: int, pitch: int = 60) -> tuple[compose.Song, compose.Layer]:
-    note = compose.Note(start=0, end=2 * compose.TICKS_PER_BEAT, pitch=pitch, velocity=100)
-    layer = compose.Layer(part="others", style="test", program=program, is_drum=False, notes=[note],
-                          active_sections=[0])
-    chord = compose.Chord("I", 0, False)
-    song = compose.Song(tempo=120, key="C", mode="major", progression=("I",), progression_b=("I",),
-                        sections=[compose.Section("A", 0, 1, (chord,))], duration_seconds=1.0, layers=[layer])
+def single_note_song(program: int, pitch: int = 60) -> tuple[music.Song, music.Layer]:
+    note = music.Note(start=0, end=2 * music.TICKS_PER_BEAT, pitch=pitch, velocity=100)
+    layer = music.Layer(part="others", style="test", program=program, is_drum=False, notes=[note],
+                        active_sections=[0])
+    chord = music.Chord("I", 0, False)
+    song = music.Song(tempo=120, key="C", mode="major", progression=("I",), progression_b=("I",),
+                      sections=[music.Section("A", 0, 1, (chord,))], duration_seconds=1.0, layers=[layer])
     return song, layer
 
 
@@ -404,18 +405,18 @@ def test_default_dataset_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 def test_roman_numerals_and_voicing_helpers() -> None:
     # A minor: VI is F major (A + 8 semitones), iv is D minor; G major: V is D major.
-    assert compose.parse_numeral("VI", 9, "minor") == compose.Chord("VI", 5, False)
-    assert compose.parse_numeral("iv", 9, "minor") == compose.Chord("iv", 2, True)
-    assert compose.parse_numeral("V", 7, "major") == compose.Chord("V", 2, False)
-    assert compose.nearest_pitch(0, 64) == 60 and compose.nearest_pitch(7, 64) == 67
-    assert compose.close_voicing(compose.Chord("I", 0, False), 64) == [60, 64, 67]
+    assert compose.parse_numeral("VI", 9, "minor") == music.Chord("VI", 5, False)
+    assert compose.parse_numeral("iv", 9, "minor") == music.Chord("iv", 2, True)
+    assert compose.parse_numeral("V", 7, "major") == music.Chord("V", 2, False)
+    assert music.nearest_pitch(0, 64) == 60 and music.nearest_pitch(7, 64) == 67
+    assert music.close_voicing(music.Chord("I", 0, False), 64) == [60, 64, 67]
 
 
 def test_trim_overlaps_cuts_repeated_pitches_and_song_end() -> None:
-    notes = [compose.Note(0, 500, 60, 90), compose.Note(240, 480, 60, 80), compose.Note(100, 900, 64, 70),
-             compose.Note(960, 1000, 67, 70)]
+    notes = [music.Note(0, 500, 60, 90), music.Note(240, 480, 60, 80), music.Note(100, 900, 64, 70),
+             music.Note(960, 1000, 67, 70)]
     assert compose.trim_overlaps(notes, end_tick=800) == [
-        compose.Note(0, 240, 60, 90), compose.Note(100, 800, 64, 70), compose.Note(240, 480, 60, 80)]
+        music.Note(0, 240, 60, 90), music.Note(100, 800, 64, 70), music.Note(240, 480, 60, 80)]
 
 
 def test_composed_songs_are_varied_and_use_the_right_families() -> None:
@@ -428,7 +429,7 @@ def test_composed_songs_are_varied_and_use_the_right_families() -> None:
     assert 0.55 < presence["piano"] < 0.9 and 0.55 < presence["guitar"] < 0.9 and presence["others"] > 0.75
     for part in INSTRUMENTS:
         seen = {layer.style for song in songs for layer in song.layers if layer.part == part}
-        assert seen == set(compose.style_names(part)), part
+        assert seen == set(part_patterns.style_names(part)), part
     for song in songs:
         assert 70 <= song.tempo <= 170 and 12.0 <= song.duration_seconds <= 16.0
         for layer in song.layers:
@@ -443,7 +444,7 @@ def test_midi_bytes_round_trip_through_mido() -> None:
     song = compose.compose_song(synth.track_rng(0, 0), 6.0, 6.0)
     data = compose.song_to_midi_bytes(song, range(len(song.layers)), [layer.part for layer in song.layers])
     midi = mido.MidiFile(file=io.BytesIO(data))
-    assert midi.ticks_per_beat == compose.TICKS_PER_BEAT and len(midi.tracks) == 1 + len(song.layers)
+    assert midi.ticks_per_beat == music.TICKS_PER_BEAT and len(midi.tracks) == 1 + len(song.layers)
     for track, layer in zip(midi.tracks[1:], song.layers, strict=True):
         onsets = sum(1 for message in track if message.type == "note_on" and message.velocity > 0)
         assert onsets == len(layer.notes)

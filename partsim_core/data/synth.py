@@ -38,15 +38,8 @@ from tqdm.auto import tqdm
 
 from partsim_core import INSTRUMENTS
 from partsim_core.data.cache import atomic_write_json, cache_root
-from partsim_core.data.compose import (
-    DRUM_CHANNEL,
-    Layer,
-    Song,
-    compose_song,
-    instrument_class,
-    program_name,
-    song_to_midi_bytes,
-)
+from partsim_core.data.compose import compose_song, song_to_midi_bytes
+from partsim_core.data.music import DRUM_CHANNEL, Layer, Song, instrument_class, program_name
 from partsim_core.data.outputs import MARKER, check_not_inside_inputs, output_directory
 from partsim_core.errors import PartsimError
 from partsim_core.presets import SynthConfig, get_preset
