@@ -98,8 +98,11 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"
     num_workers: int = 0
-    #: With ``num_workers == 0``: make the next batch in a background thread while the model trains.
-    prefetch: bool = True
+    #: With ``num_workers == 0``: make the next batch in a background thread while the model trains. Off by
+    #: default: with this machine's BLAS, batch-making and training torch ops in two threads at once corrupted
+    #: later LAPACK calls (``lu_solve`` pivots, found by the test suite) and changed trained weights beyond float
+    #: tolerance; use it only where a test on that machine shows it safe.
+    prefetch: bool = False
     #: Intra-op threads of the model's ops on the CPU; ``None`` = :func:`cpu_step_threads`' choice.
     cpu_threads: int | None = None
     #: Model hyper-parameters (recorded and part of the key).

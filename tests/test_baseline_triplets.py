@@ -312,3 +312,25 @@ def test_task_trains_with_the_engine_identically_with_a_loader_worker(tmp_path):
         weights.append(result.model.state_dict())
     for name in weights[0]:
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-4, atol=1e-5)
+
+
+def test_default_engine_training_leaves_lapack_usable(tmp_path):
+    # Regression: a prefetch thread making batches (log-mel) while the model trained corrupted later LAPACK calls
+    # on this machine's BLAS (fast_bss_eval's lu_solve failed on its pivots). The default engine must not.
+    from partsim_core.training import TrainConfig, train
+
+    task = _task(validation=_noise_source("VWXY", 1))
+    for workers in (0, 1):  # in-process batches, then a loader worker process (forked)
+        config = TrainConfig(run_name="lapack-test", seed=0, epochs=2, steps_per_epoch=task.steps_per_epoch,
+                             batch_size=CONFIG.batch_size, device="cpu", num_workers=workers)
+        train(task, config, out_dir=tmp_path / f"run{workers}", progress=False)
+    # The BSS metrics solve 512-tap distortion filters by LU (the call that failed).
+    from partsim_core import INSTRUMENTS
+    from partsim_core.baseline.bss import separation_metrics
+
+    rng = np.random.default_rng(0)
+    references = {part: rng.standard_normal(20000).astype(np.float32) for part in INSTRUMENTS}
+    estimates = {part: audio + 0.1 * rng.standard_normal(20000).astype(np.float32)
+                 for part, audio in references.items()}
+    table = separation_metrics(estimates, references)
+    assert np.isfinite(np.asarray(table["sdr"], dtype=float)).all()

@@ -102,7 +102,8 @@ def test_training_is_deterministic_and_writes_the_artefact(tmp_path: Path) -> No
     assert not torch.equal(initial[0].weight, first.model[0].weight)  # it did train
     assert [row["epoch"] for row in first.history] == [1, 2, 3]
     assert first.history[-1]["train_loss"] < first.history[0]["train_loss"]
-    assert {p.name for p in (tmp_path / "a").iterdir()} == {"model.pt", "config.json", "history.json"}
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {"model.pt", "model.pt.blake2b", "config.json",
+                                                           "history.json"}
     recorded = json.loads((tmp_path / "a" / "config.json").read_text())
     assert recorded["key"] == config().key() and recorded["seed"] == 7
     assert recorded["config"]["lr"] == 1e-2 and recorded["config"]["model"] == {"hidden": 8}
@@ -312,7 +313,7 @@ def test_ddp_with_two_cpu_processes_ends_with_identical_weights(tmp_path: Path) 
     log0, log1 = (json.loads((dump / f"writes-{rank}.json").read_text()) for rank in (0, 1))
     assert log1["writes"] == [] and "model.pt" in log0["writes"] and "checkpoint.pt" in log0["writes"]
     assert [row["train_loss"] for row in log0["history"]] == [row["train_loss"] for row in log1["history"]]
-    assert {p.name for p in out.iterdir()} == {"model.pt", "config.json", "history.json"}
+    assert {p.name for p in out.iterdir()} == {"model.pt", "model.pt.blake2b", "config.json", "history.json"}
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     written = load_trained(out, NoDropoutTask().build_model()).state_dict()
     assert all(torch.equal(written[name], rank0[name]) for name in rank0)
@@ -368,7 +369,8 @@ def test_cpu_step_threads_and_their_restoration() -> None:
 
 
 def test_prefetch_gives_the_same_weights_as_inline_batches(tmp_path: Path) -> None:
-    prefetching = train(NoDropoutTask(), config(epochs=2, steps_per_epoch=5), tmp_path / "a", progress=False)
+    prefetching = train(NoDropoutTask(), config(epochs=2, steps_per_epoch=5, prefetch=True), tmp_path / "a",
+                        progress=False)
     inline = train(NoDropoutTask(), config(epochs=2, steps_per_epoch=5, prefetch=False), tmp_path / "b",
                    progress=False)
     for first, second in zip(prefetching.model.parameters(), inline.model.parameters(), strict=True):
