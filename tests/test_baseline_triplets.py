@@ -15,12 +15,17 @@ import soundfile as sf
 import torch
 from test_data_slakh import REDUX_SAMPLE, need, write_track
 
+from partsim_core.baseline.triplets import (
+    SegmentIndex,
+    TripletSampler,
+    TripletTask,
+    gather,
+)
 from partsim_core.data.cache import StemCache
 from partsim_core.data.slakh import open_slakh
 from partsim_core.errors import PartsimError
 from partsim_core.frontend import log_mel
 from partsim_core.presets import FrontendConfig, PartNetworkConfig
-from partsim_core.baseline.triplets import SegmentIndex, TripletSampler, TripletTask, gather
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from partsim_core.book.thesis_tables import (
+    available_thesis_tables,
+    load_thesis_table,
+    side_by_side,
+    thesis_tables_dir,
+)
 from partsim_core.errors import PartsimError
-from partsim_core.book.thesis_tables import available_thesis_tables, load_thesis_table, side_by_side, thesis_tables_dir
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 THESIS = SHARED / "papers" / "thesis.txt"

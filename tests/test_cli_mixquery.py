@@ -3,8 +3,8 @@ with a tiny untrained CSN injected in place of the trained one."""
 
 from __future__ import annotations
 
-import re
 import json
+import re
 
 import pytest
 from test_mixquery_index import CATALOG_SONGS, make_catalog, tiny_backend

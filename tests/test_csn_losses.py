@@ -8,9 +8,16 @@ import pytest
 import torch
 
 from partsim_core.errors import PartsimError
-from partsim_core.losses import (NORM_LOG_EPSILON, NormLoss, masked_triplet_loss, norm_targets, pretraining_loss,
-                                 pretraining_target, subspace_norms, triplet_loss)
-
+from partsim_core.losses import (
+    NORM_LOG_EPSILON,
+    NormLoss,
+    masked_triplet_loss,
+    norm_targets,
+    pretraining_loss,
+    pretraining_target,
+    subspace_norms,
+    triplet_loss,
+)
 
 # ---- masked triplet loss (eq. 4.1-4.2) ---------------------------------------------------------------------------
 

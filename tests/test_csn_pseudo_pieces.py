@@ -14,8 +14,6 @@ import pytest
 import torch
 
 from partsim_core import INSTRUMENTS
-from partsim_core.errors import PartsimError
-from partsim_core.presets import FrontendConfig
 from partsim_core.csn.pseudo_pieces import (
     PartActivity,
     PseudoPiece,
@@ -26,6 +24,8 @@ from partsim_core.csn.pseudo_pieces import (
     balanced_keep_probabilities,
     mix_piece,
 )
+from partsim_core.errors import PartsimError
+from partsim_core.presets import FrontendConfig
 
 RATE = 100  # 1-s segments are 100 samples, grid hop 50.
 N_SAMPLES = 400  # grid starts 0, 50, ..., 300

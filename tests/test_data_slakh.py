@@ -13,7 +13,14 @@ import pytest
 import soundfile as sf
 import yaml
 
-from partsim_core.data.slakh import GROUPS, Stem, Track, group_for_program, load_audio, open_slakh
+from partsim_core.data.slakh import (
+    GROUPS,
+    Stem,
+    Track,
+    group_for_program,
+    load_audio,
+    open_slakh,
+)
 from partsim_core.errors import PartsimError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from partsim_core.errors import PartsimError
 from partsim_core.embed import embed
+from partsim_core.errors import PartsimError
 from partsim_core.knn import knn_accuracy, knn_predict
 
 

@@ -631,9 +631,9 @@ def real_index_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     import torch
 
     from partsim_core.data import synth
+    from partsim_core.mixquery import CSNBackend, build_index
     from partsim_core.models import CSNEncoder
     from partsim_core.presets import FrontendConfig, SynthConfig
-    from partsim_core.mixquery import CSNBackend, build_index
 
     tmp = tmp_path_factory.mktemp("mixquery")
     with pytest.MonkeyPatch.context() as patch:

@@ -19,7 +19,6 @@ from test_data_slakh import write_track
 from partsim_core import INSTRUMENTS
 from partsim_core.csn.conditions import build_csn_model
 from partsim_core.errors import PartsimError
-from partsim_core.presets import get_preset
 from partsim_core.mixquery import (
     CSNBackend,
     MixQueryIndex,
@@ -33,7 +32,13 @@ from partsim_core.mixquery import (
     similar_stems_numpy,
 )
 from partsim_core.mixquery.catalog import Catalog
-from partsim_core.mixquery.index import FORMAT_VERSION, INDEX_FILE, PRESENT_FILE, VECTORS_FILE
+from partsim_core.mixquery.index import (
+    FORMAT_VERSION,
+    INDEX_FILE,
+    PRESENT_FILE,
+    VECTORS_FILE,
+)
+from partsim_core.presets import get_preset
 
 RATE = 16000  # the smoke preset's front-end rate: the stem cache does not resample
 

@@ -177,7 +177,7 @@ def test_clopper_pearson_reference_values() -> None:
 
 def test_response_counts_strong_weak_na(tmp_path: Path) -> None:
     rows = [f"ex1,p1,{XAB_X},{XAB_A},{XAB_B},A+,NA,B-,A-,1",
-            f"ex1,p1,set0/0/mix/X_1-3.wav,set0/0/mix/A_2-3.wav,set0/0/mix/B_3-3.wav,B+,B+,NA,B+,1"]
+            "ex1,p1,set0/0/mix/X_1-3.wav,set0/0/mix/A_2-3.wav,set0/0/mix/B_3-3.wav,B+,B+,NA,B+,1"]
     responses, _ = read_answers_csv(write_csv(tmp_path / "c.csv", rows))
     counts = response_counts(responses).set_index(["set_type", "category", "perspective", "strength"])["count"]
     assert counts["xab", "drums", "timbre", "strong"] == 1

@@ -16,8 +16,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from partsim_core.book.thesis_tables import load_thesis_table, thesis_tables_dir
 from partsim_core.errors import PartsimError
-from partsim_core.perceptual import agreement_filter, kept_evaluations, load_abx, part_track_matches
+from partsim_core.perceptual import (
+    agreement_filter,
+    kept_evaluations,
+    load_abx,
+    part_track_matches,
+)
 from partsim_core.perceptual.abx import read_answers_csv
 from partsim_core.perceptual.analysis import variance_comparison
 from partsim_core.perceptual.published import (
@@ -28,7 +34,6 @@ from partsim_core.perceptual.published import (
     p_value_variants,
     rates_from_table,
 )
-from partsim_core.book.thesis_tables import load_thesis_table, thesis_tables_dir
 
 ABX_ROOT = Path(os.environ.get("PARTSIM_ABX_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "abx")
 COLUMNS = ["", "ex_name", "subject_id", "reference", "sample_a", "sample_b", "answer_timbre", "answer_rhythm",

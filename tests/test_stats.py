@@ -7,7 +7,13 @@ import pytest
 from scipy.stats import binomtest
 
 from partsim_core.errors import PartsimError
-from partsim_core.stats import binomial_cell, bootstrap_cell, finding, paired_difference_cell, verdict
+from partsim_core.stats import (
+    binomial_cell,
+    bootstrap_cell,
+    finding,
+    paired_difference_cell,
+    verdict,
+)
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (57, 200)])

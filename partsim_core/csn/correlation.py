@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from partsim_core import INSTRUMENTS
 from partsim_core.errors import PartsimError
@@ -29,10 +30,15 @@ CORRELATION_CHUNK_ROWS = 1024
 N_PARTS = len(INSTRUMENTS)
 
 
-def _as_points(values: Any, name: str, min_rows: int = 1) -> np.ndarray:
-    points = np.asarray(values)
-    if points.ndim != 2 or not np.issubdtype(points.dtype, np.number):
-        raise PartsimError(f"{name} must be a 2-d numeric array (segments, dimensions), got shape {points.shape}")
+def as_points(embeddings: Any, name: str = "embeddings", min_rows: int = 1) -> np.ndarray:
+    """A finite float64 array (n, d) or a PartsimError naming ``name``."""
+    if isinstance(embeddings, torch.Tensor):
+        embeddings = embeddings.detach().cpu().numpy()
+    points = np.asarray(embeddings)
+    if points.ndim != 2:
+        raise PartsimError(f"{name} must be a 2-d array (segments, dimensions), got shape {points.shape}")
+    if not np.issubdtype(points.dtype, np.number):
+        raise PartsimError(f"{name} must be numbers, got dtype {points.dtype}")
     points = points.astype(np.float64, copy=False)
     if not np.all(np.isfinite(points)):
         bad = int(np.flatnonzero(~np.all(np.isfinite(points), axis=1))[0])
@@ -109,7 +115,7 @@ def _correlations(spaces: list[np.ndarray], pairs: list[tuple[int, int]],
 
 def pair_correlations(spaces: Sequence[Any], pairs: Sequence[tuple[int, int]]) -> list[float]:
     """:func:`distance_matrix_correlation` of ``spaces[a]`` and ``spaces[b]`` for every pair, in one pass."""
-    points = [_as_points(space, f"spaces[{index}]", min_rows=3) for index, space in enumerate(spaces)]
+    points = [as_points(space, f"spaces[{index}]", min_rows=3) for index, space in enumerate(spaces)]
     if any(p.shape[0] != points[0].shape[0] for p in points):
         raise PartsimError("every space must embed the same segments (same number of rows)")
     return _correlations(points, list(pairs))
@@ -126,8 +132,8 @@ def distance_matrix_correlation(a: Any, b: Any) -> float:
     Raises:
         PartsimError: bad shapes, NaN, different numbers of rows, or fewer than 3 segments.
     """
-    first = _as_points(a, "a", min_rows=3)
-    second = _as_points(b, "b", min_rows=3)
+    first = as_points(a, "a", min_rows=3)
+    second = as_points(b, "b", min_rows=3)
     if first.shape[0] != second.shape[0]:
         raise PartsimError(f"a and b must embed the same segments: {first.shape[0]} rows vs {second.shape[0]}")
     return _correlations([first, second], [(0, 1)])[0]
@@ -142,7 +148,7 @@ def subspace_correlations(embeddings: Any) -> pd.DataFrame:
     Raises:
         PartsimError: bad shapes, NaN, fewer than 3 segments.
     """
-    points = _as_points(embeddings, "embeddings", min_rows=3)
+    points = as_points(embeddings, "embeddings", min_rows=3)
     if points.shape[1] == 0 or points.shape[1] % N_PARTS:
         raise PartsimError(f"embeddings must have 5 x D columns (one subspace per instrument), got {points.shape[1]}")
     width = points.shape[1] // N_PARTS
@@ -187,7 +193,7 @@ def leave_one_group_out_correlations(spaces: Sequence[Any], pairs: Sequence[tupl
         PartsimError: different numbers of rows, or a ``groups`` of the wrong length.
     """
     chunk_rows = CORRELATION_CHUNK_ROWS // 4 if chunk_rows is None else chunk_rows
-    points = [_as_points(space, f"spaces[{index}]") for index, space in enumerate(spaces)]
+    points = [as_points(space, f"spaces[{index}]") for index, space in enumerate(spaces)]
     n = points[0].shape[0]
     if any(p.shape[0] != n for p in points):
         raise PartsimError("every space must embed the same segments (same number of rows)")

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from partsim_core import INSTRUMENTS
 from partsim_core.csn.correlation import (
+    as_points,
     distance_matrix_correlation,
     jackknife_pseudo_values,
     leave_one_group_out_correlations,
@@ -51,24 +51,6 @@ N_PARTS = len(INSTRUMENTS)
 # --------------------------------------------------------------------------------------------------------------
 # Input checks
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _as_points(embeddings: Any, name: str = "embeddings", min_rows: int = 1) -> np.ndarray:
-    """A finite float64 array (n, d) or a PartsimError naming ``name``."""
-    if isinstance(embeddings, torch.Tensor):
-        embeddings = embeddings.detach().cpu().numpy()
-    points = np.asarray(embeddings)
-    if points.ndim != 2:
-        raise PartsimError(f"{name} must be a 2-d array (segments, dimensions), got shape {points.shape}")
-    if not np.issubdtype(points.dtype, np.number):
-        raise PartsimError(f"{name} must be numbers, got dtype {points.dtype}")
-    points = points.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(points)):
-        bad = int(np.flatnonzero(~np.all(np.isfinite(points), axis=1))[0])
-        raise PartsimError(f"{name} hold NaN or infinite values (first at row {bad})")
-    if points.shape[0] < min_rows:
-        raise PartsimError(f"{name} need at least {min_rows} rows, got {points.shape[0]}")
-    return points
 
 
 def _subspace_width(points: np.ndarray, name: str = "embeddings") -> int:
@@ -101,7 +83,7 @@ def subspace(embeddings: Any, part_index: int | str) -> np.ndarray:
 
     Distances between these rows equal distances between the masked embeddings ``f(x) m_c`` (eq. 4.3).
     """
-    points = _as_points(embeddings)
+    points = as_points(embeddings)
     width = _subspace_width(points)
     position = part_position(part_index)
     return points[:, position * width:(position + 1) * width]
@@ -234,7 +216,7 @@ def part_label_accuracy(embeddings: Any, part_labels: Sequence | np.ndarray, pie
 
 def subspace_norms(embeddings: Any) -> np.ndarray:
     """``||f(x) m_j||_2`` for every row and subspace: (n, 5) (Table 4.3, Fig. 4.10)."""
-    points = _as_points(embeddings)
+    points = as_points(embeddings)
     width = _subspace_width(points)
     return np.linalg.norm(points.reshape(points.shape[0], N_PARTS, width), axis=2)
 
@@ -371,7 +353,7 @@ def track_id_scores(embeddings: Any, track_ids: Any, k: int = THESIS_K, device: 
     labels = _per_row(track_ids, points.shape[1], "track_ids")
     if labels.size < 2 or np.unique(labels, return_counts=True)[1].max() < 2:
         return None
-    correct = [knn_predict(_as_points(seed_points), labels, k=k, device=device) == labels for seed_points in points]
+    correct = [knn_predict(as_points(seed_points), labels, k=k, device=device) == labels for seed_points in points]
     return scores_from_segments(np.stack(correct), labels)
 
 
@@ -422,7 +404,7 @@ def label_scores(embeddings: Any, segments: pd.DataFrame, part: str, whole: bool
     correct = []
     try:
         for seed_points in points:
-            chosen = _as_points(seed_points) if whole else subspace(seed_points, part)
+            chosen = as_points(seed_points) if whole else subspace(seed_points, part)
             correct.append(knn_predict(chosen, labels, k=k, exclude_groups=pieces, device="cpu") == labels)
     except PartsimError:
         return None  # a target with no segment of another piece (tiny data): the cell cannot be computed
