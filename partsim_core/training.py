@@ -141,6 +141,39 @@ class TrainConfig:
         return stable_hash(payload)
 
 
+class ReopensCachesWhenPickled:
+    """Mixin of training tasks whose per-process caches (memory-mapped audio, the epoch's triplets) must not travel
+    to DataLoader workers: memory maps would be pickled as full copies of the audio, so each worker re-opens its own.
+    The class calls ``_init_caches()`` to (re)create the attributes named in ``_PROCESS_CACHES``."""
+
+    _PROCESS_CACHES: tuple[str, ...] = ("_arrays", "_validation_arrays", "_epoch_triplets")
+
+    def _init_caches(self) -> None:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in self._PROCESS_CACHES:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._init_caches()
+
+
+def task_with_optional_validation(make_task: Any, validation: Any) -> tuple[Any, Any]:
+    """``(make_task(validation), validation)``, or ``(make_task(None), None)`` when the validation data are too few
+    to draw triplets from (a :class:`PartsimError` that only validation causes): train without a validation loss
+    rather than fail. Problems of the training data raise again."""
+    try:
+        return make_task(validation), validation
+    except PartsimError:
+        if validation is None:
+            raise
+        return make_task(None), None
+
+
 class TrainingTask(Protocol):
     """What a model brings to :func:`train`; must be picklable when ``num_workers > 0``."""
 

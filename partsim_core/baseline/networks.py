@@ -35,7 +35,7 @@ from partsim_core.data.segments import SegmentIndex, SignalSource
 from partsim_core.embed import embed
 from partsim_core.errors import PartsimError
 from partsim_core.knn import knn_predict
-from partsim_core.training import TrainConfig, TrainResult, train
+from partsim_core.training import TrainConfig, TrainResult, task_with_optional_validation, train
 
 #: Inputs of a part network: ideal stems or separated stems.
 INPUTS: tuple[str, ...] = ("ideal", "separated")
@@ -105,15 +105,9 @@ def part_network_setup(data: DatasetHandle, part: str, input_kind: str = "ideal"
                            threshold=settings.silence_threshold, silence_source=data.cache,
                            validation_silence_source=data.cache)
 
-    try:
-        task = make_task(validation)
-    except PartsimError:
-        if validation is None:
-            raise
-        # The validation split may be too small to form triplets of this part (fewer than two tracks playing
-        # it): train without validation (and without early stopping) rather than fail. Training-data problems
-        # raise again here.
-        task, validation = make_task(None), None
+    # The validation split may be too small to form triplets of this part (fewer than two tracks playing it):
+    # then the network trains without validation (and without early stopping).
+    task, validation = task_with_optional_validation(make_task, validation)
     config = TrainConfig(
         run_name=network_name(part, input_kind),
         seed=seed,

@@ -33,7 +33,7 @@ from partsim_core.frontend import LogMel
 from partsim_core.losses import triplet_loss
 from partsim_core.models import PartCNN
 from partsim_core.presets import FrontendConfig, PartNetworkConfig
-from partsim_core.training import VALIDATION_SEED_OFFSET
+from partsim_core.training import VALIDATION_SEED_OFFSET, ReopensCachesWhenPickled
 
 
 class TripletSampler:
@@ -105,7 +105,7 @@ class TripletSampler:
 
 
 
-class TripletTask:
+class TripletTask(ReopensCachesWhenPickled):
     """Chapter 3's :class:`~partsim_core.training.TrainingTask`: one :class:`~partsim_core.models.PartCNN` per
     part, trained with the triplet loss on that part's signal (ideal stems, separated stems, or the mix for the
     track-level baseline).
@@ -178,17 +178,6 @@ class TripletTask:
         self._arrays: dict[str, np.ndarray] = {}
         self._validation_arrays: dict[str, np.ndarray] = {}
         self._epoch_triplets: tuple[int, np.ndarray] | None = None
-
-    def __getstate__(self) -> dict:
-        # Memory maps would be pickled as full copies of the audio: each worker re-opens its own instead.
-        state = self.__dict__.copy()
-        for name in ("_arrays", "_validation_arrays", "_epoch_triplets"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._init_caches()
 
     @property
     def steps_per_epoch(self) -> int:

@@ -55,7 +55,7 @@ from partsim_core.frontend import LogMel
 from partsim_core.losses import NormLoss, masked_triplet_loss, pretraining_loss
 from partsim_core.models import CSNEncoder
 from partsim_core.presets import CSNConfig
-from partsim_core.training import TrainConfig, TrainResult, load_trained, train
+from partsim_core.training import TrainConfig, TrainResult, load_trained, task_with_optional_validation, train
 
 #: Artefact kind (folder under ``cache_root()/models``) of the CSN runs.
 CSN_KIND = "csn"
@@ -528,13 +528,7 @@ def condition_setup(condition: Condition, data: DatasetHandle, csn: CSNConfig, e
                                  loss_fn, factory, validation=validation)
 
     validation = (data.cache, data.validation_tracks) if len(data.validation_tracks) >= 4 else None
-    try:
-        task = make_task(validation)
-    except PartsimError:
-        if validation is None:
-            raise
-        # Too few validation tracks to draw triplets from: train without a validation loss.
-        task, validation = make_task(None), None
+    task, validation = task_with_optional_validation(make_task, validation)
     config = TrainConfig(
         run_name=condition.run_name, seed=seed, epochs=epochs or csn.epochs, steps_per_epoch=task.steps_per_epoch,
         batch_size=csn.batch_size, lr=csn.lr, device=device,

@@ -60,7 +60,7 @@ from partsim_core.data.segments import (
 from partsim_core.errors import PartsimError
 from partsim_core.frontend import LogMel
 from partsim_core.presets import FrontendConfig
-from partsim_core.training import VALIDATION_SEED_OFFSET
+from partsim_core.training import VALIDATION_SEED_OFFSET, ReopensCachesWhenPickled
 
 #: Tracks a pseudo-piece draw needs (A, B, C, D; thesis Fig. 4.3).
 TRACKS_PER_DRAW = 4
@@ -448,7 +448,7 @@ class PseudoTripletConfig:
     validation_triplets: int = 256
 
 
-class PseudoTripletTask:
+class PseudoTripletTask(ReopensCachesWhenPickled):
     """The CSN's :class:`~partsim_core.training.TrainingTask` (thesis 4.3.3-4.3.4, 4.4.1).
 
     ``batch(epoch, step)`` is a dict of CPU tensors, a pure function of (seed, epoch, step):
@@ -525,17 +525,6 @@ class PseudoTripletTask:
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
         self._validation_arrays: dict[tuple[str, str], np.ndarray] = {}
         self._epoch_triplets: tuple[int, list[PseudoTriplet]] | None = None
-
-    def __getstate__(self) -> dict:
-        # Memory maps would be pickled as full copies of the audio: each worker re-opens its own instead.
-        state = self.__dict__.copy()
-        for name in ("_arrays", "_validation_arrays", "_epoch_triplets"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._init_caches()
 
     @property
     def steps_per_epoch(self) -> int:
