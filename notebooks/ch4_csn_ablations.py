@@ -307,8 +307,8 @@ else:
 # ## Do the thesis's findings hold here?
 #
 # Each line states a finding of thesis 4.4.3, our estimate of the difference it claims and its 95 % interval
-# (paired over the same test tracks and seeds), and the verdict by the rule stated at the top of this page
-# (`partsim_core.csn.findings`).
+# (paired over the same test tracks and seeds; Table 4.6's over the same listener responses and seeds), and the
+# verdict by the rule stated at the top of this page (`partsim_core.csn.findings`, `partsim_core.csn.listening`).
 
 # %%
 verdicts = pd.DataFrame(results.findings)[["claim", "estimate", "interval", "verdict"]]
