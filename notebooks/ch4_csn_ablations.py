@@ -74,6 +74,7 @@ from partsim_core.csn.figures import (
     loss_curves,
     pseudo_tsne,
 )
+from partsim_core.csn.listening import paper_beside_ours
 from partsim_core.csn.run import PROPOSED, run_chapter4
 from partsim_core.data.dataset import load_dataset
 
@@ -263,10 +264,13 @@ else:
 #
 # For each xab sample set kept by chapter 5's 80 % filter, the model says which of A/B is nearer to X (the CSN in
 # the category's subspace of the mix excerpt; the baseline with its per-part network on the excerpt separated by
-# chapter 3's separator); the rate counts the listener evaluations that chose the same file (± half the
-# Clopper-Pearson 95 % interval: the unit is one response). Unless real ABX audio is given, the listeners are
-# **simulated** from the generator's ground truth (`partsim_core.perceptual.simulate`): these numbers test the
-# procedure, not perception. The first seed's models answer.
+# chapter 3's separator); the rate counts the listener evaluations that chose the same file. Our cells are
+# `value [low, high]`: with one seed the exact Clopper-Pearson 95 % interval (the unit is one response), with several
+# a bootstrap drawing a seed and resampling responses (`partsim_core.csn.listening`); every seed's models answer.
+# The thesis's cells stay as it prints them (`paper`: rate ± half-width, its interval unnamed). Unless real ABX audio
+# is given, the listeners are **simulated** from the generator's ground truth (`partsim_core.perceptual.simulate`):
+# these numbers test the procedure, not perception. The thesis's finding (the piano better than the baseline) is
+# among the findings at the end of the page.
 
 # %%
 print(f"listening test: {results.listening_test}")
@@ -274,9 +278,9 @@ for block, perspective in (("a", "overall"), ("b", "timbre")):
     ours = results.table_4_6.get(perspective)
     if ours is None:
         continue
-    comparison = side_by_side(load_thesis_table(f"4.6{block}"), ours, label_ours=f"{label}, {results.listening_test}")
-    display(wide_comparison(comparison, digits=1,
-                            caption=f"Table 4.6 ({perspective}, %): thesis vs {label} ({results.listening_test})"))
+    comparison = paper_beside_ours(load_thesis_table(f"4.6{block}"), ours, label=label)
+    display(comparison.style.set_caption(f"Table 4.6 ({perspective}, %): paper vs {label} "
+                                         f"({results.listening_test}), value [95 % interval]"))
 
 # %% [markdown]
 # ## Beyond the thesis: style retrieval and leakage (our addition)
@@ -303,8 +307,8 @@ else:
 # ## Do the thesis's findings hold here?
 #
 # Each line states a finding of thesis 4.4.3, our estimate of the difference it claims and its 95 % interval
-# (paired over the same test tracks and seeds), and the verdict by the rule stated at the top of this page
-# (`partsim_core.csn.findings`).
+# (paired over the same test tracks and seeds; Table 4.6's over the same listener responses and seeds), and the
+# verdict by the rule stated at the top of this page (`partsim_core.csn.findings`, `partsim_core.csn.listening`).
 
 # %%
 verdicts = pd.DataFrame(results.findings)[["claim", "estimate", "interval", "verdict"]]

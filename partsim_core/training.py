@@ -250,12 +250,7 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
     state = {"epoch": 0, "step": 0, "global_step": 0, "history": [], "best_val": None, "best_model": None,
              "epochs_since_best": 0, "stopped": False, "epoch_loss_sum": 0.0, "epoch_seconds": 0.0}
     if checkpoint_path.is_file():
-        checkpoint = _load(checkpoint_path)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        _set_rng_state(checkpoint["rng"], device)
-        state.update(checkpoint["state"])
+        _resume(checkpoint_path, model, optimizer, scaler, state, device)
     wrapped = model
     if world_size > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
@@ -333,6 +328,28 @@ def _train_epochs(task: TrainingTask, config: TrainConfig, model: torch.nn.Modul
         save_checkpoint()
 
 
+def _resume(checkpoint_path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler, state: dict, device: torch.device) -> None:
+    """Restore model, optimizer, scaler, RNG and loop state from ``checkpoint_path`` (key already checked).
+
+    Raises:
+        PartsimError: the checkpoint does not fit (e.g. written by an older partsim whose model had other
+            parameters); names the file and says to rerun with ``--fresh``. Nothing is deleted.
+    """
+    checkpoint = _load(checkpoint_path)
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        _set_rng_state(checkpoint["rng"], device)
+        state.update(checkpoint["state"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        detail = " ".join(str(error).split()).rstrip(".")
+        raise PartsimError(f"{checkpoint_path} cannot be resumed: it does not fit this partsim's model or engine "
+                           f"(written by an older version?): {type(error).__name__}: {detail[:300]}. Rerun with "
+                           "--fresh (resume=False) to start this run over; nothing was deleted.") from None
+
+
 def load_trained(out_dir: Path, model: torch.nn.Module, expected_key: str | None = None) -> torch.nn.Module:
     """Load the weights of a finished run from ``out_dir/model.pt`` into ``model`` (returned in eval mode on CPU).
 
@@ -353,7 +370,8 @@ def load_trained(out_dir: Path, model: torch.nn.Module, expected_key: str | None
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as error:
-        raise PartsimError(f"{path} does not fit {type(model).__name__}: {error}") from None
+        raise PartsimError(f"{path} does not fit {type(model).__name__} (written by an older partsim?): "
+                           f"{' '.join(str(error).split())[:300]}; retrain it (the command's --fresh)") from None
     bad = [name for name, value in payload["state_dict"].items()
            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
     if bad:

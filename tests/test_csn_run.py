@@ -23,6 +23,7 @@ from partsim_core.book.viz import MISSING, wide_comparison
 from partsim_core.cli import main
 from partsim_core.cli.csn import parse_conditions
 from partsim_core.csn.findings import chapter4_findings
+from partsim_core.csn.listening import ListeningAgreement
 from partsim_core.csn.metrics import ItemScores
 from partsim_core.csn.run import Chapter4Results
 from partsim_core.csn.test_set import (
@@ -430,6 +431,14 @@ def test_cells_follow_the_thesis_layout_and_json_is_strict():
     assert payload["table_4_5"]["b"]["drums"]["bass"]["value"] == pytest.approx(0.5)
     assert payload["histories"]["csn-i/seed0"][0]["val_loss"] is None
     assert [f["verdict"] for f in payload["findings"]] == ["holds"] * 8
+    # Table 4.6: cells like every other table's; a cell without responses is null.
+    listening = ListeningAgreement(matches={"overall": {"proposed": {"drums": np.array([[1.0, 1.0, 0.0, 1.0]]),
+                                                                     "bass": np.zeros((1, 0))}}}, source="simulated")
+    payload = json.loads(json.dumps(_results(table_4_6=listening.cells()).to_json(), allow_nan=False))
+    assert payload["table_4_6"]["overall"]["proposed"]["bass"] == {"value": None, "low": None, "high": None}
+    drums = payload["table_4_6"]["overall"]["proposed"]["drums"]
+    assert drums["value"] == pytest.approx(75.0) and drums["low"] < 75.0 < drums["high"] == pytest.approx(
+        100 * 0.975 ** 0.25)
     partial = _results(tables=_tables(identification={"(i)": _tables()["identification"]["(i)"]}))
     assert list(partial.frame("table_4_3").index) == ["w/pre, w/norm"]
 
@@ -639,5 +648,37 @@ def test_smoke_chapter4_end_to_end(chapter4_smoke):
             for cell in row.values():
                 assert set(cell) == {"value", "low", "high"}
     assert all(f["verdict"] in ("holds", "does not hold", "inconclusive") for f in payload["findings"])
+
+    # Table 4.6 (simulated listeners): every cell {"value", "low", "high"}; with two seeds the value is the rate
+    # pooled over both, i.e. the mean of each seed's rate over the same responses as chapter 5's
+    # model_listener_agreement computes it for that seed's (i) alone.
+    from partsim_core import perceptual
+    from partsim_core.csn.listening import CLAIM, embed_one
+
+    assert results.listening_test == "simulated"
+    assert set(payload["table_4_6"]) == {"overall", "timbre"}
+    abx = perceptual.load_abx(perceptual.ensure_simulated_test(data.root, seed=0))
+    stimuli = perceptual.extract_from_slakh(abx.configs, data.root, sample_rate=data.preset.frontend.sample_rate,
+                                            source="mix", progress=False)
+    per_seed = []
+    for network in networks:
+        def embed(audio, category, network=network):
+            return subspace(embed_one(network, audio, data.preset.frontend, "cpu")[None], category)[0]
+        rates = perceptual.model_listener_agreement(abx.responses, stimuli, embed, perspectives=("overall", "timbre"),
+                                                    progress=False)
+        per_seed.append(rates[rates["set_type"] == "xab"].set_index(["perspective", "category"])["percent"])
+    for perspective in ("overall", "timbre"):
+        assert set(payload["table_4_6"][perspective]) == {"baseline", "proposed"}
+        for part in INSTRUMENTS:
+            for row in ("baseline", "proposed"):
+                cell = payload["table_4_6"][perspective][row][part]
+                assert set(cell) == {"value", "low", "high"}
+                if cell["value"] is not None:
+                    assert cell["low"] <= cell["value"] <= cell["high"]
+            expected = np.mean([rates[perspective, part] for rates in per_seed])
+            found = payload["table_4_6"][perspective]["proposed"][part]["value"]
+            assert (found is None and math.isnan(expected)) or found == pytest.approx(expected, abs=1e-9)
+    claims = {f["claim"]: f for f in payload["findings"]}
+    assert {CLAIM.format(perspective=p) for p in ("overall", "timbre")} <= set(claims)
     assert {"csn-i/seed0", "csn-i/seed1", "csn-e/seed1", "csn-pretrain/seed0",
             "part-drums-separated/seed1"} <= set(payload["histories"])

@@ -1,18 +1,26 @@
 """The training engine: determinism, exact resume, artefacts, early stopping, precision, workers and DDP.
 
 Every task here is a tiny MLP (with dropout, so resume must also restore the RNG) regressing random data.
+
+On this machine any ``torch.set_num_threads`` call (and a batch-making thread beside the training ops) breaks later
+``torch.linalg.lu_solve`` calls in the same process (the BSS metrics). So this module's pytest process never changes
+the thread count: an autouse fixture refuses ``torch.set_num_threads`` here (which also proves that the default
+training path leaves it alone), and the tests of the prefetch thread and of the intra-op thread setting run their
+bodies in a fresh Python process (:func:`run_in_fresh_process`) and assert on what it returns.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,6 +29,44 @@ from partsim_core.errors import PartsimError
 from partsim_core.training import TrainConfig, artefact_dir, load_trained, train
 
 TESTS_DIR = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def thread_count_stays_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuse ``torch.set_num_threads`` in this (pytest) process: it would poison later LAPACK calls. Processes
+    forked from it (DataLoader workers set 1 thread each) keep the real call."""
+    original, pytest_process = torch.set_num_threads, os.getpid()
+
+    def refuse(threads: int) -> None:
+        if os.getpid() != pytest_process:
+            return original(threads)
+        raise AssertionError(f"torch.set_num_threads({threads}) in the pytest process breaks later LAPACK calls; "
+                             "run the body with run_in_fresh_process")
+    monkeypatch.setattr(torch, "set_num_threads", refuse)
+
+
+FRESH_PROCESS_CODE = """
+import pickle, sys
+function, arguments, out = sys.argv[1], pickle.loads(bytes.fromhex(sys.argv[2])), sys.argv[3]
+import test_training
+result = getattr(test_training, function)(*arguments)
+with open(out, "wb") as file:
+    pickle.dump(result, file)
+"""
+
+
+def run_in_fresh_process(tmp_path: Path, function: str, *arguments: Any) -> Any:
+    """``test_training.<function>(*arguments)`` run in a new Python process (same import path); its result.
+
+    For bodies that change torch's thread settings or start a batch thread, so that this process never does.
+    """
+    out = tmp_path / f"{function}-result.pkl"
+    path = os.pathsep.join([str(TESTS_DIR), *(entry for entry in sys.path if entry)])
+    completed = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS_CODE, function, pickle.dumps(arguments).hex(), str(out)],
+        capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "PYTHONPATH": path})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return pickle.loads(out.read_bytes())
 
 
 class Interrupted(Exception):
@@ -190,6 +236,37 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         train(LinearTask(), config(), tmp_path, progress=False)
 
 
+def damage_checkpoint_weights(checkpoint: Path, damage: str) -> None:
+    """Rewrite ``checkpoint``'s model weights as an older partsim with another model would have written them
+    (same config key): an extra parameter (like the CSN's removed norm-loss bias), a missing one, another shape."""
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    weights = payload["model"]
+    if damage == "extra":
+        weights["norm_bias"] = torch.zeros(5)
+    elif damage == "missing":
+        del weights["3.bias"]
+    else:
+        weights["0.weight"] = torch.zeros(8, 5)
+    torch.save(payload, checkpoint)
+
+
+@pytest.mark.parametrize("damage", ["extra", "missing", "reshaped"])
+def test_incompatible_checkpoint_names_the_file_and_fresh_and_deletes_nothing(tmp_path: Path, damage: str) -> None:
+    with pytest.raises(Interrupted):
+        train(LinearTask(fail_at=(1, 2)), config(), tmp_path, progress=False)
+    checkpoint = tmp_path / "checkpoint.pt"
+    damage_checkpoint_weights(checkpoint, damage)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    with pytest.raises(PartsimError) as raised:
+        train(LinearTask(), config(), tmp_path, progress=False)
+    message = str(raised.value)
+    assert str(checkpoint) in message and "--fresh" in message and "\n" not in message
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+    # The advice works: --fresh (resume=False) trains the run from the start.
+    again = train(LinearTask(), config(), tmp_path, resume=False, progress=False)
+    assert not again.reused and [row["epoch"] for row in again.history] == [1, 2, 3]
+
+
 def test_a_finished_model_verifies_itself_when_loaded(tmp_path: Path) -> None:
     import os
 
@@ -348,7 +425,17 @@ def test_prefetched_yields_every_batch_in_order_and_surfaces_errors() -> None:
         next(iterator)
 
 
-def test_cpu_step_threads_and_their_restoration() -> None:
+def intra_op_threads_in_this_process() -> dict[str, int]:
+    """Fresh-process body: the thread count before, inside and after ``intra_op_threads(1)``."""
+    from partsim_core.training import intra_op_threads
+
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        inside = torch.get_num_threads()
+    return {"before": before, "inside": inside, "after": torch.get_num_threads()}
+
+
+def test_cpu_step_threads_and_their_restoration(tmp_path: Path) -> None:
     from partsim_core.training import cpu_step_threads, intra_op_threads, usable_cores
 
     cpu = torch.device("cpu")
@@ -358,23 +445,49 @@ def test_cpu_step_threads_and_their_restoration() -> None:
     assert cpu_step_threads(torch.device("meta"), None) is None
     with pytest.raises(PartsimError, match="cpu_threads"):
         cpu_step_threads(cpu, 0)
-    before = torch.get_num_threads()
-    with intra_op_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+    with intra_op_threads(None):  # None: torch's setting is left alone (no call at all)
+        pass
+    threads = run_in_fresh_process(tmp_path, "intra_op_threads_in_this_process")
+    assert threads["inside"] == 1 and threads["after"] == threads["before"]
     with pytest.raises(PartsimError, match="cpu_threads"):
         TrainConfig(run_name="x", cpu_threads=0)
     # Speed settings are not part of what a run computes.
     assert TrainConfig(run_name="x", prefetch=False, cpu_threads=2).key() == TrainConfig(run_name="x").key()
 
 
-def test_prefetch_gives_the_same_weights_as_inline_batches(tmp_path: Path) -> None:
-    prefetching = train(NoDropoutTask(), config(epochs=2, steps_per_epoch=5, prefetch=True), tmp_path / "a",
+def prefetch_and_inline_weights(folder: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Fresh-process body: the weights trained with the prefetch thread (and its thread setting), then inline."""
+    prefetching = train(NoDropoutTask(), config(epochs=2, steps_per_epoch=5, prefetch=True), Path(folder) / "a",
                         progress=False)
-    inline = train(NoDropoutTask(), config(epochs=2, steps_per_epoch=5, prefetch=False), tmp_path / "b",
+    inline = train(NoDropoutTask(), config(epochs=2, steps_per_epoch=5, prefetch=False), Path(folder) / "b",
                    progress=False)
-    for first, second in zip(prefetching.model.parameters(), inline.model.parameters(), strict=True):
+    return ([p.detach().clone() for p in prefetching.model.parameters()],
+            [p.detach().clone() for p in inline.model.parameters()])
+
+
+def test_prefetch_gives_the_same_weights_as_inline_batches(tmp_path: Path) -> None:
+    prefetching, inline = run_in_fresh_process(tmp_path, "prefetch_and_inline_weights", str(tmp_path))
+    assert len(prefetching) == len(inline) == 4
+    for first, second in zip(prefetching, inline, strict=True):
         torch.testing.assert_close(first, second, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(prefetching[0], NoDropoutTask().build_model()[0].weight)  # it did train
+
+
+def test_default_training_leaves_the_thread_count_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default path (prefetch off, no cpu_threads) never calls set_num_threads (the autouse fixture refuses
+    it) nor starts a batch thread."""
+    from partsim_core import training
+
+    defaults = TrainConfig(run_name="defaults")
+    assert defaults.prefetch is False and defaults.cpu_threads is None and defaults.num_workers == 0
+
+    def no_thread_pool(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the default training path started a batch thread")
+    monkeypatch.setattr(training.concurrent.futures, "ThreadPoolExecutor", no_thread_pool)
+    before = torch.get_num_threads()
+    result = train(LinearTask(), TrainConfig(run_name="defaults", epochs=2, steps_per_epoch=3, device="cpu"),
+                   tmp_path, progress=False)
+    assert len(result.history) == 2 and torch.get_num_threads() == before
 
 
 class _RandomCSNTask:
@@ -397,10 +510,9 @@ class _RandomCSNTask:
                 "powers": present * 0.1, "present": present}
 
 
-@pytest.mark.parametrize("network", ["csn", "part"])
-def test_new_cpu_step_equals_the_old_inline_step(network: str) -> None:
-    """The step as the engine now runs it (prefetch thread, 1 intra-op thread) gives the loss and gradients of
-    the old inline step on torch's default threads, to float tolerance, for the CSN and a part network."""
+def old_and_new_cpu_steps(network: str) -> tuple[list, list]:
+    """Fresh-process body: loss and gradients of three steps, inline on torch's default threads ("old"), then with
+    the prefetch thread and 1 intra-op thread ("new")."""
     from partsim_core.csn.conditions import CSNModel
     from partsim_core.losses import triplet_loss
     from partsim_core.models import PartCNN
@@ -426,6 +538,14 @@ def test_new_cpu_step_equals_the_old_inline_step(network: str) -> None:
     old = [gradients(task.batch(0, step)) for step in range(3)]             # inline, default threads
     with intra_op_threads(1):
         new = [gradients(batch) for batch in prefetched(lambda step: task.batch(0, step), [0, 1, 2])]
+    return old, new
+
+
+@pytest.mark.parametrize("network", ["csn", "part"])
+def test_new_cpu_step_equals_the_old_inline_step(network: str, tmp_path: Path) -> None:
+    """The step as the engine now runs it (prefetch thread, 1 intra-op thread) gives the loss and gradients of
+    the old inline step on torch's default threads, to float tolerance, for the CSN and a part network."""
+    old, new = run_in_fresh_process(tmp_path, "old_and_new_cpu_steps", network)
     assert len(new) == len(old) == 3
     for (old_loss, old_grads), (new_loss, new_grads) in zip(old, new, strict=True):
         assert old_loss > 0

@@ -28,6 +28,7 @@ from partsim_core.cli.options import (
     add_seed,
     add_seeds,
 )
+from partsim_core.csn.listening import interval_table
 from partsim_core.csn.run import run_chapter4
 from partsim_core.data.dataset import load_dataset
 from partsim_core.data.outputs import check_output_file, write_json_output
@@ -132,7 +133,8 @@ def run_chapter(args: argparse.Namespace) -> int:
         print(f"\ntable_4_5{block} (value [95 % interval])\n"
               + _interval_table(frame, lows[block], highs[block], 3))
     for perspective, table in results.table_4_6.items():
-        print(f"\nTable 4.6 ({perspective}, {results.listening_test})\n{table.round(1).to_string()}")
+        print(f"\nTable 4.6 ({perspective}, {results.listening_test}; value [95 % interval], %)\n"
+              f"{interval_table(table).to_string()}")
     print("\nfindings (a claim holds when its whole 95 % interval lies above 0)")
     for found in results.findings:
         low, high = found["interval"]

@@ -11,8 +11,8 @@ dataset handle built once by its caller and
    pseudo pieces, single clean stems) in streamed batches;
 3. computes every table per test track and seed (:mod:`partsim_core.csn.metrics`), so each cell carries a 95 %
    interval (bootstrap over test tracks, seeds included), and the findings from paired differences
-   (:mod:`partsim_core.csn.findings`); Table 4.6 (:mod:`partsim_core.csn.listening`) and the style-leakage measure
-   (:mod:`partsim_core.csn.leakage`, our addition) use the first seed's models.
+   (:mod:`partsim_core.csn.findings`); Table 4.6 (:mod:`partsim_core.csn.listening`) uses every seed's models,
+   the style-leakage measure (:mod:`partsim_core.csn.leakage`, our addition) the first seed's.
 
 Choices made here, documented because the thesis leaves them open:
 
@@ -25,8 +25,9 @@ Choices made here, documented because the thesis leaves them open:
 * **Table 4.3's rows** are (k) = psd+basic+add ("wo/pre, wo/norm"), (j) = (k)+pre ("w/pre, wo/norm") and (i)
   ("w/pre, w/norm"); (j) and (k) are not rows of Table 4.2
   (:data:`partsim_core.csn.conditions.EXTRA_CONDITIONS`).
-* **Table 4.6** uses the xab ("test 1") sets, as the thesis's table does, and prints the half-width of the
-  Clopper-Pearson 95 % interval as "±".
+* **Table 4.6** uses the xab ("test 1") sets, as the thesis's table does; its cells are ``{"value", "low",
+  "high"}`` like every other table's (one seed: Clopper-Pearson over responses; several: a bootstrap over seeds and
+  responses; :mod:`partsim_core.csn.listening`), and its finding (piano, proposed vs baseline) joins the others.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ class Chapter4Results:
     reused: dict[str, bool]
     timings: dict[str, float]
     n_segments: dict[str, int]
-    table_4_6: dict[str, pd.DataFrame]
+    #: ``{perspective: {row: {part: cell}}}`` (%), perspectives ``overall`` (4.6a) and ``timbre`` (4.6b).
+    table_4_6: dict[str, dict[str, dict[str, dict[str, float]]]]
     listening_test: str
     style_leakage: pd.DataFrame
     grids: dict[float, SegmentGrid] = field(default_factory=dict, repr=False)
@@ -233,9 +235,6 @@ class Chapter4Results:
                 return bool(value)
             return value
 
-        def frame_json(table: pd.DataFrame) -> Any:
-            return clean(table.astype(float).to_dict(orient="index"))
-
         payload = {
             "chapter": 4, "preset": self.preset, "conditions": self.conditions, "seeds": self.seeds,
             **{name: self.cells(name) for name in ("table_4_1", "table_4_2", "table_4_3", "table_4_4", "table_4_5")},
@@ -248,8 +247,9 @@ class Chapter4Results:
             "verdict_rule": ("a claim 'difference > 0' holds when the whole 95 % interval lies above 0, does not "
                              "hold when it lies at or below 0, and is inconclusive otherwise"),
             "intervals": ("95 % percentile bootstrap over test tracks (seeds included); correlations via per-track "
-                          "jackknife pseudo-values; Table 4.6: Clopper-Pearson over responses"),
-            "table_4_6": {name: frame_json(table) for name, table in self.table_4_6.items()},
+                          "jackknife pseudo-values; Table 4.6: Clopper-Pearson over responses (one seed) or a "
+                          "bootstrap over seeds and responses (several)"),
+            "table_4_6": self.table_4_6,
             "listening_test": self.listening_test,
             "style_leakage": clean(self.style_leakage.to_dict(orient="records")),
             "histories": self.histories,
@@ -455,7 +455,7 @@ def run_chapter4(
     timings["tables"] = time.perf_counter() - tick
     findings = chapter4_findings(tables, TABLE_4_1_SECONDS)
 
-    # First seed: figures, style leakage, Table 4.6.
+    # First seed: figures, style leakage; every seed: Table 4.6.
     tick = time.perf_counter()
     first = {letter: {"mix_5": entry["mix"][EVALUATION_SECONDS][0],
                       "stems_5": {part: None if v is None else v[0] for part, v in entry["stems_5"].items()},
@@ -469,9 +469,9 @@ def run_chapter4(
         frames = [leakage_table(first[letter]["mix_5"][mix_rows], grid5.track_ids[mix_rows], styles,
                                 f"({letter})", device=device_name) for letter in first]
     leakage = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LEAKAGE_COLUMNS)
-    listening, listening_test = table_4_6(
-        data, models[PROPOSED][0] if PROPOSED in models else None, baseline[0] if baseline else None, separated,
-        device_name, abx_dir=abx_dir, slakh_root=slakh_root, seed=seed)
+    listening = table_4_6(data, models.get(PROPOSED), baseline, separated, device_name, abx_dir=abx_dir,
+                          slakh_root=slakh_root, seed=seed)
+    findings += listening.findings()
     timings["table_4_6_and_leakage"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
 
@@ -481,6 +481,6 @@ def run_chapter4(
         n_segments={"grid_" + f"{s:g}s": len(g) for s, g in grids.items()} | {
             "pseudo_segments": len(segments), "pseudo_pieces": len(pseudo.plan),
             "test_tracks": len(tracks)},
-        table_4_6=listening, listening_test=listening_test, style_leakage=leakage, grids=grids,
+        table_4_6=listening.cells(), listening_test=listening.source, style_leakage=leakage, grids=grids,
         embeddings=first, pseudo=pseudo, data=data)
 
