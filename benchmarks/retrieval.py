@@ -63,7 +63,9 @@ import argparse
 import json
 import os
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -74,6 +76,7 @@ from partsim_core.mixquery import (
     search_songs_numpy,
     similar_stems_numpy,
 )
+from partsim_core.mixquery.manifest import ANN_FILES, array_entry, open_ann
 
 #: Pause before each block of timed queries (seconds).
 BLOCK_PAUSE_S = 0.5
@@ -181,11 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     build_s = time.perf_counter() - started
     del vectors  # the index holds its own normalised copy
     ann = None
+    ann_options = {"nlist": args.nlist, "nprobe": args.nprobe, "nprobe_stems": args.nprobe}
     if not args.no_ann:
         started = time.perf_counter()
         # Over the exact index's normalised vectors (shared, not copied).
         ann = MixQueryIndex(index.meta, index.vectors, index.present, search="ann", norms=index.norms,
-                            ann_options={"nlist": args.nlist, "nprobe": args.nprobe, "nprobe_stems": args.nprobe})
+                            ann_options=ann_options)
         ann_build_s = time.perf_counter() - started
 
     def random_stem(part: str) -> StemQuery:
@@ -210,6 +214,30 @@ def main(argv: list[str] | None = None) -> int:
                 for hit, distance in similar_stems_numpy(index.vectors, index.song_of_row, index.present, row,
                                                          column, args.k, dtype=dtype, norms=index.norms,
                                                          distance=args.distance)]
+
+    ann_open_s, reopened_equal = None, None
+    if ann is not None:
+        # Opening an index whose trained inverted files are saved (as build_index saves them): verify and load the
+        # files (open_ann, as MixQueryIndex.load does), then store the vectors in list order - no training. The
+        # trained searcher is dropped first (one copy of the stores in memory), its answers kept for comparison.
+        checked = [(ann.search_songs(song_queries[number], k=args.k), ann.similar_stems(stem_queries[number], k=args.k))
+                   for number in range(min(args.check, args.queries))]
+        with tempfile.TemporaryDirectory() as folder:
+            centroids, lists = ann._searcher.trained_arrays()
+            for name, array in zip(ANN_FILES, (centroids, lists)):
+                np.save(Path(folder) / name, array, allow_pickle=False)
+            saved_meta = {"ann": {"nlist": int(centroids.shape[1]), "seed": 0},
+                          "files": {name: array_entry(Path(folder) / name) for name in ANN_FILES}}
+            del ann, centroids, lists
+            started = time.perf_counter()
+            trained = open_ann(Path(folder), saved_meta)
+            ann = MixQueryIndex(index.meta, index.vectors, index.present, search="ann", norms=index.norms,
+                                ann_options=ann_options, trained=trained)
+            ann_open_s = time.perf_counter() - started
+            del trained
+        reopened_equal = ann.ann_trained_on_open is False and all(
+            (ann.search_songs(song_queries[number], k=args.k), ann.similar_stems(stem_queries[number], k=args.k))
+            == answers for number, answers in enumerate(checked))
 
     # Warm-up (page faults, per-part FAISS indices built on first use, BLAS threads started).
     for part in INSTRUMENTS:
@@ -290,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     if ann is not None:
         result.update({"ann_p50_ms": result["song_ann_p50_ms"], "ann_p95_ms": result["song_ann_p95_ms"],
                        f"ann_recall_at_{args.k}": round(min(recall["song"], recall["stem"]), 4),
-                       "ann_build_s": round(ann_build_s, 3),
+                       "ann_build_s": round(ann_build_s, 3), "ann_train_s": round(ann_build_s, 3),
+                       "ann_open_s": round(ann_open_s, 3), "ann_reopened_equal": bool(reopened_equal),
                        "ann_memory_mb": round(ann._searcher.memory_bytes() / 2**20, 1),
                        "ann_nlist": ann._searcher.nlist, "ann_nprobe": ann._searcher.nprobe})
     result.update({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -38,14 +38,19 @@ them (built before, or smaller and forced to ``search="ann"``) trains them when 
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from partsim_core.data.cache import atomic_write_bytes
 from partsim_core.errors import PartsimError
 from partsim_core.mixquery.exact import _import_faiss
+from partsim_core.mixquery.manifest import ANN_CENTROIDS_FILE, ANN_LISTS_FILE
 from partsim_core.mixquery.search import (
     THESIS_K,
     ZERO_NORM,
@@ -438,3 +443,20 @@ class AnnSearcher:
         distances = _tie_round(self._exact(part, rows, query))
         order = np.lexsort((rows, distances))[:k]
         return [(int(rows[i]), float(distances[i])) for i in order]
+
+
+def save_ann(folder: Path, vectors: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """Train the inverted files of ``vectors`` (:func:`train_inverted_files`, :func:`default_nlist` lists) and write
+    them into an index folder, each file atomically (:data:`~partsim_core.mixquery.manifest.ANN_FILES`).
+
+    Returns:
+        The manifest's ``ann`` field (:func:`~partsim_core.mixquery.manifest.seal` adds the files' checksums).
+    """
+    nlist = default_nlist(int(vectors.shape[0]))
+    centroids, lists = train_inverted_files(vectors, nlist, seed)
+    for name, array in ((ANN_CENTROIDS_FILE, centroids), (ANN_LISTS_FILE, lists)):
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        atomic_write_bytes(folder / name, buffer.getvalue())
+    return {"nlist": int(nlist), "seed": int(seed), "kmeans_iterations": KMEANS_ITERATIONS,
+            "train_rows_per_list": TRAIN_ROWS_PER_LIST}

@@ -14,11 +14,10 @@ failed build leaves nothing that looks complete):
   vector), so ``norms * vectors`` are the raw embeddings: eq. 6.1 averages those, as the thesis writes it, and
   the Euclidean distance is measured between them;
 * ``present.npy`` - bool ``(n_segments, n_parts)``: the song has a stem of that part;
-* ``ann_centroids.npy`` and ``ann_lists.npy`` (indexes of at least :data:`~partsim_core.mixquery.ann.
-  ANN_MIN_SEGMENTS` segments) - the approximate search's trained inverted files (:func:`save_ann`), so that
-  opening a large index loads them instead of training them (~1 minute at 10^6 segments); an index without them
-  (built before they were saved) still opens and trains them on opening, as before - rebuild it with
-  ``partsim mixquery index --fresh`` to save them.
+* ``ann_centroids.npy``, ``ann_lists.npy`` (from :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments
+  on) - the approximate search's trained inverted files (:func:`~partsim_core.mixquery.ann.save_ann`), loaded
+  instead of trained when the index is opened; an index without them (built before) opens and trains them, as
+  before (``partsim mixquery index --fresh`` saves them).
 
 The manifest also records the search ``distance`` (``cosine``, the thesis's, or ``euclidean``), chosen at build
 time (``partsim mixquery index --distance``) and used by every search of the index.
@@ -37,7 +36,6 @@ files (verified like the rest; a damaged one is refused, and ``partsim mixquery 
 from __future__ import annotations
 
 import datetime
-import io
 import os
 import threading
 from collections.abc import Sequence
@@ -51,27 +49,16 @@ from partsim_core import INSTRUMENTS, __version__
 from partsim_core.data.cache import (
     MIX_PART,
     atomic_directory,
-    atomic_write_bytes,
     atomic_write_json,
     cache_root,
     stable_hash,
 )
 from partsim_core.errors import PartsimError
-from partsim_core.mixquery.ann import (
-    ANN_MIN_SEGMENTS,
-    KMEANS_ITERATIONS,
-    TRAIN_ROWS_PER_LIST,
-    AnnSearcher,
-    default_nlist,
-    train_inverted_files,
-    use_ann,
-)
+from partsim_core.mixquery.ann import ANN_MIN_SEGMENTS, AnnSearcher, save_ann, use_ann
 from partsim_core.mixquery.backends import EmbeddingBackend
 from partsim_core.mixquery.catalog import SEGMENT_SECONDS, Catalog
 from partsim_core.mixquery.exact import FaissSearcher
 from partsim_core.mixquery.manifest import (
-    ANN_CENTROIDS_FILE,
-    ANN_LISTS_FILE,
     FORMAT_VERSION,
     INDEX_FILE,
     NORMS_FILE,
@@ -130,7 +117,7 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
         distance: Search distance of eq. 6.2 recorded in the index, ``cosine`` or ``euclidean`` (an index built
             for the other distance is rebuilt).
         ann_threshold: From this many segments on, the approximate search's inverted files are trained and saved
-            in the folder (:func:`save_ann`), so that opening the index loads them instead of training them
+            in the folder (:func:`~partsim_core.mixquery.ann.save_ann`), so that opening the index loads them instead of training them
             (``None``: :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS`, where ``search="auto"`` switches).
 
     Raises:
@@ -224,21 +211,6 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
     index.reused = False
     index.rebuild_reason = reason
     return index
-
-
-def save_ann(folder: Path, vectors: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """Train the approximate search's inverted files of ``vectors`` (:func:`~partsim_core.mixquery.ann.
-    train_inverted_files`, default ``nlist``) and write them into ``folder`` (each file atomically; in
-    :func:`build_index` the whole folder is atomic too); return the manifest's ``ann`` field (:func:`~partsim_core.
-    mixquery.manifest.seal` then records the files' checksums)."""
-    nlist = default_nlist(int(vectors.shape[0]))
-    centroids, lists = train_inverted_files(vectors, nlist, seed)
-    for name, array in ((ANN_CENTROIDS_FILE, centroids), (ANN_LISTS_FILE, lists)):
-        buffer = io.BytesIO()
-        np.save(buffer, array, allow_pickle=False)
-        atomic_write_bytes(folder / name, buffer.getvalue())
-    return {"nlist": int(nlist), "seed": int(seed), "kmeans_iterations": KMEANS_ITERATIONS,
-            "train_rows_per_list": TRAIN_ROWS_PER_LIST}
 
 
 # --------------------------------------------------------------------------------------------------------------
