@@ -9,7 +9,12 @@ such neighbourhoods); ``--data random`` gives structureless random unit vectors 
 where no inverted file reaches a useful recall). The vectors go into an exact
 :class:`partsim_core.mixquery.MixQueryIndex` (``search="exact"``, build time = the FAISS index, normalisation
 included) and, unless ``--no-ann``, an approximate one over the same vectors (``search="ann"``,
-:mod:`partsim_core.mixquery.ann`: build time = k-means and storage of the five per-part inverted files). Then
+:mod:`partsim_core.mixquery.ann`: ``ann_train_s`` = k-means, assignment and storage of the five per-part inverted
+files, what opening an index without saved inverted files costs; ``ann_build_s`` is the same number, its older
+name). The trained inverted files are then saved as an index folder saves them and the approximate index is opened
+again from them: ``ann_open_s`` = verifying and loading the files (``manifest.open_ann``, as
+``MixQueryIndex.load`` does) and storing the vectors in list order, no training; ``ann_reopened_equal``: the
+reopened index answers the ``--check`` queries exactly as the trained one. Then
 ``--queries`` random queries of each kind are timed by each method, in blocks alternated over ``--rounds`` rounds
 (numpy on at most ``--numpy-queries`` of them: at 10^6 segments one numpy query takes ~1 s):
 
@@ -26,7 +31,8 @@ from the same float32 vectors). The load average of the machine is reported at t
 JSON line:
 
     {"segments": .., "songs": .., "parts": 5, "dim": 128, "k": 100, "queries": .., "data": "clustered",
-     "build_s": .., "ann_build_s": .., "faiss_p50_ms": .., "faiss_p95_ms": .., "numpy_p50_ms": .., "numpy_p95_ms": ..,
+     "build_s": .., "ann_build_s": .., "ann_train_s": .., "ann_open_s": .., "ann_reopened_equal": true,
+     "faiss_p50_ms": .., "faiss_p95_ms": .., "numpy_p50_ms": .., "numpy_p95_ms": ..,
      "speedup_p95": .., "exact_p95_ms": .., "ann_p50_ms": .., "ann_p95_ms": .., "ann_recall_at_100": ..,
      "song_*" / "stem_*": (faiss|ann|numpy)_(p50|p95)_ms, speedup_p95, ann_recall_at_<k> per query kind,
      "results_equal": true, "peak_rss_mb": .., "exact_memory_mb": .., "ann_memory_mb": .., "ann_nlist": ..,
@@ -52,9 +58,26 @@ latencies are inflated and noisy; default arguments unless said):
   finds little, which is why the threshold keeps such catalogues exact below 300,000 segments and why the recall
   must be checked on real embeddings before trusting the approximate search on them.
 
+Euclidean vs cosine exact search and the saved inverted files (``--segments 100000 --distance cosine`` and
+``--distance euclidean``, default arguments otherwise, one run each, the two distances one after the other):
+
+* Before (commit 30ae4ba, load 1.2-3.1): song query p50/p95 7.9 / 14.0 ms cosine, 117.8 / 168.9 ms Euclidean
+  (15x / 12x); similar stems 1.9 / 2.9 vs 18.8 / 45.3 ms. Profile (cProfile, 30 two-part Euclidean song queries):
+  70 % in FAISS ``IndexScalarQuantizer_search`` on the per-part indices at ~22 ms per call where a 128-d search of
+  the same 100,000 rows takes ~1.5 ms: the Euclidean codes ``[x / s, |x / s|^2]`` have 129 dimensions and FAISS's
+  vectorised scalar-quantizer kernels need a multiple of 8 (129 runs a scalar loop, measured 15-18 ms vs 1.7 ms at
+  136); 20 % re-scoring, which read all five parts of every candidate as a float64 ``(r, 5, D)`` array; and the
+  threshold search widened 1,000 -> 4,000 candidates per part for nearly every query (it needs ~1,400-1,800).
+* After (codes zero-padded to a multiple of 8, the query parts searched in parallel, one song-search loop for both
+  distances starting the multi-part Euclidean search at 2x the candidates and widening by 2x, re-scoring only the
+  query's parts; load 9-12, so both slower than before in absolute terms): song p50/p95 17.8 / 27.0 ms cosine,
+  25.4 / 39.6 ms Euclidean (1.43x / 1.46x); stems 6.1 / 10.6 vs 6.5 / 11.0 ms; ``results_equal`` true for both.
+  The inverted files at 10^5 segments: ``ann_train_s`` 7.0 / 7.2 s, ``ann_open_s`` 1.29 / 0.37 s (cosine /
+  Euclidean run; recall and answers unchanged, ``ann_reopened_equal`` true).
+
 Run: ``python benchmarks/retrieval.py [--segments 100000] [--per-song 10] [--queries 50] [--rounds 3] [--k 100]
 [--data clustered|random] [--styles 64] [--no-ann] [--nlist N] [--nprobe N] [--numpy-queries N] [--threads 1]
-[--shards N] [--coarse fp16|flat] [--check 5] [--seed 0]``.
+[--shards N] [--coarse fp16|flat] [--check 5] [--distance cosine|euclidean] [--seed 0]``.
 """
 
 from __future__ import annotations
