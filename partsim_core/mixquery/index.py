@@ -117,8 +117,9 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
         distance: Search distance of eq. 6.2 recorded in the index, ``cosine`` or ``euclidean`` (an index built
             for the other distance is rebuilt).
         ann_threshold: From this many segments on, the approximate search's inverted files are trained and saved
-            in the folder (:func:`~partsim_core.mixquery.ann.save_ann`), so that opening the index loads them instead of training them
-            (``None``: :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS`, where ``search="auto"`` switches).
+            in the folder (:func:`~partsim_core.mixquery.ann.save_ann`): opening the index loads them instead of
+            training them (``None``: :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS`, where ``search="auto"``
+            switches).
 
     Raises:
         PartsimError: a catalog at another sample rate than the backend's, a catalog without a usable song, or
