@@ -38,6 +38,7 @@ from partsim_core.mixquery.manifest import (
     ANN_LISTS_FILE,
     INDEX_FILE,
     index_problem,
+    manifest_checksum,
     seal,
     verify_index,
 )
@@ -304,3 +305,18 @@ def test_partsim_mixquery_index_saves_and_rebuilds_the_inverted_files(tmp_path, 
     assert index_problem(out) is None
     monkeypatch.setattr(ann_module, "train_part", _no_training)
     assert MixQueryIndex.load(out, search="ann").ann_trained_on_open is False
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"nlist": 0}, r"field 'ann' must give the integers 'nlist'"),
+    ({"seed": "zero"}, r"field 'ann' must give the integers 'nlist'"),
+    ({"nlist": 2}, r"'files\.ann_centroids\.npy' must give blake2b, size, shape \[5, 2, \d+\]"),
+])
+def test_a_manifest_whose_ann_field_does_not_fit_is_refused(saved, change, message):
+    _, folder = saved
+    meta = json.loads((folder / INDEX_FILE).read_text())
+    meta["ann"].update(change)
+    meta["checksum"] = manifest_checksum(meta)  # consistent, so the field itself must be checked
+    (folder / INDEX_FILE).write_text(json.dumps(meta))
+    with pytest.raises(PartsimError, match=message):
+        MixQueryIndex.load(folder, search="ann")
