@@ -9,7 +9,12 @@ such neighbourhoods); ``--data random`` gives structureless random unit vectors 
 where no inverted file reaches a useful recall). The vectors go into an exact
 :class:`partsim_core.mixquery.MixQueryIndex` (``search="exact"``, build time = the FAISS index, normalisation
 included) and, unless ``--no-ann``, an approximate one over the same vectors (``search="ann"``,
-:mod:`partsim_core.mixquery.ann`: build time = k-means and storage of the five per-part inverted files). Then
+:mod:`partsim_core.mixquery.ann`: ``ann_train_s`` = k-means, assignment and storage of the five per-part inverted
+files, what opening an index without saved inverted files costs; ``ann_build_s`` is the same number, its older
+name). The trained inverted files are then saved as an index folder saves them and the approximate index is opened
+again from them: ``ann_open_s`` = verifying and loading the files (``manifest.open_ann``, as
+``MixQueryIndex.load`` does) and storing the vectors in list order, no training; ``ann_reopened_equal``: the
+reopened index answers the ``--check`` queries exactly as the trained one. Then
 ``--queries`` random queries of each kind are timed by each method, in blocks alternated over ``--rounds`` rounds
 (numpy on at most ``--numpy-queries`` of them: at 10^6 segments one numpy query takes ~1 s):
 
@@ -26,7 +31,8 @@ from the same float32 vectors). The load average of the machine is reported at t
 JSON line:
 
     {"segments": .., "songs": .., "parts": 5, "dim": 128, "k": 100, "queries": .., "data": "clustered",
-     "build_s": .., "ann_build_s": .., "faiss_p50_ms": .., "faiss_p95_ms": .., "numpy_p50_ms": .., "numpy_p95_ms": ..,
+     "build_s": .., "ann_build_s": .., "ann_train_s": .., "ann_open_s": .., "ann_reopened_equal": true,
+     "faiss_p50_ms": .., "faiss_p95_ms": .., "numpy_p50_ms": .., "numpy_p95_ms": ..,
      "speedup_p95": .., "exact_p95_ms": .., "ann_p50_ms": .., "ann_p95_ms": .., "ann_recall_at_100": ..,
      "song_*" / "stem_*": (faiss|ann|numpy)_(p50|p95)_ms, speedup_p95, ann_recall_at_<k> per query kind,
      "results_equal": true, "peak_rss_mb": .., "exact_memory_mb": .., "ann_memory_mb": .., "ann_nlist": ..,
@@ -52,9 +58,31 @@ latencies are inflated and noisy; default arguments unless said):
   finds little, which is why the threshold keeps such catalogues exact below 300,000 segments and why the recall
   must be checked on real embeddings before trusting the approximate search on them.
 
+Euclidean vs cosine exact search and the saved inverted files (``--segments 100000 --distance cosine`` and
+``--distance euclidean``, default arguments otherwise, one run each, the two distances one after the other):
+
+* Before (commit 30ae4ba, load 1.2-3.1): song query p50/p95 7.9 / 14.0 ms cosine, 117.8 / 168.9 ms Euclidean
+  (15x / 12x); similar stems 1.9 / 2.9 vs 18.8 / 45.3 ms. Profile (cProfile, 30 two-part Euclidean song queries):
+  70 % in FAISS ``IndexScalarQuantizer_search`` on the per-part indices at ~22 ms per call where a 128-d search of
+  the same 100,000 rows takes ~1.5 ms: the Euclidean codes ``[x / s, |x / s|^2]`` have 129 dimensions and FAISS's
+  vectorised scalar-quantizer kernels need a multiple of 8 (129 runs a scalar loop, measured 15-18 ms vs 1.7 ms at
+  136); 20 % re-scoring, which read all five parts of every candidate as a float64 ``(r, 5, D)`` array; and the
+  threshold search widened 1,000 -> 4,000 candidates per part for nearly every query (it needs ~1,400-1,800).
+* After (codes zero-padded to a multiple of 8, the query parts searched in parallel, one song-search loop for both
+  distances starting the multi-part Euclidean search at 2x the candidates and widening by 2x, re-scoring only the
+  query's parts; load 9-12, so both slower than before in absolute terms): song p50/p95 17.8 / 27.0 ms cosine,
+  25.4 / 39.6 ms Euclidean (1.43x / 1.46x); stems 6.1 / 10.6 vs 6.5 / 11.0 ms; ``results_equal`` true for both.
+  The inverted files at 10^5 segments: ``ann_train_s`` 7.0 / 7.2 s, ``ann_open_s`` 1.29 / 0.37 s (cosine /
+  Euclidean run; recall and answers unchanged, ``ann_reopened_equal`` true).
+* ``--segments 1000000 --distance cosine`` after both changes (load 13-14, heavier than the run above, so every
+  latency is inflated: approximate song p50/p95 22.2 / 32.2 ms, exact 132.9 / 163.1 ms, numpy 472.6 / 550.8 ms):
+  ``ann_train_s`` 110.8 s (what every opening of a large index cost before), ``ann_open_s`` 12.2 s (checksums of
+  the saved files and the vectors stored in list order, ~9x less); recall@100 0.982 (song; worst query 0.90) and
+  0.996 (stem), ``ann_reopened_equal`` and ``results_equal`` true; peak RSS 9.3 GB; 6.5 minutes in all.
+
 Run: ``python benchmarks/retrieval.py [--segments 100000] [--per-song 10] [--queries 50] [--rounds 3] [--k 100]
 [--data clustered|random] [--styles 64] [--no-ann] [--nlist N] [--nprobe N] [--numpy-queries N] [--threads 1]
-[--shards N] [--coarse fp16|flat] [--check 5] [--seed 0]``.
+[--shards N] [--coarse fp16|flat] [--check 5] [--distance cosine|euclidean] [--seed 0]``.
 """
 
 from __future__ import annotations
@@ -63,7 +91,9 @@ import argparse
 import json
 import os
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -74,6 +104,7 @@ from partsim_core.mixquery import (
     search_songs_numpy,
     similar_stems_numpy,
 )
+from partsim_core.mixquery.manifest import ANN_FILES, array_entry, open_ann
 
 #: Pause before each block of timed queries (seconds).
 BLOCK_PAUSE_S = 0.5
@@ -181,11 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     build_s = time.perf_counter() - started
     del vectors  # the index holds its own normalised copy
     ann = None
+    ann_options = {"nlist": args.nlist, "nprobe": args.nprobe, "nprobe_stems": args.nprobe}
     if not args.no_ann:
         started = time.perf_counter()
         # Over the exact index's normalised vectors (shared, not copied).
         ann = MixQueryIndex(index.meta, index.vectors, index.present, search="ann", norms=index.norms,
-                            ann_options={"nlist": args.nlist, "nprobe": args.nprobe, "nprobe_stems": args.nprobe})
+                            ann_options=ann_options)
         ann_build_s = time.perf_counter() - started
 
     def random_stem(part: str) -> StemQuery:
@@ -210,6 +242,30 @@ def main(argv: list[str] | None = None) -> int:
                 for hit, distance in similar_stems_numpy(index.vectors, index.song_of_row, index.present, row,
                                                          column, args.k, dtype=dtype, norms=index.norms,
                                                          distance=args.distance)]
+
+    ann_open_s, reopened_equal = None, None
+    if ann is not None:
+        # Opening an index whose trained inverted files are saved (as build_index saves them): verify and load the
+        # files (open_ann, as MixQueryIndex.load does), then store the vectors in list order - no training. The
+        # trained searcher is dropped first (one copy of the stores in memory), its answers kept for comparison.
+        checked = [(ann.search_songs(song_queries[number], k=args.k), ann.similar_stems(stem_queries[number], k=args.k))
+                   for number in range(min(args.check, args.queries))]
+        with tempfile.TemporaryDirectory() as folder:
+            centroids, lists = ann._searcher.trained_arrays()
+            for name, array in zip(ANN_FILES, (centroids, lists)):
+                np.save(Path(folder) / name, array, allow_pickle=False)
+            saved_meta = {"ann": {"nlist": int(centroids.shape[1]), "seed": 0},
+                          "files": {name: array_entry(Path(folder) / name) for name in ANN_FILES}}
+            del ann, centroids, lists
+            started = time.perf_counter()
+            trained = open_ann(Path(folder), saved_meta)
+            ann = MixQueryIndex(index.meta, index.vectors, index.present, search="ann", norms=index.norms,
+                                ann_options=ann_options, trained=trained)
+            ann_open_s = time.perf_counter() - started
+            del trained
+        reopened_equal = ann.ann_trained_on_open is False and all(
+            (ann.search_songs(song_queries[number], k=args.k), ann.similar_stems(stem_queries[number], k=args.k))
+            == answers for number, answers in enumerate(checked))
 
     # Warm-up (page faults, per-part FAISS indices built on first use, BLAS threads started).
     for part in INSTRUMENTS:
@@ -290,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     if ann is not None:
         result.update({"ann_p50_ms": result["song_ann_p50_ms"], "ann_p95_ms": result["song_ann_p95_ms"],
                        f"ann_recall_at_{args.k}": round(min(recall["song"], recall["stem"]), 4),
-                       "ann_build_s": round(ann_build_s, 3),
+                       "ann_build_s": round(ann_build_s, 3), "ann_train_s": round(ann_build_s, 3),
+                       "ann_open_s": round(ann_open_s, 3), "ann_reopened_equal": bool(reopened_equal),
                        "ann_memory_mb": round(ann._searcher.memory_bytes() / 2**20, 1),
                        "ann_nlist": ann._searcher.nlist, "ann_nprobe": ann._searcher.nprobe})
     result.update({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from test_mixquery_index import CATALOG_SONGS, make_catalog, tiny_backend
 
+import partsim_core.mixquery.ann as ann_module
+import partsim_core.mixquery.index as index_module
 from partsim_core import INSTRUMENTS
 from partsim_core.cli import main as partsim_main
 from partsim_core.errors import PartsimError
@@ -29,6 +31,16 @@ from partsim_core.mixquery.ann import (
     default_nlist,
     default_nprobe,
     use_ann,
+)
+from partsim_core.mixquery.manifest import (
+    ANN_CENTROIDS_FILE,
+    ANN_FILES,
+    ANN_LISTS_FILE,
+    INDEX_FILE,
+    index_problem,
+    manifest_checksum,
+    seal,
+    verify_index,
 )
 
 
@@ -202,3 +214,109 @@ def test_cli_and_app_work_the_same_on_an_approximate_index(tmp_path, monkeypatch
         similar = _request(server, "POST", "/api/similar", {**body["queries"][0], "k": 2}).json()["results"]
         assert [(h["song"], h["segment"]) for h in similar] == \
             [(h.song, h.segment) for h in index.similar_stems(StemQuery("Track00001", "drums", 1), k=2)]
+
+
+@pytest.fixture()
+def saved(tmp_path, monkeypatch):
+    """A tiny catalogue's index built with its approximate search's inverted files saved (threshold 1)."""
+    monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
+    catalog = make_catalog(tmp_path / "catalog", CATALOG_SONGS)
+    with pytest.warns(UserWarning, match="skipped"):
+        build_index(catalog, tiny_backend(), tmp_path / "index", progress=False, ann_threshold=1)
+    return catalog, tmp_path / "index"
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("the inverted files were trained")
+
+
+def test_opening_an_index_loads_its_saved_inverted_files_instead_of_training(saved, monkeypatch, tmp_path):
+    catalog, folder = saved
+    meta = json.loads((folder / INDEX_FILE).read_text())
+    assert meta["ann"]["nlist"] >= 1 and all(name in meta["files"] for name in ANN_FILES)
+    assert verify_index(folder) == meta
+    queries = [StemQuery("Track00001", "drums", 1), StemQuery("Track00004", "bass", 0)]
+    expected = MixQueryIndex.load(folder, search="exact").search_songs(queries, k=3)
+    monkeypatch.setattr(ann_module, "train_part", _no_training)
+    index = MixQueryIndex.load(folder, search="ann")
+    assert index.search_mode == "ann" and index.ann_trained_on_open is False
+    assert index.search_songs(queries, k=3) == expected  # one list, all probed: the exact answers
+    assert MixQueryIndex.load(folder, search="exact").ann_trained_on_open is None
+    # Another nlist asked for: trained anew (here: refused by the patch, which shows it).
+    with pytest.raises(AssertionError, match="trained"):
+        MixQueryIndex.load(folder, search="ann", ann_options={"nlist": 2})
+    # An index built without them (below the threshold, or before they were saved) still opens: trained on open.
+    with pytest.warns(UserWarning, match="skipped"):
+        build_index(catalog, tiny_backend(), tmp_path / "small", progress=False)
+    assert "ann" not in json.loads((tmp_path / "small" / INDEX_FILE).read_text())
+    assert not any((tmp_path / "small" / name).exists() for name in ANN_FILES)
+    monkeypatch.undo()
+    old = MixQueryIndex.load(tmp_path / "small", search="ann")
+    assert old.ann_trained_on_open is True and old.search_songs(queries, k=3) == expected
+
+
+def test_a_damaged_saved_inverted_file_is_refused_and_rebuilt(saved, monkeypatch):
+    catalog, folder = saved
+    lists = folder / ANN_LISTS_FILE
+    data = bytearray(lists.read_bytes())
+    data[-1] ^= 0xFF
+    lists.write_bytes(bytes(data))
+    with pytest.raises(PartsimError, match=r"ann_lists\.npy: checksum .* altered or damaged.*--fresh"):
+        MixQueryIndex.load(folder, search="ann")
+    with pytest.raises(PartsimError, match=r"ann_lists\.npy: checksum"):
+        MixQueryIndex.load(folder, search="exact")  # never silently used, whichever search is asked for
+    assert "ann_lists.npy" in index_problem(folder)
+    with pytest.warns(UserWarning, match="skipped"):
+        rebuilt = build_index(catalog, tiny_backend(), folder, progress=False, ann_threshold=1)
+    assert rebuilt.reused is False and "ann_lists.npy" in rebuilt.rebuild_reason
+    assert index_problem(folder) is None
+    # A file of another shape in its place (e.g. from another index): refused, naming it.
+    good = (folder / ANN_CENTROIDS_FILE).read_bytes()
+    np.save(folder / ANN_CENTROIDS_FILE, np.zeros((5, 3, 4), dtype=np.float32))
+    with pytest.raises(PartsimError, match=r"ann_centroids\.npy: \d+ bytes, but index\.json records"):
+        MixQueryIndex.load(folder)
+    # Lists outside 0..nlist-1 under a manifest re-sealed to match them: refused by the range check.
+    (folder / ANN_CENTROIDS_FILE).write_bytes(good)
+    meta = json.loads((folder / INDEX_FILE).read_text())
+    np.save(lists, np.full(np.load(lists).shape, meta["ann"]["nlist"], dtype=np.int32))
+    (folder / INDEX_FILE).write_text(json.dumps(seal(meta, folder)))
+    with pytest.raises(PartsimError, match=r"ann_lists\.npy: names lists outside 0\.\."):
+        MixQueryIndex.load(folder)
+
+
+def test_partsim_mixquery_index_saves_and_rebuilds_the_inverted_files(tmp_path, monkeypatch):
+    from partsim_core.cli import build_parser
+    from partsim_core.cli.mixquery import index_catalog
+
+    monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(index_module, "ANN_MIN_SEGMENTS", 1)
+    catalog = make_catalog(tmp_path / "catalog", CATALOG_SONGS)
+    out = tmp_path / "index"
+    args = build_parser().parse_args(["mixquery", "index", "--catalog", str(catalog), "--out-dir", str(out),
+                                      "--preset", "smoke", "--no-progress", "--distance", "cosine"])
+    with pytest.warns(UserWarning):
+        assert index_catalog(args, backend=tiny_backend())["reused"] is False
+    assert all((out / name).is_file() for name in ANN_FILES)
+    assert index_catalog(args, backend=tiny_backend())["reused"] is True
+    centroids = out / ANN_CENTROIDS_FILE
+    centroids.write_bytes(centroids.read_bytes()[:-4])  # truncated
+    with pytest.warns(UserWarning):
+        assert index_catalog(args, backend=tiny_backend())["reused"] is False  # rebuilt, not used
+    assert index_problem(out) is None
+    monkeypatch.setattr(ann_module, "train_part", _no_training)
+    assert MixQueryIndex.load(out, search="ann").ann_trained_on_open is False
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"nlist": 0}, r"field 'ann' must give the integers 'nlist'"),
+    ({"seed": "zero"}, r"field 'ann' must give the integers 'nlist'"),
+    ({"nlist": 2}, r"'files\.ann_centroids\.npy' must give blake2b, size, shape \[5, 2, \d+\]"),
+])
+def test_a_manifest_whose_ann_field_does_not_fit_is_refused(saved, change, message):
+    _, folder = saved
+    meta = json.loads((folder / INDEX_FILE).read_text())
+    meta["ann"].update(change)
+    meta["checksum"] = manifest_checksum(meta)  # consistent, so the field itself must be checked
+    (folder / INDEX_FILE).write_text(json.dumps(meta))
+    with pytest.raises(PartsimError, match=message):
+        MixQueryIndex.load(folder, search="ann")

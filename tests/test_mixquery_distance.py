@@ -264,3 +264,50 @@ def test_euclidean_search_stops_early_and_stays_exact(coarse):
         found = index.search_songs(queries, k=5)
         assert [(hit.song, hit.best_segment) for hit in found] == [(hit.song, hit.best_segment) for hit in expected]
         np.testing.assert_allclose([hit.distance for hit in found], [hit.distance for hit in expected], rtol=1e-5)
+
+
+def brute_force_songs(raw: np.ndarray, song_of_row: np.ndarray, query_rows, distance: str, k: int):
+    """Eq. 6.1-6.2 by brute force, written out here: ``[(song, distance, best row)]`` of the ``k`` nearest songs."""
+    parts = sorted({part for _, part in query_rows})
+    total = np.zeros(raw.shape[0])
+    for part in parts:
+        mean = np.mean([raw[row, part].astype(np.float64) for row, column in query_rows if column == part], axis=0)
+        stored = raw[:, part].astype(np.float64)
+        if distance == "euclidean":
+            total += np.sqrt(((stored - mean) ** 2).sum(axis=1))
+        else:
+            lengths = np.linalg.norm(stored, axis=1) * np.linalg.norm(mean)
+            total += np.where(lengths > 0, 1.0 - stored @ mean / np.where(lengths > 0, lengths, 1.0), 1.0)
+    total /= len(parts)
+    best = {}
+    for row in range(raw.shape[0]):  # rows in order: the first segment reaching a song's minimum is kept
+        song = int(song_of_row[row])
+        if song not in best or total[row] < best[song][0]:
+            best[song] = (total[row], row)
+    ranked = sorted(best.items(), key=lambda item: (item[1][0], item[0]))[:k]
+    return [(song, value, row) for song, (value, row) in ranked]
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_exact_search_equals_brute_force_for_one_and_several_parts(distance, shards):
+    # 13 dimensions: the FAISS codes are zero-padded to a multiple of 8 (the fast SIMD kernels); 3,000+ rows and
+    # k = 40 make the Euclidean candidates of some multi-part queries widen twice.
+    vectors, songs, segments, present = raw_catalogue(seed=7, n_songs=600, dim=13, max_segments=10)
+    index = MixQueryIndex.from_arrays(vectors, songs, segments, 1, present=present, distance=distance,
+                                      search="exact", shards=shards)
+    searcher = index._searcher
+    codes = [searcher._part_index(part).d for part in range(len(INSTRUMENTS))]
+    codes += [faiss_index.d for _, _, faiss_index in searcher._shards]
+    assert all(length % 8 == 0 for length in codes), codes
+    rng = np.random.default_rng(8)
+    for n_parts in (1, 2, 3, 1, 2, 3):
+        parts = rng.choice(2, size=min(n_parts, 2), replace=False).tolist() + ([0] if n_parts == 3 else [])
+        queries = [StemQuery(songs[int(rng.integers(len(songs)))], INSTRUMENTS[part], 0) for part in parts]
+        rows = [index.query_row(query) for query in queries]
+        expected = brute_force_songs(vectors, index.song_of_row, rows, distance, k=40)
+        found = index.search_songs(queries, k=40)
+        assert [(index.songs.index(hit.song), int(index.first_row[index.songs.index(hit.song)]) + hit.best_segment)
+                for hit in found] == [(song, row) for song, _, row in expected], (distance, n_parts)
+        np.testing.assert_allclose([hit.distance for hit in found], [value for _, value, _ in expected],
+                                   rtol=1e-6, atol=1e-6)

@@ -28,20 +28,29 @@ and the query of a part is its eq. 6.1 mean of raw embeddings ``y_i``; cosine: `
 
 :class:`~partsim_core.mixquery.index.MixQueryIndex` picks this searcher automatically from :data:`ANN_MIN_SEGMENTS`
 segments on (``search="auto"``; ``"exact"`` / ``"ann"`` force one); its API and output are the same either way.
-The inverted files are built when the index is opened (k-means and assignment: a few minutes for 10^6 segments on
-2 cores; ``benchmarks/retrieval.py`` reports the time).
+Training the inverted files (k-means and the assignment of every row: ~1-2 minutes for 10^6 segments on 2 busy
+cores) is done once: :func:`~partsim_core.mixquery.index.build_index` saves them (:func:`save_ann`: centroids and
+the list of every row, per part) in the index folder for indexes of at least :data:`ANN_MIN_SEGMENTS` segments,
+verified like the other index files, and opening the index only re-sorts the vectors into list order
+(``trained``; ``benchmarks/retrieval.py``: ``ann_train_s`` 111 s vs ``ann_open_s`` 12 s at 10^6 segments, load
+13-14). An index without them (built before, or smaller and forced to ``search="ann"``) trains them when opened.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from partsim_core.data.cache import atomic_write_bytes
 from partsim_core.errors import PartsimError
 from partsim_core.mixquery.exact import _import_faiss
+from partsim_core.mixquery.manifest import ANN_CENTROIDS_FILE, ANN_LISTS_FILE
 from partsim_core.mixquery.search import (
     THESIS_K,
     ZERO_NORM,
@@ -98,37 +107,59 @@ def default_nprobe(nlist: int) -> int:
     return int(max(min(nlist, 8), nlist // 64))
 
 
+def train_part(vectors: np.ndarray, part: int, nlist: int, rng: np.random.Generator, seed: int,
+               chunk_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train one part's inverted file: ``(centroids, lists)``, float32 ``(nlist, D)`` unit k-means centroids (FAISS,
+    spherical, on a sample of the part's non-zero vectors) and int32 ``(n_segments,)`` the list of every row (its
+    nearest centroid by inner product)."""
+    faiss = _import_faiss()
+    n, dim = vectors.shape[0], vectors.shape[2]
+    sample_rows = np.sort(rng.choice(n, size=min(n, nlist * TRAIN_ROWS_PER_LIST), replace=False))
+    sample = np.ascontiguousarray(vectors[sample_rows, part, :], dtype=np.float32)
+    sample = sample[np.linalg.norm(sample, axis=1) > ZERO_NORM]  # absent stems carry no direction
+    if sample.shape[0] < nlist:
+        sample = np.concatenate([sample, rng.standard_normal((nlist, dim)).astype(np.float32)])
+    kmeans = faiss.Kmeans(dim, nlist, niter=KMEANS_ITERATIONS, seed=int(seed), spherical=True,
+                          max_points_per_centroid=TRAIN_ROWS_PER_LIST, min_points_per_centroid=1, verbose=False)
+    kmeans.train(sample)
+    del sample
+    centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+    quantizer = faiss.IndexFlatIP(dim)
+    quantizer.add(centroids)
+    lists = np.empty(n, dtype=np.int32)
+    for first in range(0, n, chunk_rows):
+        block = np.ascontiguousarray(vectors[first:first + chunk_rows, part, :], dtype=np.float32)
+        lists[first:first + block.shape[0]] = quantizer.search(block, 1)[1][:, 0]
+    return centroids, lists
+
+
+def train_inverted_files(vectors: np.ndarray, nlist: int, seed: int = 0,
+                         chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Train every part's inverted file (:func:`train_part`): ``(centroids, lists)``, float32
+    ``(n_parts, nlist, D)`` and int32 ``(n_segments, n_parts)`` - what :class:`AnnSearcher` takes as ``trained``
+    and what an index folder saves (:data:`~partsim_core.mixquery.manifest.ANN_FILES`)."""
+    rng = np.random.default_rng(seed)
+    trained = [train_part(vectors, part, nlist, rng, seed + part, chunk_rows) for part in range(vectors.shape[1])]
+    return (np.stack([centroids for centroids, _ in trained]),
+            np.ascontiguousarray(np.stack([lists for _, lists in trained], axis=1)))
+
+
 class _PartFile:
     """One part's inverted file: centroids, list offsets, the rows in list order and the vectors stored so."""
 
-    def __init__(self, vectors: np.ndarray, norms: np.ndarray, part: int, nlist: int, rng: np.random.Generator,
-                 seed: int, chunk_rows: int) -> None:
-        faiss = _import_faiss()
+    def __init__(self, vectors: np.ndarray, norms: np.ndarray, part: int, centroids: np.ndarray,
+                 lists: np.ndarray, chunk_rows: int) -> None:
+        """Store the part's vectors in the list order of ``lists`` (see :func:`train_part`)."""
         n, dim = vectors.shape[0], vectors.shape[2]
-        sample_rows = np.sort(rng.choice(n, size=min(n, nlist * TRAIN_ROWS_PER_LIST), replace=False))
-        sample = np.ascontiguousarray(vectors[sample_rows, part, :], dtype=np.float32)
-        sample = sample[np.linalg.norm(sample, axis=1) > ZERO_NORM]  # absent stems carry no direction
-        if sample.shape[0] < nlist:
-            sample = np.concatenate([sample, rng.standard_normal((nlist, dim)).astype(np.float32)])
-        kmeans = faiss.Kmeans(dim, nlist, niter=KMEANS_ITERATIONS, seed=int(seed), spherical=True,
-                              max_points_per_centroid=TRAIN_ROWS_PER_LIST, min_points_per_centroid=1, verbose=False)
-        kmeans.train(sample)
-        del sample
-        quantizer = faiss.IndexFlatIP(dim)
-        quantizer.add(np.ascontiguousarray(kmeans.centroids, dtype=np.float32))
+        nlist = centroids.shape[0]
         #: ``(nlist, D)`` float32 unit centroids.
-        self.centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
-        assignment = np.empty(n, dtype=np.int64)
-        for first in range(0, n, chunk_rows):
-            block = np.ascontiguousarray(vectors[first:first + chunk_rows, part, :], dtype=np.float32)
-            assignment[first:first + block.shape[0]] = quantizer.search(block, 1)[1][:, 0]
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         #: Rows in list order (rows of one list in row order) and the position of every row.
-        self.order = np.argsort(assignment, kind="stable")
+        self.order = np.argsort(lists, kind="stable").astype(np.int64)
         self.position = np.empty(n, dtype=np.int64)
         self.position[self.order] = np.arange(n, dtype=np.int64)
         #: ``offsets[l]:offsets[l + 1]`` are the positions of list ``l``.
-        self.offsets = np.r_[0, np.cumsum(np.bincount(assignment, minlength=nlist))].astype(np.int64)
-        del assignment
+        self.offsets = np.r_[0, np.cumsum(np.bincount(lists, minlength=nlist))].astype(np.int64)
         #: ``(n_segments, D)`` float32 vectors of this part in list order.
         self.store = np.empty((n, dim), dtype=np.float32)
         for first in range(0, n, chunk_rows):
@@ -139,6 +170,12 @@ class _PartFile:
             self.store[first:first + rows.size] = block
         #: ``(n_segments,)`` float32 raw norms of this part in list order.
         self.norm_store = np.ascontiguousarray(norms[self.order, part], dtype=np.float32)
+
+    def lists(self) -> np.ndarray:
+        """int32 ``(n_segments,)``: the list of every row (what :func:`train_part` gave)."""
+        lists = np.empty(self.order.size, dtype=np.int32)
+        lists[self.order] = np.repeat(np.arange(self.centroids.shape[0], dtype=np.int32), np.diff(self.offsets))
+        return lists
 
     def nbytes(self) -> int:
         return int(self.store.nbytes + self.norm_store.nbytes + self.centroids.nbytes + self.order.nbytes
@@ -185,8 +222,9 @@ class AnnSearcher:
     def __init__(self, vectors: np.ndarray, song_of_row: np.ndarray, present: np.ndarray, *,
                  normalise: bool = False, nlist: int | None = None, nprobe: int | None = None,
                  nprobe_stems: int | None = None, candidates_per_k: int = CANDIDATES_PER_K, seed: int = 0,
-                 chunk_rows: int = 65536, norms: np.ndarray | None = None, distance: str = "cosine") -> None:
-        """Train each part's inverted file and store the part's vectors in its list order.
+                 chunk_rows: int = 65536, norms: np.ndarray | None = None, distance: str = "cosine",
+                 trained: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Train each part's inverted file (or take ``trained`` ones) and store the part's vectors in list order.
 
         Args:
             vectors: ``(n_segments, n_parts, D)`` unit-or-zero part vectors (any float array, e.g. a memmap).
@@ -202,9 +240,13 @@ class AnnSearcher:
             norms: ``(n_segments, n_parts)`` raw norms of the embeddings (``None``: computed from ``vectors``
                 when ``normalise``, else 1 for every non-zero vector).
             distance: ``cosine`` or ``euclidean``.
+            trained: ``(centroids, lists)`` of an earlier training (:meth:`trained_arrays`, e.g. saved in the index
+                folder): float32 ``(n_parts, nlist, D)`` and int ``(n_segments, n_parts)``; then nothing is trained
+                and ``nlist`` (if given) must agree.
 
         Raises:
-            PartsimError: inconsistent shapes, an unknown distance or bad ``nlist`` / ``nprobe``.
+            PartsimError: inconsistent shapes, an unknown distance, bad ``nlist`` / ``nprobe``, or ``trained``
+                arrays that do not fit the vectors.
         """
         faiss = _import_faiss()
         if vectors.ndim != 3 or vectors.shape[0] == 0:
@@ -213,6 +255,18 @@ class AnnSearcher:
         if np.shape(song_of_row) != (n,) or np.shape(present) != (n, n_parts):
             raise PartsimError(f"song_of_row {np.shape(song_of_row)} / present {np.shape(present)} do not fit "
                                f"vectors {vectors.shape}")
+        if trained is not None:
+            centroids, lists = trained
+            if (np.ndim(centroids) != 3 or np.shape(centroids)[0] != n_parts or np.shape(centroids)[2] != dim
+                    or np.shape(lists) != (n, n_parts)):
+                raise PartsimError(f"trained inverted files (centroids {np.shape(centroids)}, lists "
+                                   f"{np.shape(lists)}) do not fit vectors {vectors.shape}")
+            if nlist is not None and nlist != np.shape(centroids)[1]:
+                raise PartsimError(f"nlist {nlist!r} asked for, but the trained inverted files have "
+                                   f"{np.shape(centroids)[1]} lists")
+            nlist = int(np.shape(centroids)[1])
+            if np.size(lists) and (int(np.min(lists)) < 0 or int(np.max(lists)) >= nlist):
+                raise PartsimError(f"trained inverted files name lists outside 0..{nlist - 1}")
         self.nlist = default_nlist(n) if nlist is None else nlist
         if isinstance(self.nlist, bool) or not isinstance(self.nlist, (int, np.integer)) or not 1 <= self.nlist <= n:
             raise PartsimError(f"nlist must be an integer from 1 to the {n} segments, got {nlist!r}")
@@ -247,10 +301,21 @@ class AnnSearcher:
         #: ``(n_segments, n_parts, D)`` float32 unit-or-zero vectors in row order (the query vectors come from it).
         self.vectors = vectors
         faiss.omp_set_num_threads(os.cpu_count() or 1)
-        rng = np.random.default_rng(seed)
+        #: Whether the inverted files were trained here (False: taken from ``trained``).
+        self.trained_here = trained is None
+        if trained is None:
+            trained = train_inverted_files(vectors, self.nlist, seed, chunk_rows)
         #: One inverted file per part.
-        self.files = [_PartFile(vectors, self.norms, part, self.nlist, rng, seed + part, chunk_rows)
-                      for part in range(n_parts)]
+        self.files = [_PartFile(vectors, self.norms, part, trained[0][part], np.asarray(trained[1][:, part]),
+                                chunk_rows) for part in range(n_parts)]
+
+    def trained_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(centroids, lists)`` of the inverted files: float32 ``(n_parts, nlist, D)`` and int32
+        ``(n_segments, n_parts)``; ``AnnSearcher(..., trained=...)`` rebuilds this searcher from them without
+        training."""
+        centroids = np.stack([part_file.centroids for part_file in self.files])
+        lists = np.stack([part_file.lists() for part_file in self.files], axis=1)
+        return centroids, np.ascontiguousarray(lists)
 
     def _probes(self, value: int | None, name: str) -> int:
         if value is None:
@@ -378,3 +443,20 @@ class AnnSearcher:
         distances = _tie_round(self._exact(part, rows, query))
         order = np.lexsort((rows, distances))[:k]
         return [(int(rows[i]), float(distances[i])) for i in order]
+
+
+def save_ann(folder: Path, vectors: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """Train the inverted files of ``vectors`` (:func:`train_inverted_files`, :func:`default_nlist` lists) and write
+    them into an index folder, each file atomically (:data:`~partsim_core.mixquery.manifest.ANN_FILES`).
+
+    Returns:
+        The manifest's ``ann`` field (:func:`~partsim_core.mixquery.manifest.seal` adds the files' checksums).
+    """
+    nlist = default_nlist(int(vectors.shape[0]))
+    centroids, lists = train_inverted_files(vectors, nlist, seed)
+    for name, array in ((ANN_CENTROIDS_FILE, centroids), (ANN_LISTS_FILE, lists)):
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        atomic_write_bytes(folder / name, buffer.getvalue())
+    return {"nlist": int(nlist), "seed": int(seed), "kmeans_iterations": KMEANS_ITERATIONS,
+            "train_rows_per_list": TRAIN_ROWS_PER_LIST}

@@ -18,6 +18,13 @@ The Euclidean distance (``distance="euclidean"``) is searched on per-part inner-
 query over several parts runs the threshold algorithm: every query part's ``K`` nearest rows are re-scored exactly,
 and a row outside them all is at least the mean of the parts' ``K``-th distances away (less the coarse error), so
 ``K`` grows until the ``k``-th song is closer than that. Results are exact as for the cosine distance.
+
+Speed of the Euclidean search (``benchmarks/retrieval.py --distance euclidean``): its per-part codes have ``D + 1``
+dimensions, and FAISS's scalar-quantizer kernels are vectorised only for a multiple of 8 - 129 dimensions ran a
+scalar loop ~10x slower - so codes are zero-padded to :data:`SIMD_WIDTH`; the query parts are searched in parallel,
+start with :data:`CANDIDATE_GROWTH` times the cosine search's candidates (the threshold bound needs ~1.5x more) and
+only the query's parts of the candidates are read for the re-scoring. At 10^5 segments it is within ~1.5x of the
+cosine search (it was ~15x slower).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -40,6 +47,7 @@ from partsim_core.mixquery.search import (
     euclidean_rows,
     normalise_parts,
     part_norms,
+    part_rows,
     query_means,
     song_bounds,
     unit_norms,
@@ -55,6 +63,15 @@ FP16_MARGIN = 1e-3
 
 #: Coarse FAISS indices of :class:`FaissSearcher`.
 COARSE_INDICES: tuple[str, ...] = ("fp16", "flat")
+
+#: FAISS's SIMD scalar-quantizer kernels need a code length that is a multiple of this; any other length falls back
+#: to a scalar loop ~10x slower (measured: 100,000 fp16 codes of 129 dimensions 15-18 ms per search, of 136 1.7 ms).
+#: Each part's codes are zero-padded to it (zeros change no inner product).
+SIMD_WIDTH = 8
+
+#: Factor by which a song search widens its candidates when they do not yet prove the top ``k`` (2: the Euclidean
+#: threshold search typically needs ~1.5x the first count on 10^5 clustered segments, where 4 read ~2.7x too many).
+CANDIDATE_GROWTH = 2
 
 #: Most shards of the song-search index by default (see :func:`default_shards`).
 MAX_DEFAULT_SHARDS = 4
@@ -91,8 +108,13 @@ class FaissSearcher:
     Per-part indices for similar stems read a fifth of the memory of a search over the concatenation.
 
     ``distance="euclidean"``: the codes are ``[x / s, |x / s|^2]`` per part (see the module docstring); songs and
-    stems are both searched on the per-part indices (no concatenated index is built, ``shards`` is 1), and the
-    coarse error bound is scaled by the norms of the query and of the codes (Cauchy-Schwarz).
+    stems are both searched on the per-part indices (no concatenated index is built, ``shards`` is 1; a song
+    query's parts are searched in parallel threads instead, when ``shards`` - by default one per core - is above
+    1), and the coarse error bound is scaled by the norms of the query and of the codes (Cauchy-Schwarz).
+
+    Every part's codes are zero-padded to a multiple of :data:`SIMD_WIDTH` dimensions (FAISS's vectorised kernels;
+    the Euclidean codes have ``D + 1``), and both distances run one song-search loop (:meth:`search_songs`) over
+    their own candidates (:meth:`_song_candidates`).
 
     Shards and threads: FAISS parallelises a flat or scalar-quantizer search over *queries*, so one query runs on
     one OpenMP thread whatever ``threads`` says (default 1; extra OpenMP threads only spin; set with
@@ -172,16 +194,19 @@ class FaissSearcher:
         self.norms = np.ascontiguousarray(norms, dtype=np.float32)
         #: Euclidean features are scaled by the largest norm, so that every FAISS code lies in the unit ball.
         self.scale = float(self.norms.max()) if self.norms.size and self.norms.max() > 0 else 1.0
-        self._feature_dim = dim if self.distance == "cosine" else dim + 1
+        #: Code length of one part: ``D`` (cosine) or ``D + 1`` (Euclidean), padded to :data:`SIMD_WIDTH`.
+        self._feature_dim = -(-(dim if self.distance == "cosine" else dim + 1) // SIMD_WIDTH) * SIMD_WIDTH
         faiss.omp_set_num_threads(self.threads)
         n_shards = 1 if coarse == "flat" else min(n, default_shards() if shards is None else shards)
         edges = np.linspace(0, n, n_shards + 1).round().astype(np.int64)
         #: ``[(first row, end row, FAISS index)]`` of the concatenated unit vectors, searched in parallel (cosine
-        #: only: the Euclidean song search reads the per-part indices, see :meth:`_euclidean_songs`).
+        #: only: the Euclidean song search reads the per-part indices, see :meth:`_song_candidates`).
         self._shards = [(int(start), int(end), self._new_index(n_parts * self._feature_dim))
                         for start, end in zip(edges[:-1], edges[1:])] if self.distance == "cosine" else []
         self.shards = max(1, len(self._shards))
-        self._pool = ThreadPoolExecutor(max_workers=4 * self.shards) if len(self._shards) > 1 else None
+        # Threads of the cosine shards, or of the Euclidean song search's query parts (searched in parallel when
+        # more than one shard is asked for, by default with more than one core).
+        self._pool = ThreadPoolExecutor(max_workers=4 * n_shards) if n_shards > 1 else None
         for start, end, index in self._shards:
             for first in range(start, end, chunk_rows):
                 stop = min(first + chunk_rows, end)
@@ -196,12 +221,16 @@ class FaissSearcher:
     def _features(self, rows, parts: list[int]) -> np.ndarray:
         """float32 ``(r, |parts|, F)`` FAISS codes of ``rows``: the unit vectors (cosine), or ``[x / s, |x / s|^2]``
         of the raw embeddings ``x`` scaled by :attr:`scale` (Euclidean: an inner product with ``[2 y / s, -1]`` is
-        ``(|y|^2 - |y - x|^2) / s^2``)."""
+        ``(|y|^2 - |y - x|^2) / s^2``), zero-padded to :attr:`_feature_dim` (see :data:`SIMD_WIDTH`)."""
         unit = np.asarray(self.vectors[rows], dtype=np.float32)[:, parts, :]
+        codes = np.zeros((unit.shape[0], len(parts), self._feature_dim), dtype=np.float32)
         if self.distance == "cosine":
-            return np.ascontiguousarray(unit)
+            codes[:, :, :self.dim] = unit
+            return codes
         scaled = np.asarray(self.norms[rows], dtype=np.float32)[:, parts] / np.float32(self.scale)
-        return np.ascontiguousarray(np.concatenate([unit * scaled[:, :, None], (scaled ** 2)[:, :, None]], axis=2))
+        codes[:, :, :self.dim] = unit * scaled[:, :, None]
+        codes[:, :, self.dim] = scaled ** 2
+        return codes
 
     def _new_index(self, dim: int):
         faiss = _import_faiss()
@@ -267,11 +296,9 @@ class FaissSearcher:
             rows, similarities = self._search(index, query, min(count, available), params)
             return rows + start, similarities
 
-        if self._pool is None:
-            return search_one(0)
-        # The calling thread searches the first shard itself: one thread hand-off fewer per query.
-        others = [self._pool.submit(search_one, number) for number in range(1, len(self._shards))]
-        found = [search_one(0)] + [future.result() for future in others]
+        found = self._parallel(search_one, list(range(len(self._shards))))
+        if len(found) == 1:
+            return found[0]
         rows = np.concatenate([rows for rows, _ in found])
         similarities = np.concatenate([similarities for _, similarities in found])
         order = np.lexsort((rows, -similarities))[:count]
@@ -288,7 +315,7 @@ class FaissSearcher:
         if self.distance == "cosine":
             lengths = np.linalg.norm(means, axis=1, keepdims=True)
             blocks = np.where(lengths > ZERO_NORM, means / np.where(lengths > ZERO_NORM, lengths, 1.0), 0.0)
-            query[parts] = blocks[parts] / len(parts)
+            query[parts, :self.dim] = blocks[parts] / len(parts)
             return query.reshape(-1), self.margin
         query[parts, :self.dim] = 2.0 * means[parts] / self.scale
         query[parts, self.dim] = -1.0
@@ -301,8 +328,16 @@ class FaissSearcher:
             return _tie_round(euclidean_rows(self.vectors, self.norms, rows, parts, means).mean(axis=1))
         lengths = np.linalg.norm(means[parts], axis=1, keepdims=True)
         blocks = np.where(lengths > ZERO_NORM, means[parts] / np.where(lengths > ZERO_NORM, lengths, 1.0), 0.0)
-        candidate = np.asarray(self.vectors[rows], dtype=np.float64)[:, parts, :]
+        candidate = part_rows(self.vectors, rows, parts)
         return _tie_round(1.0 - np.einsum("rpd,pd->r", candidate, blocks) / len(parts))
+
+    def _parallel(self, function: Callable, items: list) -> list:
+        """``[function(item) for item in items]``, on the pool's threads when there is one (FAISS releases the GIL);
+        the calling thread runs the first item itself (one thread hand-off fewer per query)."""
+        if self._pool is None or len(items) < 2:
+            return [function(item) for item in items]
+        others = [self._pool.submit(function, item) for item in items[1:]]
+        return [function(items[0])] + [future.result() for future in others]
 
     def _lower_bound(self, similarity: float, means: np.ndarray, parts: list[int], margin: float) -> float:
         """Smallest eq. 6.2 distance a row whose coarse inner product is at most ``similarity + margin`` can have.
@@ -315,9 +350,54 @@ class FaissSearcher:
         squared = float(np.sum((means[parts] / self.scale) ** 2)) - similarity - margin
         return self.scale * math.sqrt(max(0.0, squared)) / len(parts)
 
+    def _song_candidates(self, means: np.ndarray, parts: list[int], allowed: np.ndarray | None,
+                         n_allowed: int) -> Callable[[int], tuple[np.ndarray, float, bool]]:
+        """``candidates(K)`` of a song query: ``(rows, bound, exhausted)`` - candidate rows found with ``K``, a lower
+        bound of the eq. 6.2 distance of every allowed row outside them, and whether they are all the allowed rows.
+
+        Cosine: the ``K`` best rows of the concatenated index (inner product ``1 - D``, so the bound is one minus
+        the ``K``-th inner product less the coarse error). Euclidean (the threshold algorithm): the union of each
+        query part's ``K`` nearest rows in its own index, searched in parallel; a row outside the union is, in
+        every part ``i``, at least as far as that part's ``K``-th row (less the coarse error), so
+        ``D >= mean_i frontier_i``.
+        """
+        if self.distance == "cosine":
+            query, margin = self._coarse_query(means, parts)
+            selectors = self._shard_selectors(allowed)
+
+            def concatenated(count: int) -> tuple[np.ndarray, float, bool]:
+                rows, similarities = self._search_shards(query, count, selectors)
+                bound = self._lower_bound(float(similarities[-1]), means, parts, margin) if rows.size else math.inf
+                return rows, bound, rows.size < count or count >= n_allowed
+
+            return concatenated
+        params, keep_alive = self._selector(allowed)
+        queries = {}
+        for part in parts:
+            full, margin = self._coarse_query(means, [part])
+            queries[part] = (full.reshape(self.n_parts, self._feature_dim)[part], margin)
+
+        def per_part(count: int, _keep_alive: object = keep_alive) -> tuple[np.ndarray, float, bool]:
+            def search_part(part: int) -> tuple[np.ndarray, np.ndarray]:
+                return self._search(self._part_index(part), queries[part][0], count, params)
+
+            found = self._parallel(search_part, parts)
+            frontier = [self._lower_bound(float(similarities[-1]), means, [part], queries[part][1])
+                        for part, (rows, similarities) in zip(parts, found) if rows.size]
+            exhausted = count >= n_allowed or any(rows.size < count for rows, _ in found)
+            return (np.unique(np.concatenate([rows for rows, _ in found])),
+                    float(np.mean(frontier)) if frontier else math.inf, exhausted)
+
+        return per_part
+
     def search_songs(self, query_rows: Sequence[tuple[int, int]], k: int = THESIS_K,
                      excluded_songs: Sequence[int] = ()) -> list[tuple[int, float, int]]:
-        """Eq. 6.1-6.2 song retrieval; same output as :func:`search_songs_numpy`."""
+        """Eq. 6.1-6.2 song retrieval; same output as :func:`search_songs_numpy`.
+
+        Candidates (:meth:`_song_candidates`) are re-scored exactly (float64, over the query's parts only) and
+        ranked; their number grows by :data:`CANDIDATE_GROWTH` until the ``k``-th song is closer than every
+        segment left out, or every allowed segment is in.
+        """
         k = check_k(k)
         means, parts = query_means(self.vectors, self.norms, query_rows)
         allowed = None
@@ -331,57 +411,24 @@ class FaissSearcher:
             songs = np.flatnonzero(np.bincount(self.song_of_row[allowed] if allowed is not None
                                                else self.song_of_row, minlength=self.first_row.size))[:k]
             return [(int(song), 1.0, int(self.first_row[song])) for song in songs]
-        if self.distance == "euclidean":
-            return self._euclidean_songs(means, parts, k, allowed, n_allowed)
-        query, margin = self._coarse_query(means, parts)
-        selectors = self._shard_selectors(allowed)
-        count = min(n_allowed, max(2 * k + 64, k * self._initial_k_factor))
+        candidates = self._song_candidates(means, parts, allowed, n_allowed)
+        count = max(2 * k + 64, k * self._initial_k_factor)
+        if self.distance == "euclidean" and len(parts) > 1:
+            # The threshold bound of several parts is looser than a concatenated index's: each part needs more
+            # rows (~1.5x at 10^5 clustered segments, two parts), so start one widening step further.
+            count *= CANDIDATE_GROWTH
+        count = min(n_allowed, count)
         while True:
-            rows, similarities = self._search_shards(query, count, selectors)
-            # Re-score the candidates in float64 (eq. 6.2 literally, over the query's parts only).
+            rows, bound, exhausted = candidates(count)
             distances = self._exact(rows, parts, means)
             songs = self.song_of_row[rows]
             order = np.lexsort((rows, distances, songs))  # per song: best distance, then earliest row
             songs_sorted = songs[order]
             firsts = order[np.r_[True, songs_sorted[1:] != songs_sorted[:-1]]]
             ranking = firsts[np.lexsort((songs[firsts], distances[firsts]))]
-            exhausted = rows.size < count or count >= n_allowed
-            if exhausted or (ranking.size >= k and distances[ranking[k - 1]]
-                             < self._lower_bound(float(similarities[-1]), means, parts, margin)):
+            if exhausted or (ranking.size >= k and distances[ranking[k - 1]] < bound):
                 return [(int(songs[i]), float(distances[i]), int(rows[i])) for i in ranking[:k]]
-            count = min(n_allowed, count * 4)
-
-    def _euclidean_songs(self, means: np.ndarray, parts: list[int], k: int, allowed: np.ndarray | None,
-                         n_allowed: int) -> list[tuple[int, float, int]]:
-        """Eq. 6.2 with the Euclidean distance, exact, by the threshold algorithm over the per-part indices.
-
-        Each query part's index gives its ``K`` nearest allowed rows; the union is re-scored exactly. A row outside
-        the union is, in every part ``i``, at least as far as that part's ``K``-th row (less the coarse error):
-        ``D >= mean_i frontier_i``. ``K`` grows until the ``k``-th song is closer than that bound (or a part's
-        search returned every allowed row).
-        """
-        params, _keep_alive = self._selector(allowed)
-        count = min(n_allowed, max(2 * k + 64, k * self._initial_k_factor))
-        while True:
-            found, frontier, exhausted = [], [], count >= n_allowed
-            for part in parts:
-                full, margin = self._coarse_query(means, [part])
-                query = full.reshape(self.n_parts, self._feature_dim)[part]
-                rows, similarities = self._search(self._part_index(part), query, count, params)
-                found.append(rows)
-                exhausted = exhausted or rows.size < count
-                if rows.size:
-                    frontier.append(self._lower_bound(float(similarities[-1]), means, [part], margin))
-            rows = np.unique(np.concatenate(found))
-            distances = self._exact(rows, parts, means)
-            songs = self.song_of_row[rows]
-            order = np.lexsort((rows, distances, songs))  # per song: best distance, then earliest row
-            songs_sorted = songs[order]
-            firsts = order[np.r_[True, songs_sorted[1:] != songs_sorted[:-1]]]
-            ranking = firsts[np.lexsort((songs[firsts], distances[firsts]))]
-            if exhausted or (ranking.size >= k and distances[ranking[k - 1]] < float(np.mean(frontier))):
-                return [(int(songs[i]), float(distances[i]), int(rows[i])) for i in ranking[:k]]
-            count = min(n_allowed, count * 4)
+            count = min(n_allowed, count * CANDIDATE_GROWTH)
 
     def similar_stems(self, row: int, part: int, k: int = THESIS_K) -> list[tuple[int, float]]:
         """Similar stems of one segment's part; same output as :func:`similar_stems_numpy`."""

@@ -13,7 +13,11 @@ failed build leaves nothing that looks complete):
 * ``norms.npy`` (format 3) - float32 ``(n_segments, n_parts)``: the L2 norm of each raw embedding (0 for a zero
   vector), so ``norms * vectors`` are the raw embeddings: eq. 6.1 averages those, as the thesis writes it, and
   the Euclidean distance is measured between them;
-* ``present.npy`` - bool ``(n_segments, n_parts)``: the song has a stem of that part.
+* ``present.npy`` - bool ``(n_segments, n_parts)``: the song has a stem of that part;
+* ``ann_centroids.npy``, ``ann_lists.npy`` (from :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments
+  on) - the approximate search's trained inverted files (:func:`~partsim_core.mixquery.ann.save_ann`), loaded
+  instead of trained when the index is opened; an index without them (built before) opens and trains them, as
+  before (``partsim mixquery index --fresh`` saves them).
 
 The manifest also records the search ``distance`` (``cosine``, the thesis's, or ``euclidean``), chosen at build
 time (``partsim mixquery index --distance``) and used by every search of the index.
@@ -25,7 +29,8 @@ expects (a retrained model), and a catalog whose fingerprint changed (stale) or 
 rebuilds instead of reusing in all those cases. The FAISS indices are built at load time (~0.6 s for 100,000
 segments on 2 cores): the exact search of :mod:`partsim_core.mixquery.exact`, or above
 :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments the approximate one of
-:mod:`partsim_core.mixquery.ann` (``search="auto"``; ``"exact"`` / ``"ann"`` force one).
+:mod:`partsim_core.mixquery.ann` (``search="auto"``; ``"exact"`` / ``"ann"`` force one) from its saved inverted
+files (verified like the rest; a damaged one is refused, and ``partsim mixquery index`` rebuilds the index).
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from partsim_core.data.cache import (
     stable_hash,
 )
 from partsim_core.errors import PartsimError
-from partsim_core.mixquery.ann import ANN_MIN_SEGMENTS, AnnSearcher, use_ann
+from partsim_core.mixquery.ann import ANN_MIN_SEGMENTS, AnnSearcher, save_ann, use_ann
 from partsim_core.mixquery.backends import EmbeddingBackend
 from partsim_core.mixquery.catalog import SEGMENT_SECONDS, Catalog
 from partsim_core.mixquery.exact import FaissSearcher
@@ -59,6 +64,7 @@ from partsim_core.mixquery.manifest import (
     NORMS_FILE,
     PRESENT_FILE,
     VECTORS_FILE,
+    open_ann,
     open_arrays,
     read_manifest,
     rebuild_command,
@@ -91,7 +97,8 @@ def default_index_dir(backend: str, model_hash: str, catalog_root: str | os.Path
 
 def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
                 out: str | os.PathLike | None = None, *, split: str = "test", rebuild: bool = False,
-                progress: bool = True, threads: int = 1, distance: str = "cosine") -> MixQueryIndex:
+                progress: bool = True, threads: int = 1, distance: str = "cosine",
+                ann_threshold: int | None = None) -> MixQueryIndex:
     """Embed every segment and part of a catalog with ``backend`` and write the index folder (atomically).
 
     An existing index at ``out`` built by the same backend and model from the same, unchanged catalog is reused
@@ -109,6 +116,10 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
         threads: FAISS threads of the returned index.
         distance: Search distance of eq. 6.2 recorded in the index, ``cosine`` or ``euclidean`` (an index built
             for the other distance is rebuilt).
+        ann_threshold: From this many segments on, the approximate search's inverted files are trained and saved
+            in the folder (:func:`~partsim_core.mixquery.ann.save_ann`): opening the index loads them instead of
+            training them (``None``: :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS`, where ``search="auto"``
+            switches).
 
     Raises:
         PartsimError: a catalog at another sample rate than the backend's, a catalog without a usable song, or
@@ -172,6 +183,8 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
         del vectors
         np.save(tmp / PRESENT_FILE, present, allow_pickle=False)
         np.save(tmp / NORMS_FILE, norms, allow_pickle=False)
+        threshold = ANN_MIN_SEGMENTS if ann_threshold is None else ann_threshold
+        ann = save_ann(tmp, np.load(tmp / VECTORS_FILE, mmap_mode="r")) if n_rows >= threshold else None
         meta = {
             "format_version": FORMAT_VERSION,
             "backend": backend.name,
@@ -189,6 +202,7 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
             "songs": [{"id": song.song_id, "samples": song.samples, "stem_parts": list(song.stem_parts),
                        "segments": [list(bounds) for bounds in song.segments]} for song in songs],
             "skipped": skipped,
+            **({"ann": ann} if ann is not None else {}),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "partsim_version": __version__,
         }
@@ -218,11 +232,12 @@ class MixQueryIndex:
                  catalog: Catalog | None = None, threads: int = 1, normalise: bool = False,
                  coarse: str = "fp16", shards: int | None = None, search: str = "auto",
                  ann_threshold: int = ANN_MIN_SEGMENTS, ann_options: dict[str, Any] | None = None,
-                 norms: np.ndarray | None = None) -> None:
+                 norms: np.ndarray | None = None, trained: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Use :meth:`load` or :meth:`from_arrays`; ``meta`` has the fields of ``index.json`` (its ``distance``
         is the search distance); ``norms`` the raw norms beside unit ``vectors`` (``None`` with ``normalise``:
         computed from the raw ``vectors``); ``search``, ``ann_threshold`` and ``ann_options`` (keyword arguments
-        of :class:`AnnSearcher`) choose the searcher."""
+        of :class:`AnnSearcher`) choose the searcher; ``trained`` the saved inverted files of the approximate one
+        (used unless ``ann_options`` asks for another ``nlist``: then they are trained anew)."""
         self.meta = meta
         #: Search distance of eq. 6.2 (``cosine`` or ``euclidean``), from the manifest.
         self.distance = check_distance(str(meta.get("distance", "cosine")))
@@ -246,9 +261,12 @@ class MixQueryIndex:
             raise PartsimError(f"index vectors {vectors.shape} / present {present.shape} do not match its "
                                f"{expected[0]} segments x {expected[1]} parts")
         if use_ann(search, expected[0], ann_threshold):
+            options = dict(ann_options or {})
+            if trained is not None and options.get("nlist") in (None, trained[0].shape[1]):
+                options["trained"] = trained
             self._searcher: FaissSearcher | AnnSearcher = AnnSearcher(
                 vectors, self.song_of_row, present, normalise=normalise, norms=norms, distance=self.distance,
-                **(ann_options or {}))
+                **options)
         else:
             self._searcher = FaissSearcher(vectors, self.song_of_row, present, threads=threads,
                                            normalise=normalise, coarse=coarse, shards=shards, norms=norms,
@@ -304,8 +322,10 @@ class MixQueryIndex:
         if check_catalog:
             catalog = cls._check_catalog(meta, folder, catalog, fix)
         vectors, present, norms = open_arrays(folder, meta)
+        trained = open_ann(folder, meta)
         return cls(meta, vectors, present, folder=folder, catalog=catalog, threads=threads, coarse=coarse,
-                   search=search, ann_threshold=ann_threshold, ann_options=ann_options, norms=norms)
+                   search=search, ann_threshold=ann_threshold, ann_options=ann_options, norms=norms,
+                   trained=trained)
 
     @staticmethod
     def _check_catalog(meta: dict, folder: Path, catalog: Catalog | None, fix: str) -> Catalog:
@@ -414,6 +434,12 @@ class MixQueryIndex:
     def search_mode(self) -> str:
         """``"exact"`` (:class:`FaissSearcher`) or ``"ann"`` (:class:`~partsim_core.mixquery.ann.AnnSearcher`)."""
         return "ann" if isinstance(self._searcher, AnnSearcher) else "exact"
+
+    @property
+    def ann_trained_on_open(self) -> bool | None:
+        """Whether the approximate search trained its inverted files when opened (``False``: loaded from the index
+        folder; ``None``: the search is exact)."""
+        return self._searcher.trained_here if isinstance(self._searcher, AnnSearcher) else None
 
     @property
     def shards(self) -> int:

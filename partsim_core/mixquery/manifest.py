@@ -7,6 +7,12 @@ the description of the index (backend, model hash, catalog, parts, songs and the
 * ``files``: for ``vectors.npy``, ``present.npy`` and (format 3) ``norms.npy`` (the raw embeddings' norms, so
   that eq. 6.1 averages raw embeddings) the BLAKE2b checksum
   (:func:`~partsim_core.data.artefacts.file_checksum`), the size in bytes, the array shape and dtype;
+* ``ann`` (optional, indexes of at least :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments built
+  since it exists): ``nlist`` and ``seed`` of the saved approximate index, whose two files (:data:`ANN_FILES`:
+  k-means centroids and the list of every row, per part) are in ``files`` like the others, so that opening a large
+  index loads its inverted files instead of training them (:func:`open_ann`). An index without ``ann`` (built
+  before, or smaller) still opens: its approximate search is trained when opened, as before; ``partsim mixquery
+  index --fresh`` rebuilds it with the saved one;
 * ``checksum``: BLAKE2b of the canonical JSON of every other field of ``index.json``, so that an edited manifest
   (swapped song ids, reordered parts, changed segment bounds) is noticed, not silently searched.
 
@@ -41,6 +47,14 @@ INDEX_FILE, VECTORS_FILE, PRESENT_FILE, NORMS_FILE = "index.json", "vectors.npy"
 
 #: The array files of an index, in the order :func:`open_arrays` returns them.
 ARRAY_FILES: tuple[str, ...] = (VECTORS_FILE, PRESENT_FILE, NORMS_FILE)
+
+#: The saved approximate index (optional; written for indexes of at least
+#: :data:`~partsim_core.mixquery.ann.ANN_MIN_SEGMENTS` segments): float32 ``(n_parts, nlist, D)`` k-means centroids
+#: of every part's inverted file and int32 ``(n_segments, n_parts)`` the list of every row in every part.
+ANN_CENTROIDS_FILE, ANN_LISTS_FILE = "ann_centroids.npy", "ann_lists.npy"
+
+#: The files of the saved approximate index, in the order :func:`open_ann` returns them.
+ANN_FILES: tuple[str, ...] = (ANN_CENTROIDS_FILE, ANN_LISTS_FILE)
 
 #: Search distances an index can be built for (:data:`partsim_core.mixquery.search.DISTANCES`).
 INDEX_DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
@@ -81,9 +95,10 @@ def array_entry(path: Path) -> dict[str, Any]:
 
 
 def seal(meta: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """``meta`` with ``files`` (entries of the array files in ``folder``) and ``checksum`` set (JSON-normalised)."""
-    sealed = json.loads(json.dumps({**meta, "files": {name: array_entry(folder / name)
-                                                      for name in ARRAY_FILES}}))
+    """``meta`` with ``files`` (entries of the array files in ``folder``, and of the saved approximate index's when
+    ``meta`` has ``ann``) and ``checksum`` set (JSON-normalised)."""
+    names = ARRAY_FILES + (ANN_FILES if meta.get("ann") is not None else ())
+    sealed = json.loads(json.dumps({**meta, "files": {name: array_entry(folder / name) for name in names}}))
     sealed.pop("checksum", None)
     sealed["checksum"] = manifest_checksum(sealed)
     return sealed
@@ -159,6 +174,13 @@ def check_schema(meta: Any, where: Path) -> dict[str, Any]:
     expected_shapes = {VECTORS_FILE: ([rows, len(parts), meta["dim"]], "float32"),
                        PRESENT_FILE: ([rows, len(parts)], "bool"),
                        NORMS_FILE: ([rows, len(parts)], "float32")}
+    ann = meta.get("ann")
+    if ann is not None:
+        if (not isinstance(ann, dict) or not _is_int(ann.get("nlist")) or not 1 <= ann["nlist"] <= rows
+                or not _is_int(ann.get("seed"))):
+            raise bad("field 'ann' must give the integers 'nlist' (1 to the segments) and 'seed'")
+        expected_shapes[ANN_CENTROIDS_FILE] = ([len(parts), ann["nlist"], meta["dim"]], "float32")
+        expected_shapes[ANN_LISTS_FILE] = ([rows, len(parts)], "int32")
     for name, (shape, dtype) in expected_shapes.items():
         entry = meta["files"].get(name)
         if (not isinstance(entry, dict) or not isinstance(entry.get("blake2b"), str)
@@ -195,55 +217,79 @@ def _finite_everywhere(array: np.ndarray) -> bool:
     return True
 
 
-def open_arrays(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Verify the array files of a schema-checked manifest and open them (``vectors`` memory-mapped).
+def _open_verified(folder: Path, meta: dict[str, Any], name: str, fix: str, mmap: bool = False) -> np.ndarray:
+    """One array file of a schema-checked manifest, verified: size and BLAKE2b checksum against ``files``, the
+    ``.npy`` header (shape, dtype) against the manifest, and (float files) every value finite; the checksum and the
+    scan run once per process and file version.
 
-    Size and BLAKE2b checksum against ``files``, the ``.npy`` header (shape, dtype) against the manifest, and every
-    vector finite; the checksum and the scan run once per process and file version.
+    Raises:
+        PartsimError: a missing, truncated, altered or garbled file, or non-finite values, naming the file.
+    """
+    path = folder / name
+    entry = meta["files"][name]
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise PartsimError(f"{path}: index file missing or unreadable ({error.strerror or error}); {fix}") from None
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, entry["blake2b"])
+    with _verified_lock:
+        known = key in _verified
+    if stat.st_size != entry["size"]:
+        raise PartsimError(f"{path}: {stat.st_size} bytes, but {INDEX_FILE} records {entry['size']} "
+                           f"(truncated or replaced); {fix}")
+    if not known:
+        try:
+            digest = file_checksum(path)
+        except OSError as error:
+            raise PartsimError(f"{path}: unreadable ({error.strerror or error}); {fix}") from None
+        if digest != entry["blake2b"]:
+            raise PartsimError(f"{path}: checksum {digest} differs from the {entry['blake2b']} recorded in "
+                               f"{INDEX_FILE}: the file was altered or damaged after the build; {fix}")
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise PartsimError(f"{path}: not a readable .npy file ({str(error)[:200]}); {fix}") from None
+    if list(array.shape) != entry["shape"] or str(array.dtype) != entry["dtype"]:
+        raise PartsimError(f"{path}: holds {array.dtype} {tuple(array.shape)}, but {INDEX_FILE} records "
+                           f"{entry['dtype']} {tuple(entry['shape'])}; {fix}")
+    if not known:
+        if array.dtype.kind == "f" and not _finite_everywhere(array):
+            raise PartsimError(f"{path}: holds NaN or infinite vectors; {fix}")
+        with _verified_lock:
+            _verified[key] = True
+    return array
+
+
+def open_arrays(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Verify the array files of a schema-checked manifest (see :func:`_open_verified`) and open them (``vectors``
+    memory-mapped).
 
     Raises:
         PartsimError: a missing, truncated, altered or garbled file, or non-finite vectors, naming the file.
     """
     fix = f"rebuild it: {rebuild_command(meta, folder)}"
-    arrays = []
-    for name in ARRAY_FILES:
-        path = folder / name
-        entry = meta["files"][name]
-        try:
-            stat = path.stat()
-        except OSError as error:
-            raise PartsimError(f"{path}: index file missing or unreadable ({error.strerror or error}); "
-                               f"{fix}") from None
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, entry["blake2b"])
-        with _verified_lock:
-            known = key in _verified
-        if stat.st_size != entry["size"]:
-            raise PartsimError(f"{path}: {stat.st_size} bytes, but {INDEX_FILE} records {entry['size']} "
-                               f"(truncated or replaced); {fix}")
-        if not known:
-            try:
-                digest = file_checksum(path)
-            except OSError as error:
-                raise PartsimError(f"{path}: unreadable ({error.strerror or error}); {fix}") from None
-            if digest != entry["blake2b"]:
-                raise PartsimError(f"{path}: checksum {digest} differs from the {entry['blake2b']} recorded in "
-                                   f"{INDEX_FILE}: the file was altered or damaged after the build; {fix}")
-        try:
-            array = np.load(path, mmap_mode="r" if name == VECTORS_FILE else None, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as error:
-            raise PartsimError(f"{path}: not a readable .npy file ({str(error)[:200]}); {fix}") from None
-        if list(array.shape) != entry["shape"] or str(array.dtype) != entry["dtype"]:
-            raise PartsimError(f"{path}: holds {array.dtype} {tuple(array.shape)}, but {INDEX_FILE} records "
-                               f"{entry['dtype']} {tuple(entry['shape'])}; {fix}")
-        if not known:
-            if name != PRESENT_FILE and not _finite_everywhere(array):
-                raise PartsimError(f"{path}: holds NaN or infinite vectors; {fix}")
-            with _verified_lock:
-                _verified[key] = True
-        arrays.append(array)
+    arrays = [_open_verified(folder, meta, name, fix, mmap=name == VECTORS_FILE) for name in ARRAY_FILES]
     if not bool(np.all(arrays[2] >= 0)):
         raise PartsimError(f"{folder / NORMS_FILE}: holds negative norms; {fix}")
     return arrays[0], arrays[1], arrays[2]
+
+
+def open_ann(folder: Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The saved approximate index of a schema-checked manifest, verified like the other array files:
+    ``(centroids, lists)`` (see :data:`ANN_FILES`), or ``None`` for an index without one (built before it was
+    saved, or below the size threshold: the approximate search then trains its inverted files when opened).
+
+    Raises:
+        PartsimError: a missing, truncated, altered or garbled file, non-finite centroids or list numbers outside
+            ``0 .. nlist - 1``, naming the file and the command that rebuilds the index.
+    """
+    if meta.get("ann") is None:
+        return None
+    fix = f"rebuild it: {rebuild_command(meta, folder)}"
+    centroids, lists = (_open_verified(folder, meta, name, fix) for name in ANN_FILES)
+    if lists.size and (int(lists.min()) < 0 or int(lists.max()) >= int(meta["ann"]["nlist"])):
+        raise PartsimError(f"{folder / ANN_LISTS_FILE}: names lists outside 0..{meta['ann']['nlist'] - 1}; {fix}")
+    return centroids, lists
 
 
 def verify_index(folder: str | os.PathLike) -> dict[str, Any]:
@@ -255,6 +301,7 @@ def verify_index(folder: str | os.PathLike) -> dict[str, Any]:
     folder = Path(folder).expanduser()
     meta = read_manifest(folder)
     open_arrays(folder, meta)
+    open_ann(folder, meta)
     return meta
 
 

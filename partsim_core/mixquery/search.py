@@ -161,18 +161,29 @@ def query_blocks(vectors: np.ndarray, query_rows: Sequence[tuple[int, int]],
     return blocks, parts
 
 
-def raw_rows(vectors: np.ndarray, norms: np.ndarray | None, rows, parts) -> np.ndarray:
-    """float64 raw embeddings ``|x| v`` of ``vectors[rows][:, parts]`` (``(r, |parts|, D)``)."""
-    unit = np.asarray(vectors[rows], dtype=np.float64)[:, parts, :]
-    if norms is None:
-        return unit
-    return unit * np.asarray(norms[rows], dtype=np.float64)[:, parts, None]
+def part_rows(vectors: np.ndarray, rows, parts) -> np.ndarray:
+    """float64 ``vectors[rows][:, parts]`` (``(r, |parts|, D)``), reading only those parts of those rows (a song
+    query of two parts out of five gathers two fifths of what the whole rows would be)."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    return np.asarray(vectors[rows[:, None], np.asarray(parts, dtype=np.int64)[None, :]], dtype=np.float64)
 
 
 def euclidean_rows(vectors: np.ndarray, norms: np.ndarray | None, rows, parts,
                    means: np.ndarray) -> np.ndarray:
-    """float64 ``(r, |parts|)`` Euclidean distances ``|y_i - x_i|`` of the raw embeddings of ``rows``."""
-    return np.linalg.norm(raw_rows(vectors, norms, rows, parts) - means[parts][None, :, :], axis=2)
+    """float64 ``(r, |parts|)`` Euclidean distances ``|y_i - x_i|`` of the raw embeddings ``x = |x| v`` of ``rows``.
+
+    Literally (the difference, not ``|y|^2 + |x|^2 - 2 x.y``, which loses the small distances to cancellation),
+    one part at a time and in place: a few times faster than one ``(r, |parts|, D)`` expression.
+    """
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    distances = np.empty((rows.size, len(parts)), dtype=np.float64)
+    for column, part in enumerate(parts):
+        raw = np.asarray(vectors[rows, part], dtype=np.float64)
+        if norms is not None:
+            raw *= np.asarray(norms[rows, part], dtype=np.float64)[:, None]
+        raw -= means[part]
+        distances[:, column] = np.sqrt(np.einsum("rd,rd->r", raw, raw))
+    return distances
 
 
 def song_bounds(song_of_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
