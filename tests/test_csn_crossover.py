@@ -231,3 +231,20 @@ def test_smoke_crossover_end_to_end(tmp_path, monkeypatch):
     assert (tmp_path / "cache" / "datasets" / "mini-slakh-smoke-shifted").is_dir()
     # Without condition (a) there is no baseline and no crossover; "none" switches it off.
     assert results.separator_crossover is not None
+
+
+def test_quality_curve_draws_points_intervals_and_reference():
+    from partsim_core.book.viz import quality_curve
+
+    frame = pd.DataFrame({"separator": ["mix", "chapter", "mix", "chapter"], "part": ["drums", "drums", "bass", "bass"],
+                          "sdr": [-5.0, 3.0, -4.0, 2.0], "accuracy": [10.0, 40.0, 20.0, 30.0],
+                          "low": [5.0, 36.0, 15.0, 25.0], "high": [15.0, 45.0, 25.0, 35.0]})
+    figure = quality_curve(frame, {"drums": {"value": 30.0, "low": 25.0, "high": 35.0},
+                                   "bass": {"value": math.nan, "low": math.nan, "high": math.nan}})
+    markers = [trace for trace in figure.data if trace.mode == "markers"]
+    assert len(markers) == 4  # two separators x two parts
+    chapter_drums = next(t for t in markers if t.name == "chapter" and list(t.x) == [3.0])
+    assert list(chapter_drums.error_y.array) == [5.0] and list(chapter_drums.error_y.arrayminus) == [4.0]
+    assert len(figure.layout.shapes) == 2  # drums: band + line; bass's reference is not finite
+    with pytest.raises(PartsimError, match="columns \\['sdr'\\] are missing"):
+        quality_curve(frame.drop(columns="sdr"))
