@@ -248,3 +248,15 @@ def test_quality_curve_draws_points_intervals_and_reference():
     assert len(figure.layout.shapes) == 2  # drums: band + line; bass's reference is not finite
     with pytest.raises(PartsimError, match="columns \\['sdr'\\] are missing"):
         quality_curve(frame.drop(columns="sdr"))
+
+
+def test_cli_crossover_option(capsys):
+    from partsim_core.cli import main
+    from partsim_core.cli.csn import parse_crossover
+
+    assert parse_crossover("mixture, style-mix") == ("mixture", "style-mix")
+    assert parse_crossover("NONE") == ()
+    with pytest.raises(SystemExit) as stop:
+        main(["csn", "run", "--crossover", "mixture,demucs"])
+    assert stop.value.code == 2
+    assert "unknown crossover separator(s) 'demucs'" in capsys.readouterr().err
