@@ -260,3 +260,16 @@ def test_cli_crossover_option(capsys):
         main(["csn", "run", "--crossover", "mixture,demucs"])
     assert stop.value.code == 2
     assert "unknown crossover separator(s) 'demucs'" in capsys.readouterr().err
+
+
+def test_every_shifted_program_has_its_general_midi_name():
+    from partsim_core.data.music import program_name
+    from partsim_core.data.part_patterns import STYLES
+
+    shifted = compose.get_style_mix("shifted")
+    for part, styles in STYLES.items():
+        for style in styles:
+            for program in compose.style_programs(part, style, shifted):
+                assert program_name(program, False)
+    assert program_name(93, False) == "Pad 6 (metallic)"  # outside the default generator's table
+    assert program_name(33, False) == "Electric Bass (finger)" and program_name(5, True) == "Drums"
