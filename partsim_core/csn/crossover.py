@@ -86,8 +86,8 @@ CROSSOVER_STYLE_MIX = "shifted"
 REFERENCE_CONDITION = "(i)"
 
 #: Claim of the per-separator finding.
-CLAIM = ("Table 4.2 crossover: the baseline with the {separator} separator beats the CSN (i) on part-level label "
-         "accuracy (baseline minus (i), points, pooled over parts)")
+CLAIM = ("Table 4.2 crossover, {separator}: the baseline beats the CSN (i) on part-level label accuracy (baseline "
+         "minus (i), points, pooled over parts)")
 
 
 def sweep_for(preset: str, sweep: Sequence[str] | str | None = None) -> tuple[str, ...]:
@@ -286,7 +286,7 @@ def _sources(data: DatasetHandle, chapter: SeparatedSource, sweep: Sequence[str]
                             separated_source(data, "unet", device=device, epochs=epochs, seed=seed,
                                              progress=progress)))
         elif entry == "chapter":
-            out.append(("chapter", f"{chapter.separator.name} (chapter 3's)", chapter))
+            out.append(("chapter", f"chapter 3's separator ({chapter.separator.name})", chapter))
         elif entry == "style-mix":
             out.append(("style-mix", f"U-Net trained on the '{CROSSOVER_STYLE_MIX}' style mix",
                         style_mix_source(data, CROSSOVER_STYLE_MIX, device=device, seed=seed, progress=progress)))
