@@ -4,7 +4,9 @@ Only what more than one chapter draws lives here: the "thesis | ours | differenc
 (:func:`comparison_table`, :func:`wide_comparison`; our cells with their 95 % interval as ``value [low, high]``),
 tables of interval cells without a thesis column (:func:`interval_table`), the findings with their verdicts
 (:func:`findings_table`), labelled heat maps (distance/correlation matrices, Tables 4.5 and 5.x, Figures 4.11 and
-5.8) and t-SNE scatter plots (Figures 3.2, 4.7-4.9 and 5.9). Audio tables live in :mod:`partsim_core.book.audio`.
+5.8), t-SNE scatter plots (Figures 3.2, 4.7-4.9 and 5.9) and accuracy-against-SDR curves of several separators
+(:func:`quality_curve`; chapter 4's crossover, and chapter 3's separator-quality curve can draw with it). Audio
+tables live in :mod:`partsim_core.book.audio`.
 """
 
 from __future__ import annotations
