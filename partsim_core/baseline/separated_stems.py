@@ -6,6 +6,9 @@ they read ideal ones. Each track is separated once; its five outputs are one art
 :func:`~partsim_core.data.artefacts.cached_artefact` (kind ``separated``), keyed by the separator's key (for the
 U-Net: its training run's key, which includes the fingerprint of its training audio), the sample rate and the
 fingerprint of the track's own audio, and verified against its BLAKE2b manifest before reuse.
+
+:func:`style_mix_source` gives the stems of a U-Net trained on *another rendering*: a generated dataset of another
+style mix (:data:`partsim_core.data.compose.STYLE_MIXES`), separating the tracks of the dataset in use.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from partsim_core import INSTRUMENTS
@@ -24,7 +28,12 @@ from partsim_core.baseline.separators import OracleSeparator, Separator, get_sep
 from partsim_core.data.artefacts import cached_artefact
 from partsim_core.data.cache import MIX_PART, StemCache, file_identity, stable_hash
 from partsim_core.data.dataset import DatasetHandle
-from partsim_core.data.slakh import Track
+from partsim_core.data.slakh import Track, open_slakh
+from partsim_core.data.synth import (
+    default_dataset_root,
+    synthesize_dataset,
+    with_overrides,
+)
 from partsim_core.errors import PartsimError
 
 #: Bump when the layout or content of cached separated stems changes; part of every artefact's config.
@@ -139,3 +148,45 @@ def separated_source(data: DatasetHandle, backend: str = "unet", device: str = "
         PartsimError: see :func:`~partsim_core.baseline.separators.get_separator`.
     """
     return SeparatedSource(get_separator(backend, data, device=device, **options), data.cache)
+
+
+#: Dataset seed of the style-mix renderings (not the presets' 0, so that their songs differ too).
+STYLE_MIX_DATASET_SEED = 1
+
+
+def style_mix_dataset(data: DatasetHandle, style_mix: str, progress: bool = False) -> DatasetHandle:
+    """The preset's generated dataset rendered with another style mix, as a handle for training a separator.
+
+    Generated on first use (``cache_root()/datasets/mini-slakh-<preset>-<style mix>``; train and validation splits
+    of the preset's sizes, no test split: nothing is evaluated on it), with dataset seed
+    :data:`STYLE_MIX_DATASET_SEED` and the SoundFont of ``$PARTSIM_SOUNDFONT`` (else pretty_midi's TimGM6mb).
+    Its stem cache works at ``data``'s sample rate.
+
+    Raises:
+        PartsimError: an unknown style mix, or an unusable SoundFont.
+    """
+    preset = data.preset
+    config = with_overrides(preset.synth, n_test=0)
+    root = synthesize_dataset(default_dataset_root(preset.name, style_mix), preset.name, seed=STYLE_MIX_DATASET_SEED,
+                              progress=progress, config=config, style_mix=style_mix)
+    dataset = open_slakh(root)
+    cache = StemCache(dataset, sample_rate=data.cache.sample_rate)
+    return DatasetHandle(preset=preset, root=Path(root), dataset=dataset, cache=cache,
+                         train_tracks=dataset.tracks("train"), validation_tracks=dataset.tracks("validation"),
+                         test_tracks=[], filter_table=pd.DataFrame())
+
+
+def style_mix_source(data: DatasetHandle, style_mix: str = "shifted", device: str = "auto", seed: int = 0,
+                     progress: bool = False) -> SeparatedSource:
+    """``data``'s tracks separated by a U-Net trained on another rendering: :func:`style_mix_dataset`'s train
+    split (the preset's separator settings; trained on first use, then cached like every separator run).
+
+    The separator's key (its training run's, which includes the fingerprint of the style-mix audio) names the
+    cached outputs, so they never mix with the chapter separator's.
+
+    Raises:
+        PartsimError: see :func:`style_mix_dataset` and :func:`~partsim_core.baseline.separators.get_separator`.
+    """
+    rendering = style_mix_dataset(data, style_mix, progress=progress)
+    separator = get_separator("unet", rendering, device=device, seed=seed, progress=progress)
+    return SeparatedSource(separator, data.cache)

@@ -4,7 +4,9 @@ Only what more than one chapter draws lives here: the "thesis | ours | differenc
 (:func:`comparison_table`, :func:`wide_comparison`; our cells with their 95 % interval as ``value [low, high]``),
 tables of interval cells without a thesis column (:func:`interval_table`), the findings with their verdicts
 (:func:`findings_table`), labelled heat maps (distance/correlation matrices, Tables 4.5 and 5.x, Figures 4.11 and
-5.8) and t-SNE scatter plots (Figures 3.2, 4.7-4.9 and 5.9). Audio tables live in :mod:`partsim_core.book.audio`.
+5.8), t-SNE scatter plots (Figures 3.2, 4.7-4.9 and 5.9) and accuracy-against-SDR curves of several separators
+(:func:`quality_curve`; chapter 4's crossover, and chapter 3's separator-quality curve can draw with it). Audio
+tables live in :mod:`partsim_core.book.audio`.
 """
 
 from __future__ import annotations
@@ -241,3 +243,53 @@ def wide_comparison(comparison: pd.DataFrame, digits: int = 2, caption: str | No
     styler = wide.style.format(lambda value: value if isinstance(value, str) else format_interval(value, digits=digits))
     styler = styler.set_properties(subset=[(column, ours) for column in columns], **{"font-weight": "bold"})
     return styler.set_caption(caption) if caption else styler
+
+
+def quality_curve(points: pd.DataFrame, reference: Mapping[str, Mapping[str, float]] | None = None,
+                  reference_label: str = "reference", title: str = "",
+                  y_title: str = "accuracy (%)") -> go.Figure:
+    """Accuracy against separator quality, one panel per part: each separator a marker at (SDR, accuracy) with the
+    accuracy's 95 % interval as an error bar, joined in SDR order; optionally a reference accuracy per part as a
+    horizontal line with its interval as a band (chapter 4's separator crossover: the CSN's Table 4.2 accuracy).
+
+    Args:
+        points: one row per separator and part with columns ``separator``, ``part``, ``sdr``, ``accuracy``, ``low``,
+            ``high`` (e.g. :meth:`partsim_core.csn.crossover.CrossoverResult.frame`); rows without SDR or accuracy
+            are left out.
+        reference: ``{part: {"value", "low", "high"}}`` (non-finite cells are not drawn).
+        reference_label: legend name of the reference.
+        title: figure title.
+        y_title: title of the accuracy axis.
+    """
+    needed = ["separator", "part", "sdr", "accuracy", "low", "high"]
+    absent = [column for column in needed if column not in points.columns]
+    if absent:
+        raise PartsimError(f"quality_curve: columns {absent} are missing; the frame has {list(points.columns)}")
+    frame = points.dropna(subset=["sdr", "accuracy"]).sort_values(["part", "sdr"])
+    parts = list(dict.fromkeys(points["part"]))
+    figure = px.line(frame, x="sdr", y="accuracy", facet_col="part", category_orders={"part": parts},
+                     markers=False, title=title, color_discrete_sequence=["#888888"])
+    figure.update_traces(showlegend=False)
+    symbols = ["circle", "square", "diamond", "triangle-up", "x", "star"]
+    for number, (name, group) in enumerate(frame.groupby("separator", sort=False)):
+        for column, part in enumerate(parts, start=1):
+            rows = group[group["part"] == part]
+            if rows.empty:
+                continue
+            figure.add_trace(go.Scatter(
+                x=rows["sdr"], y=rows["accuracy"], mode="markers", name=str(name), legendgroup=str(name),
+                showlegend=column == 1, marker={"symbol": symbols[number % len(symbols)], "size": 9},
+                error_y={"type": "data", "symmetric": False, "array": rows["high"] - rows["accuracy"],
+                         "arrayminus": rows["accuracy"] - rows["low"]}), row=1, col=column)
+    for column, part in enumerate(parts, start=1):
+        cell = (reference or {}).get(part)
+        if not cell or not np.isfinite(cell.get("value", np.nan)):
+            continue
+        if np.isfinite(cell.get("low", np.nan)) and np.isfinite(cell.get("high", np.nan)):
+            figure.add_hrect(y0=cell["low"], y1=cell["high"], fillcolor="#1f77b4", opacity=0.15, line_width=0,
+                             row=1, col=column)
+        figure.add_hline(y=cell["value"], line_dash="dash", line_color="#1f77b4", row=1, col=column,
+                         annotation_text=reference_label if column == 1 else None)
+    figure.update_xaxes(title_text="mean test SDR (dB)")
+    figure.update_yaxes(title_text=y_title, col=1)
+    return figure

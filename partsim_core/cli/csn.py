@@ -28,10 +28,12 @@ from partsim_core.cli.options import (
     add_seed,
     add_seeds,
 )
+from partsim_core.csn.crossover import SWEEP_ENTRIES, sweep_for
 from partsim_core.csn.listening import interval_table
 from partsim_core.csn.run import run_chapter4
 from partsim_core.data.dataset import load_dataset
 from partsim_core.data.outputs import check_output_file, write_json_output
+from partsim_core.errors import PartsimError
 
 #: Accepted ``--condition`` values (listed here so that ``--help`` needs no torch import).
 CONDITION_LETTERS = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k")
@@ -101,6 +103,14 @@ def parse_conditions(text: str) -> list[str] | str:
     return letters
 
 
+def parse_crossover(text: str) -> tuple[str, ...]:
+    """Comma-separated separators of the Table 4.2 crossover, or ``none``; argparse type of ``--crossover``."""
+    try:
+        return sweep_for("", text)
+    except PartsimError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _interval_table(frame, low, high, digits: int) -> str:
     """``value [low, high]`` per cell, as text."""
     cells = frame.copy().astype(object)
@@ -122,7 +132,7 @@ def run_chapter(args: argparse.Namespace) -> int:
     data = load_dataset(args.preset, args.data_root, progress=progress)
     results = run_chapter4(data, conditions=args.conditions, seeds=args.seeds, seed=args.seed, epochs=args.epochs,
                            device=args.device, backend=args.backend, progress=progress, fresh=args.fresh,
-                           log=lambda message: print(message, flush=True))
+                           log=lambda message: print(message, flush=True), crossover=args.crossover)
     for name, digits in (("table_4_1", 1), ("table_4_2", 1), ("table_4_3", 1), ("table_4_4", 3)):
         frame = results.frame(name)
         if len(frame):
@@ -216,4 +226,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
                      help="'all' (a-k) or comma-separated letters, e.g. a,e,i (default: all)")
     run.add_argument("--backend", default="unet",
                      help="separator of condition (a): unet, oracle, spleeter, demucs (default: unet)")
+    run.add_argument("--crossover", type=parse_crossover, default=None, metavar="LIST",
+                     help="separators of the Table 4.2 crossover (needs condition a): comma-separated from "
+                          f"{', '.join(SWEEP_ENTRIES)}, or 'none' (default: the preset's)")
     run.set_defaults(func=run_chapter)

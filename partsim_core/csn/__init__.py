@@ -7,6 +7,7 @@
 * :mod:`.correlation` - distance-matrix correlations and their leave-one-track-out values.
 * :mod:`.findings` - the thesis's findings, verdicts from paired intervals.
 * :mod:`.listening` - Table 4.6 (model vs listeners); :mod:`.leakage` - style leakage (our addition).
+* :mod:`.crossover` - the baseline's Table 4.2 accuracy against separator quality, next to (i) (our addition).
 * :mod:`.figures` - data of Figs. 4.7-4.11 and the loss curves.
 * :mod:`.run` - :func:`~.run.run_chapter4`, the chapter's orchestration and its JSON.
 """

@@ -12,7 +12,9 @@ dataset handle built once by its caller and
 3. computes every table per test track and seed (:mod:`partsim_core.csn.metrics`), so each cell carries a 95 %
    interval (bootstrap over test tracks, seeds included), and the findings from paired differences
    (:mod:`partsim_core.csn.findings`); Table 4.6 (:mod:`partsim_core.csn.listening`) uses every seed's models,
-   the style-leakage measure (:mod:`partsim_core.csn.leakage`, our addition) the first seed's.
+   the style-leakage measure (:mod:`partsim_core.csn.leakage`, our addition) the first seed's;
+4. with condition (a), measures Table 4.2's baseline row for a sweep of separators of different quality next to
+   condition (i) (:mod:`partsim_core.csn.crossover`: where the curves cross), adding one finding per separator.
 
 Choices made here, documented because the thesis leaves them open:
 
@@ -45,13 +47,19 @@ import torch
 from partsim_core import INSTRUMENTS
 from partsim_core.baseline.networks import train_part_network
 from partsim_core.baseline.separated_stems import separated_source
-from partsim_core.baseline.separators import OracleSeparator, check_backend
+from partsim_core.baseline.separators import check_backend
 from partsim_core.csn.conditions import (
     ALL_LETTERS,
     get_condition,
     target_networks,
     train_condition,
     train_pretraining,
+)
+from partsim_core.csn.crossover import (
+    CrossoverResult,
+    baseline_piece_embeddings,
+    separator_crossover,
+    sweep_for,
 )
 from partsim_core.csn.findings import chapter4_findings
 from partsim_core.csn.leakage import LEAKAGE_COLUMNS, grid_styles, leakage_table
@@ -69,10 +77,8 @@ from partsim_core.csn.metrics import (
 from partsim_core.csn.test_set import (
     EVALUATION_SECONDS,
     TABLE_4_1_SECONDS,
-    PartOfPieces,
     PseudoPieceSet,
     SegmentGrid,
-    SeparatedPieces,
     chapter4_test_tracks,
     embed_index,
     segment_grid,
@@ -122,6 +128,8 @@ class Chapter4Results:
     embeddings: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     pseudo: PseudoPieceSet | None = field(default=None, repr=False)
     data: Any = field(default=None, repr=False)
+    #: The separator sweep on Table 4.2's measure (None without condition (a) or with an empty sweep).
+    separator_crossover: CrossoverResult | None = field(default=None, repr=False)
 
     # ---- cells -----------------------------------------------------------------------------------------------
 
@@ -256,6 +264,8 @@ class Chapter4Results:
             "timings": {name: round(value, 2) for name, value in self.timings.items()},
             "reused": self.reused, "n_segments": self.n_segments,
         }
+        if self.separator_crossover is not None:
+            payload["separator_crossover"] = self.separator_crossover.to_json()
         assert all(f["verdict"] in VERDICTS for f in self.findings)
         return clean(payload)
 
@@ -328,6 +338,7 @@ def run_chapter4(
     progress: bool = True,
     fresh: bool = False,
     log: Callable[[str], None] | None = None,
+    crossover: Sequence[str] | str | None = None,
 ) -> Chapter4Results:
     """Run chapter 4: train or reuse the chosen conditions, embed the test set, compute Tables 4.1-4.6.
 
@@ -346,9 +357,12 @@ def run_chapter4(
         progress: progress bars.
         fresh: retrain every condition instead of reusing cached models.
         log: where one-line progress messages go.
+        crossover: the separators of the Table 4.2 crossover (names of
+            :data:`partsim_core.csn.crossover.SWEEP_ENTRIES` or a comma-separated string; ``None`` = the preset's
+            :data:`~partsim_core.csn.crossover.DEFAULT_SWEEPS`, ``"none"`` = skip); needs condition (a).
 
     Raises:
-        PartsimError: an unknown condition or backend, bad epochs or seeds, too short test tracks.
+        PartsimError: an unknown condition, crossover separator or backend, bad epochs or seeds, too short test tracks.
     """
     say = log or (lambda message: None)
     check_backend(backend)
@@ -359,6 +373,7 @@ def run_chapter4(
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise PartsimError(f"seeds must be a positive integer, got {seeds!r}")
     seed_list = [seed + number for number in range(seeds)]
+    sweep = sweep_for(data.preset.name, crossover)
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -403,14 +418,8 @@ def run_chapter4(
             baseline_grid[seconds] = {part: _stack([embed(nets[part], separated, tracks_by_id,
                                                           grids[seconds].parts[part]) for nets in baseline])
                                       for part in INSTRUMENTS}
-        if pseudo.indices:
-            oracle = isinstance(getattr(separated, "separator", None), OracleSeparator)
-            separated_pieces = None if oracle else SeparatedPieces(pseudo, separated, data.fingerprint(tracks),
-                                                                   fresh=fresh)
-            for part in INSTRUMENTS:
-                source = PartOfPieces(pseudo.source, part) if oracle else separated_pieces
-                baseline_pseudo[part] = _stack([embed(nets[part], source, pseudo.pieces, pseudo.indices.get(part))
-                                                for nets in baseline])
+        baseline_pseudo = baseline_piece_embeddings(pseudo, separated, baseline, frontend, data.fingerprint(tracks),
+                                                    device=device_name, fresh=fresh)
         for column, part in enumerate(INSTRUMENTS):
             vectors = _stack([embed(nets[part], data.cache, tracks_by_id, grid5.parts[part]) for nets in ideal])
             if vectors is not None:
@@ -455,6 +464,16 @@ def run_chapter4(
     timings["tables"] = time.perf_counter() - tick
     findings = chapter4_findings(tables, TABLE_4_1_SECONDS)
 
+    # The separator crossover on Table 4.2's measure (needs the baseline, condition (a)).
+    crossover_result = None
+    if baseline and pseudo.indices and sweep:
+        tick = time.perf_counter()
+        crossover_result = separator_crossover(data, pseudo, separated, baseline, tables["table_4_2"],
+                                               data.fingerprint(tracks), sweep=sweep, device=device_name, seed=seed,
+                                               fresh=fresh, progress=progress, log=say)
+        findings = findings + crossover_result.findings
+        timings["separator_crossover"] = time.perf_counter() - tick
+
     # First seed: figures, style leakage; every seed: Table 4.6.
     tick = time.perf_counter()
     first = {letter: {"mix_5": entry["mix"][EVALUATION_SECONDS][0],
@@ -482,5 +501,5 @@ def run_chapter4(
             "pseudo_segments": len(segments), "pseudo_pieces": len(pseudo.plan),
             "test_tracks": len(tracks)},
         table_4_6=listening.cells(), listening_test=listening.source, style_leakage=leakage, grids=grids,
-        embeddings=first, pseudo=pseudo, data=data)
+        embeddings=first, pseudo=pseudo, data=data, separator_crossover=crossover_result)
 

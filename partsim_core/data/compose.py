@@ -14,12 +14,22 @@ Everything here is pure (no I/O): :func:`compose_song` returns a :class:`Song`; 
 one or all of its layers into Standard MIDI File bytes. The song data types, keys, chords and General-MIDI tables
 are in :mod:`partsim_core.data.music`; the per-part bar patterns and the style table in
 :mod:`partsim_core.data.part_patterns`.
+
+**Style mixes** (opt-in, :data:`STYLE_MIXES`): ``"default"`` is the generator every preset's dataset uses (its
+output is unchanged by the option). ``"shifted"`` renders another *style mix* from the same SoundFont: each
+melodic style plays the *other* GM programs of its programs' GM families (e.g. the bass style ``walking``, family
+32/33/35, plays 34/36/37/38/39; a part's programs stay in the GM range that maps it to its Slakh group), drum styles
+use the kits the default leaves out, and styles are drawn with geometrically decaying weights instead of uniformly.
+Chapter 4's separator crossover trains one separator on such a rendering, so that it is tested on renderings it
+was not trained on (:mod:`partsim_core.csn.crossover`). Rendering with another SoundFont (``$PARTSIM_SOUNDFONT``)
+is the stronger test for users who have one; this machine ships only ``TimGM6mb.sf2``.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import mido
 import numpy as np
@@ -43,6 +53,7 @@ from partsim_core.data.music import (
     Song,
 )
 from partsim_core.data.part_patterns import DRUM_STYLES, STYLES, drum_bar, style_names
+from partsim_core.errors import PartsimError
 
 #: Probability that a song has each part (Slakh-like: drums and bass nearly always, piano/guitar often missing).
 PART_PROBABILITY = {"drums": 0.95, "bass": 0.95, "piano": 0.72, "guitar": 0.72, "others": 0.9}
@@ -51,6 +62,75 @@ PART_PROBABILITY = {"drums": 0.95, "bass": 0.95, "piano": 0.72, "guitar": 0.72, 
 SECOND_OTHERS_PROBABILITY = 0.3
 DROPOUT_PROBABILITY = 0.25
 UNRENDERED_STEM_PROBABILITY = 0.1
+
+
+@dataclass(frozen=True)
+class StyleMix:
+    """How a generated dataset draws styles and programs.
+
+    Attributes:
+        name: the mix's name (``"default"`` for every preset's dataset).
+        other_programs: play each style's GM-family complement instead of its own programs (drums: the other kits).
+        style_decay: style ``i`` of a part (in :func:`~partsim_core.data.part_patterns.style_names` order) is drawn
+            with weight ``style_decay ** i``; 1.0 = uniform (the default draw).
+    """
+
+    name: str
+    other_programs: bool = False
+    style_decay: float = 1.0
+
+
+#: The style mixes :func:`compose_song` knows; ``"default"`` is the generator's, the others are opt-in.
+STYLE_MIXES: dict[str, StyleMix] = {
+    "default": StyleMix("default"),
+    "shifted": StyleMix("shifted", other_programs=True, style_decay=0.6),
+}
+DEFAULT_STYLE_MIX = "default"
+
+
+def get_style_mix(style_mix: str | StyleMix) -> StyleMix:
+    """A :class:`StyleMix` by name (or itself).
+
+    Raises:
+        PartsimError: an unknown name.
+    """
+    if isinstance(style_mix, StyleMix):
+        return style_mix
+    try:
+        return STYLE_MIXES[style_mix]
+    except (KeyError, TypeError):
+        raise PartsimError(f"unknown style mix {style_mix!r}; choose one of: {', '.join(STYLE_MIXES)}") from None
+
+
+def style_programs(part: str, style: str, style_mix: StyleMix = STYLE_MIXES["default"]) -> tuple[int, ...]:
+    """The GM programs a melodic style plays under a style mix.
+
+    With ``other_programs`` the programs of the same GM families (``program // 8``) that the style does not use,
+    in ascending order (the style's own programs when its families hold no others).
+    """
+    programs = STYLES[part][style][1]
+    if not style_mix.other_programs:
+        return programs
+    families = {program // 8 for program in programs}
+    others = tuple(program for family in sorted(families) for program in range(8 * family, 8 * family + 8)
+                   if program not in programs)
+    return others or programs
+
+
+def style_kits(style: str, style_mix: StyleMix = STYLE_MIXES["default"]) -> tuple[str, ...]:
+    """The drum kits of a drum style under a style mix (with ``other_programs``: the kits it does not use)."""
+    kits = DRUM_STYLES[style][1]
+    if not style_mix.other_programs:
+        return kits
+    return tuple(kit for kit in DRUM_KITS if kit not in kits) or kits
+
+
+def choose_style(names: Sequence[str], rng: np.random.Generator, style_mix: StyleMix = STYLE_MIXES["default"]) -> str:
+    """One of ``names``: uniform (one ``rng.integers`` draw, the default generator's) or by decaying weights."""
+    if style_mix.style_decay == 1.0:
+        return names[rng.integers(len(names))]
+    weights = style_mix.style_decay ** np.arange(len(names), dtype=np.float64)
+    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
 
 
 
@@ -111,14 +191,20 @@ def trim_overlaps(notes: list[Note], end_tick: int) -> list[Note]:
     return result[::-1]
 
 
-def compose_song(rng: np.random.Generator, min_seconds: float, max_seconds: float) -> Song:
+def compose_song(rng: np.random.Generator, min_seconds: float, max_seconds: float,
+                 style_mix: str | StyleMix = DEFAULT_STYLE_MIX) -> Song:
     """Compose one song from a seeded generator.
 
     Args:
         rng: the track's random generator.
         min_seconds: shortest song length.
         max_seconds: longest song length (equal to ``min_seconds`` for fixed-length songs).
+        style_mix: a name of :data:`STYLE_MIXES` (``"default"``: the generator's draws, unchanged).
+
+    Raises:
+        PartsimError: an unknown style mix.
     """
+    mix = get_style_mix(style_mix)
     tempo = int(rng.integers(70, 171))
     mode = "major" if rng.random() < 0.55 else "minor"
     tonic = int(rng.integers(12))
@@ -139,21 +225,21 @@ def compose_song(rng: np.random.Generator, min_seconds: float, max_seconds: floa
     layer_specs: list[tuple[str, str]] = []
     for part in parts:
         names = style_names(part)
-        style = names[rng.integers(len(names))]
+        style = choose_style(names, rng, mix)
         layer_specs.append((part, style))
         if part == "others" and rng.random() < SECOND_OTHERS_PROBABILITY:
             others = [name for name in names if name != style]
-            layer_specs.append((part, others[rng.integers(len(others))]))
+            layer_specs.append((part, choose_style(others, rng, mix)))
 
     # Choose every layer's program, variant and sections first, then write the notes.
     plans = []
     for part, style in layer_specs:
         if part == "drums":
-            kits = DRUM_STYLES[style][1]
+            kits = style_kits(style, mix)
             kit: str | None = kits[rng.integers(len(kits))]
             program = DRUM_KITS[kit]
         else:
-            programs = STYLES[part][style][1]
+            programs = style_programs(part, style, mix)
             program, kit = int(programs[rng.integers(len(programs))]), None
         plans.append([part, style, program, kit, int(rng.integers(6)), choose_active_sections(len(sections), rng)])
     # Every section keeps at least two sounding layers (a near-empty mix section helps nobody).

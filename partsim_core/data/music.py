@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pretty_midi
 
 #: MIDI resolution of every written file (ticks per quarter note).
 TICKS_PER_BEAT = 480
@@ -79,8 +80,11 @@ def instrument_class(program: int, is_drum: bool) -> str:
 
 
 def program_name(program: int, is_drum: bool) -> str:
-    """Slakh ``midi_program_name`` of a GM program ("Drums" for drum parts)."""
-    return "Drums" if is_drum else GM_PROGRAM_NAMES[program]
+    """Slakh ``midi_program_name`` of a GM program ("Drums" for drum parts); programs outside
+    :data:`GM_PROGRAM_NAMES` (another style mix) get pretty_midi's General MIDI name, which spells the same."""
+    if is_drum:
+        return "Drums"
+    return GM_PROGRAM_NAMES.get(program) or pretty_midi.program_to_instrument_name(program)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ Songs come from :mod:`partsim_core.data.compose`; audio comes from a real SoundF
 ``tinysoundfont``: the ``TimGM6mb.sf2`` shipped inside ``pretty_midi`` unless a ``soundfont`` argument or the
 ``PARTSIM_SOUNDFONT`` environment variable names another ``.sf2`` (e.g. FluidR3_GM). Each track's random generator
 is derived from ``(seed, track index)``, so output does not depend on the number of workers, and the same seed gives
-byte-identical MIDI and metadata. The dataset folder is built under a temporary name and renamed when complete
+byte-identical MIDI and metadata. ``style_mix`` (opt-in, :data:`partsim_core.data.compose.STYLE_MIXES`) renders
+another mix of styles and GM programs from the same SoundFont; the default mix leaves every output unchanged. The
+dataset folder is built under a temporary name and renamed when complete
 (:func:`partsim_core.data.outputs.output_directory`: a folder partsim did not write is never replaced); the
 ground-truth file doubles as the completion marker. Worker processes end with their parent, even a killed one.
 """
@@ -38,7 +40,7 @@ from tqdm.auto import tqdm
 
 from partsim_core import INSTRUMENTS
 from partsim_core.data.cache import atomic_write_json, cache_root
-from partsim_core.data.compose import compose_song, song_to_midi_bytes
+from partsim_core.data.compose import DEFAULT_STYLE_MIX, compose_song, get_style_mix, song_to_midi_bytes
 from partsim_core.data.music import DRUM_CHANNEL, Layer, Song, instrument_class, program_name
 from partsim_core.data.outputs import MARKER, check_not_inside_inputs, output_directory
 from partsim_core.errors import PartsimError
@@ -58,14 +60,17 @@ TARGET_PEAK_DBFS = -1.0
 SILENT_STEM_DBFS = -90.0
 
 
-def default_dataset_root(preset: str) -> Path:
-    """Where ``partsim data synth`` and the book put the generated dataset of a preset.
+def default_dataset_root(preset: str, style_mix: str = DEFAULT_STYLE_MIX) -> Path:
+    """Where ``partsim data synth`` and the book put the generated dataset of a preset (``mini-slakh-<preset>``;
+    another style mix: ``mini-slakh-<preset>-<style mix>``).
 
     Raises:
-        PartsimError: for an unknown preset.
+        PartsimError: for an unknown preset or style mix.
     """
     get_preset(preset)
-    return cache_root() / "datasets" / f"mini-slakh-{preset}"
+    name = get_style_mix(style_mix).name
+    suffix = "" if name == DEFAULT_STYLE_MIX else f"-{name}"
+    return cache_root() / "datasets" / f"mini-slakh-{preset}{suffix}"
 
 
 def default_soundfont() -> Path:
@@ -215,11 +220,15 @@ class TrackJob:
     preset: str
     config: SynthConfig
     soundfont: Path
+    style_mix: str = DEFAULT_STYLE_MIX
 
 
-def track_uuid(preset: str, seed: int, track_id: str) -> str:
-    """A 32-hex-digit id like Slakh's ``UUID``, derived from the generator version, preset, seed and track."""
+def track_uuid(preset: str, seed: int, track_id: str, style_mix: str = DEFAULT_STYLE_MIX) -> str:
+    """A 32-hex-digit id like Slakh's ``UUID``, derived from the generator version, preset, seed and track (and
+    the style mix, when it is not the default)."""
     text = f"{GENERATOR_NAME}|{GENERATOR_VERSION}|{preset}|{seed}|{track_id}"
+    if style_mix != DEFAULT_STYLE_MIX:
+        text += f"|{style_mix}"
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
@@ -232,9 +241,9 @@ def build_track(job: TrackJob) -> dict:
     """Compose, render and write one track folder; return its ground-truth entry and sizes.
     """
     rng = track_rng(job.seed, job.index)
-    song = compose_song(rng, job.config.min_seconds, job.config.max_seconds)
+    song = compose_song(rng, job.config.min_seconds, job.config.max_seconds, style_mix=job.style_mix)
     sample_rate = job.config.sample_rate
-    uuid = track_uuid(job.preset, job.seed, job.track_id)
+    uuid = track_uuid(job.preset, job.seed, job.track_id, job.style_mix)
 
     # Stem numbering follows a per-song shuffle of the layers, as Slakh's numbering follows the source MIDI's
     # track order (so S00 is not always drums); unrendered sound-effect stems are listed without files.
@@ -445,7 +454,8 @@ def _describe(generator: dict | None) -> str:
 
 def synthesize_dataset(out: str | os.PathLike, preset: str = "smoke", seed: int = 0, jobs: int | None = None,
                        fresh: bool = False, progress: bool = True, *, soundfont: str | os.PathLike | None = None,
-                       config: SynthConfig | None = None, replace_other: bool = True) -> Path:
+                       config: SynthConfig | None = None, replace_other: bool = True,
+                       style_mix: str = DEFAULT_STYLE_MIX) -> Path:
     """Generate the mini-Slakh of a preset into ``out`` (Slakh2100 redux flac layout), atomically.
 
     Args:
@@ -460,12 +470,15 @@ def synthesize_dataset(out: str | os.PathLike, preset: str = "smoke", seed: int 
         replace_other: replace a dataset this generator wrote with other settings (another seed, preset,
             SoundFont or generator version) without ``fresh``: right for the cache's default folder; a folder the
             user names (``--out-dir``) is replaced only with ``fresh``.
+        style_mix: a name of :data:`partsim_core.data.compose.STYLE_MIXES`; ``"default"`` (every preset's data)
+            writes exactly what the generator wrote before the option existed; another mix is recorded in the
+            ground truth's ``generator`` entry.
 
     Returns:
         ``out``, as a :class:`~pathlib.Path`.
 
     Raises:
-        PartsimError: unknown preset, bad seed/jobs/config, unusable SoundFont, an ``out`` that is a file, overlaps
+        PartsimError: unknown preset or style mix, bad seed/jobs/config, unusable SoundFont, an ``out`` that is a file, overlaps
         the SoundFont, or exists but was not made by this generator (never replaced, even with ``fresh``), or
         holds a dataset of other settings while ``replace_other`` and ``fresh`` are both false.
     """
@@ -473,6 +486,9 @@ def synthesize_dataset(out: str | os.PathLike, preset: str = "smoke", seed: int 
     preset_config = get_preset(preset).synth  # an unknown preset raises even with a config override
     config = config or preset_config
     validate_config(config)
+    if not isinstance(style_mix, str):
+        raise PartsimError(f"style_mix must be the name of a style mix, got {style_mix!r}")
+    style_mix = get_style_mix(style_mix).name
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise PartsimError(f"seed must be a non-negative integer, got {seed!r}")
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
@@ -483,6 +499,8 @@ def synthesize_dataset(out: str | os.PathLike, preset: str = "smoke", seed: int 
     generator = {"name": GENERATOR_NAME, "version": GENERATOR_VERSION, "preset": preset, "seed": int(seed),
                  "soundfont": soundfont_path.name, "soundfont_sha256": file_digest(soundfont_path),
                  "config": asdict(config)}
+    if style_mix != DEFAULT_STYLE_MIX:
+        generator["style_mix"] = style_mix
     if out.is_dir() and not out.is_symlink():
         if not fresh and is_complete(out, generator):
             return out
@@ -498,7 +516,8 @@ def synthesize_dataset(out: str | os.PathLike, preset: str = "smoke", seed: int 
     plan = plan_tracks(config)
     with output_directory(out, inputs=[soundfont_path], fresh=True, is_own=is_generated_dataset) as tmp:
         work = [TrackJob(folder=tmp / split / track_id, index=index, track_id=track_id, split=split, seed=int(seed),
-                         preset=preset, config=config, soundfont=soundfont_path) for index, track_id, split in plan]
+                         preset=preset, config=config, soundfont=soundfont_path, style_mix=style_mix)
+                for index, track_id, split in plan]
         results: dict[str, dict] = {}
         bar = tqdm(total=len(work), desc=f"mini-slakh {preset}", unit="track", disable=not progress)
         try:
