@@ -212,7 +212,7 @@ def test_plan_with_three_seeds_adds_chapter_6s_separators_of_each_seed(smoke_dat
     assert "separator/seed1" in names and "part-drums-separated-separator1/seed1" in names
     assert "part-drums-separated/seed1" in names  # chapter 3's: seed-0 separator, seed-1 network
     assert "part-drums-separated-separator2/seed2" in names
-    without_6 = [job.name for job in book_training_jobs(smoke_data, seeds=[0, 1, 2], device="cpu", mixquery=False)]
+    without_6 = [job.name for job in book_training_jobs(smoke_data, seeds=[0, 1, 2], device="cpu", chapters=(3, 4))]
     assert len(without_6) == 2 + 33 + 45
 
 
@@ -223,6 +223,19 @@ def test_plan_refuses_bad_seeds_and_backends(smoke_data):
         book_training_jobs(smoke_data, seeds=[])
     with pytest.raises(PartsimError):
         book_training_jobs(smoke_data, seeds=[0], backend="nonsense")
+    with pytest.raises(PartsimError, match="chapter"):
+        book_training_jobs(smoke_data, seeds=[0], chapters=(5,))
+
+
+def test_plan_of_one_chapter_lists_only_its_models(smoke_data):
+    from partsim_core.book.training_plan import book_training_jobs
+
+    names = [job.name for job in book_training_jobs(smoke_data, seeds=[3], device="cpu", chapters=(6,))]
+    # chapter 6 alone: condition (i) (pre-training and its targets first), the seed-3 U-Net, its separation, the
+    # five separated networks, the track network.
+    assert names == [*[f"pretraining-target-{part}/seed3" for part in PARTS], "csn-pretrain/seed3", "csn-i/seed3",
+                     "separator/seed3", "separated-stems/separator-seed3",
+                     *[f"part-{part}-separated/seed3" for part in PARTS], "track-mix/seed3"]
 
 
 def _finished_models(cache: Path) -> set[str]:

@@ -37,7 +37,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,9 @@ from partsim_core.training import usable_cores
 
 #: Environment variables set to 1 in every worker process (BLAS / OpenMP thread pools), before torch is imported.
 THREAD_VARIABLES: tuple[str, ...] = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+#: The chapters whose notebooks train models, by notebook name (``_toc.yml``'s ``notebooks/<name>``).
+NOTEBOOK_CHAPTERS: dict[str, int] = {"ch3_separation_baseline": 3, "ch4_csn_ablations": 4, "ch6_mixquery": 6}
 
 #: Seconds to wait for a worker to leave after it was told to stop, before it is terminated.
 _JOIN_SECONDS = 10.0
@@ -233,7 +236,7 @@ def has_ground_truth(data: DatasetHandle) -> bool:
 
 
 def book_training_jobs(data: DatasetHandle, seeds: Sequence[int], device: str = "auto", backend: str = "unet",
-                       mixquery: bool | None = None) -> list[Job]:
+                       chapters: Collection[int] = (3, 4, 6)) -> list[Job]:
     """Every model the book's chapter runners train on ``data`` for ``seeds``, as jobs in dependency order.
 
     Mirrors the notebooks' calls with their defaults (no epochs override, every chapter-4 condition, chapter 6's
@@ -245,45 +248,53 @@ def book_training_jobs(data: DatasetHandle, seeds: Sequence[int], device: str = 
             separator.
         device: The notebooks' device.
         backend: Chapter 3's and condition (a)'s separator backend.
-        mixquery: Include chapter 6's models; ``None`` = when the dataset has the generator's ground truth.
+        chapters: The chapters whose models to list (3, 4, 6); chapter 6's only on a dataset with the generator's
+            ground truth (its evaluation refuses others before training anything but condition (i)).
 
     Raises:
-        PartsimError: no seeds, a negative seed, an unknown backend.
+        PartsimError: no seeds, a negative seed, an unknown backend or chapter.
     """
     check_backend(backend)
     seeds = [int(seed) for seed in seeds]
     if not seeds or any(seed < 0 for seed in seeds):
         raise PartsimError(f"seeds must be one or more non-negative integers, got {seeds!r}")
+    unknown = sorted(set(chapters) - set(NOTEBOOK_CHAPTERS.values()))
+    if unknown:
+        raise PartsimError(f"no training plan for chapter(s) {unknown}; chapters that train: 3, 4, 6")
     planner = _BookPlanner(data, device, backend, seeds[0])
-    # Chapter 3 (run_chapter3): the separator of the first seed, the networks per seed, the curve's U-Nets.
-    planner.separator(seeds[0])
-    for seed in seeds:
-        for part in INSTRUMENTS:
-            for kind in INPUTS:
-                planner.part_network(part, kind, seed, separator=seeds[0])
-        planner.part_network(MIX_PART, "ideal", seed)
-    if backend == "unet":
-        for epochs in default_curve_epochs(planner.separator_epochs):
-            planner.separator(seeds[0], epochs, separate=False)
-    # Chapter 4 (run_chapter4): conditions (b)-(k) per seed; condition (a)'s networks on the seed-0 separator.
-    for letter in ALL_LETTERS:
-        if not get_condition(letter).is_baseline:
-            for seed in seeds:
-                planner.condition(letter, seed)
-    for seed in seeds:
-        for part in INSTRUMENTS:
-            for kind in ("separated", "ideal"):
-                planner.part_network(part, kind, seed, separator=0)
-    # Chapter 6 (get_backend / run_evaluation): condition (i), the separated backend on each seed's U-Net, the track
-    # network.
-    if mixquery if mixquery is not None else has_ground_truth(data):
-        planner.backend = "unet"
+    if 3 in chapters:
+        # run_chapter3: the separator of the first seed, the networks per seed, the quality curve's U-Nets.
+        planner.separator(seeds[0])
         for seed in seeds:
-            planner.condition("i", seed)
             for part in INSTRUMENTS:
-                planner.part_network(part, "separated", seed, separator=seed)
+                for kind in INPUTS:
+                    planner.part_network(part, kind, seed, separator=seeds[0])
             planner.part_network(MIX_PART, "ideal", seed)
-        planner.backend = backend
+        if backend == "unet":
+            for epochs in default_curve_epochs(planner.separator_epochs):
+                planner.separator(seeds[0], epochs, separate=False)
+    if 4 in chapters:
+        # run_chapter4: conditions (b)-(k) per seed; condition (a)'s networks on the seed-0 separator.
+        for letter in ALL_LETTERS:
+            if not get_condition(letter).is_baseline:
+                for seed in seeds:
+                    planner.condition(letter, seed)
+        for seed in seeds:
+            for part in INSTRUMENTS:
+                for kind in ("separated", "ideal"):
+                    planner.part_network(part, kind, seed, separator=0)
+    if 6 in chapters:
+        # get_backend("csn") of the first seed; run_evaluation: per seed condition (i), the separated backend on
+        # that seed's U-Net, the track network (only where the evaluation can run).
+        planner.condition("i", seeds[0])
+        if has_ground_truth(data):
+            planner.backend = "unet"
+            for seed in seeds:
+                planner.condition("i", seed)
+                for part in INSTRUMENTS:
+                    planner.part_network(part, "separated", seed, separator=seed)
+                planner.part_network(MIX_PART, "ideal", seed)
+            planner.backend = backend
     return planner.plan.jobs
 
 
