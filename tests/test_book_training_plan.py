@@ -269,3 +269,74 @@ def test_smoke_plan_trains_everything_the_chapter_runners_use(tmp_path, monkeypa
     for backend in ("csn", "separated", "track"):
         get_backend(backend, data, device="cpu", progress=False, seed=0)
     assert _finished_models(cache) == trained
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The step in `partsim book build` and `partsim train all`
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _tiny_book(root: Path) -> Path:
+    """A repository whose table of contents lists chapter 4's notebook name and one chapter that trains nothing."""
+    repo = root / "repo"
+    (repo / "book").mkdir(parents=True)
+    (repo / "book" / "intro.md").write_text("# Intro\n", encoding="utf-8")
+    (repo / "_config.yml").write_text("title: tiny\n", encoding="utf-8")
+    (repo / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: notebooks/data\n"
+                                   "  - file: notebooks/ch4_csn_ablations\n", encoding="utf-8")
+    for name in ("data", "ch4_csn_ablations"):
+        path = repo / "notebooks" / f"{name}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('# %% tags=["parameters"]\npreset = "smoke"\ndata_root = ""\n\n# %%\nx = 1\n',
+                        encoding="utf-8")
+    return repo
+
+
+@pytest.mark.parametrize("jobs", [2, 1])
+def test_book_build_trains_the_toc_chapters_before_any_notebook(tmp_path, monkeypatch, jobs):
+    import partsim_core.book.build as build
+
+    calls: list[tuple] = []
+    monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "resolve_dataset_root", lambda preset, root, progress=True: Path(root))
+    monkeypatch.setattr(build, "load_dataset", lambda preset, root, progress=True: ("data", preset, str(root)))
+
+    def plan(data, seeds, device="auto", chapters=()):
+        calls.append(("plan", data, list(seeds), device, list(chapters)))
+        return ["job"]
+
+    def run(planned, workers=None, progress=True):
+        calls.append(("run", planned, workers))
+        return {"job": {"reused": True}}
+
+    def execute(source, *args, **kwargs):
+        calls.append(("notebook", Path(source).name))
+        raise PartsimError("stop after the first notebook")
+
+    monkeypatch.setattr(build, "book_training_jobs", plan)
+    monkeypatch.setattr(build, "run_training_jobs", run)
+    monkeypatch.setattr(build, "execute_notebook", execute)
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    with pytest.raises(PartsimError, match="stop after"):
+        build.build_book("smoke", data_root=data_root, out_dir=tmp_path / "out", device="cpu", seed=2, seeds=3,
+                         repo=_tiny_book(tmp_path), progress=False, log=lambda message: None, jobs=jobs)
+    if jobs == 1:
+        assert calls == [("notebook", "data.py")]  # no training step: the notebooks train
+    else:
+        assert calls == [("plan", ("data", "smoke", str(data_root)), [2, 3, 4], "cpu", [4]),
+                         ("run", ["job"], 2), ("notebook", "data.py")]
+
+
+def test_cli_train_all_and_book_build_take_jobs(capsys):
+    from partsim_core.cli import main as partsim_main
+
+    for command in (["train", "all"], ["book", "build"]):
+        with pytest.raises(SystemExit) as exited:
+            partsim_main([*command, "--help"])
+        assert exited.value.code == 0
+        assert "--jobs" in capsys.readouterr().out
+        with pytest.raises(SystemExit) as exited:
+            partsim_main([*command, "--jobs", "0"])
+        assert exited.value.code == 2
+        assert "positive integer" in capsys.readouterr().err
