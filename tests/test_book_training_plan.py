@@ -340,3 +340,51 @@ def test_cli_train_all_and_book_build_take_jobs(capsys):
             partsim_main([*command, "--jobs", "0"])
         assert exited.value.code == 2
         assert "positive integer" in capsys.readouterr().err
+
+
+def _alive(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2:].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table from Linux /proc")
+def test_workers_die_with_a_killed_parent(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    log = tmp_path / "log.txt"
+    script = textwrap.dedent(f"""
+        import functools, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        import test_book_training_plan as t
+        jobs = [t.Job(name, functools.partial(t._record, {str(log)!r}, name, 300.0)) for name in ("a", "b")]
+        t.run_training_jobs(jobs, workers=2, progress=False)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and parent.poll() is None and len(workers) < 2:
+            workers = [pid for kind, _, pid in _events(log) if kind == "start"] if log.is_file() else []
+            time.sleep(0.2)
+        assert parent.poll() is None and len(workers) == 2, "the pool did not start both jobs"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+            time.sleep(0.2)
+        assert not [pid for pid in workers if _alive(pid)]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
