@@ -4,15 +4,20 @@
 
 1. runs the data step: the embedded mini-Slakh dataset of the preset is generated unless ``data_root`` is given
    (:func:`partsim_core.data.synth.synthesize_dataset` returns at once when it is already there);
-2. converts every chapter notebook listed in ``_toc.yml`` (jupytext "percent" files ``notebooks/<name>.py``) to
+2. runs the training step (``jobs != 1``): every model the chapter notebooks of ``_toc.yml`` train
+   (:func:`~partsim_core.book.training_plan.book_training_jobs`) is trained, or found in the artefact cache, in
+   ``jobs`` single-threaded worker processes (:func:`~partsim_core.book.training_plan.run_training_jobs`), so the
+   notebooks reuse them instead of training one model after another; ``jobs=1`` skips the step and the notebooks
+   train as they go;
+3. converts every chapter notebook listed in ``_toc.yml`` (jupytext "percent" files ``notebooks/<name>.py``) to
    ``.ipynb`` and executes it exactly once with papermill in a staging folder under
    ``cache_root()/book/<preset>/``, passing ``preset``, ``data_root``, ``device``, ``seed``, ``seeds``, ``fresh`` and
    ``abx_dir`` to the notebooks whose ``parameters`` cell declares them; a failing cell fails the build with a
    :class:`PartsimError` naming the notebook and the cell's error. Every code cell is tagged ``hide-input``, so
    the pages show prose, tables, figures and audio with the code behind a toggle;
-3. copies ``plotly.min.js`` from the installed plotly package into the staged ``book/_static`` and runs
+4. copies ``plotly.min.js`` from the installed plotly package into the staged ``book/_static`` and runs
    ``jupyter-book build`` on the staging folder with execution off;
-4. publishes the HTML to ``<out-dir>/html`` (with each page's audio files beside it in ``<page>_media/``) and the
+5. publishes the HTML to ``<out-dir>/html`` (with each page's audio files beside it in ``<page>_media/``) and the
    results each notebook handed over with :func:`~partsim_core.book.notebook.publish_results` to
    ``<out-dir>/results/<name>.json``; ``<out-dir>`` is ``<repo>/_build`` unless given.
 
@@ -44,6 +49,7 @@ from partsim_core.book.execute import (
     read_toc,
 )
 from partsim_core.book.notebook import RESULTS_DIR_ENV, publish_results, setup_notebook
+from partsim_core.book.training_plan import NOTEBOOK_CHAPTERS, book_training_jobs, run_training_jobs
 from partsim_core.data.cache import (
     atomic_directory,
     atomic_write_bytes,
@@ -51,10 +57,11 @@ from partsim_core.data.cache import (
     atomic_write_text,
     cache_root,
 )
-from partsim_core.data.dataset import resolve_dataset_root
+from partsim_core.data.dataset import load_dataset, resolve_dataset_root
 from partsim_core.data.outputs import check_output_dir, output_directory
 from partsim_core.errors import PartsimError
 from partsim_core.presets import get_preset
+from partsim_core.training import usable_cores
 
 __all__ = [
     "BookBuildResult", "build_book", "execute_notebook", "main_summary", "notebook_parameter_names",
@@ -94,6 +101,10 @@ class BookBuildResult:
     data: str
     notebook_seconds: dict[str, float] = field(default_factory=dict)
     results: dict[str, str] = field(default_factory=dict)
+    #: Seconds of the training step (0 when skipped), its worker processes and its jobs (trained / reused).
+    training_seconds: float = 0.0
+    training_workers: int = 1
+    training_jobs: dict[str, int] = field(default_factory=dict)
     sphinx_seconds: float = 0.0
     total_seconds: float = 0.0
 
@@ -104,6 +115,9 @@ class BookBuildResult:
             "data": self.data,
             "notebook_seconds": {key: round(value, 2) for key, value in self.notebook_seconds.items()},
             "results": dict(self.results),
+            "training_seconds": round(self.training_seconds, 2),
+            "training_workers": self.training_workers,
+            "training_jobs": dict(self.training_jobs),
             "sphinx_seconds": round(self.sphinx_seconds, 2),
             "total_seconds": round(self.total_seconds, 2),
         }
@@ -195,6 +209,7 @@ def build_book(
     repo: Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    jobs: int | None = None,
 ) -> BookBuildResult:
     """Run the data step, execute every chapter notebook of ``_toc.yml`` once, build the HTML book and collect the
     chapters' results.
@@ -215,10 +230,12 @@ def build_book(
         repo: the repository holding the book sources (default: this checkout).
         progress: show a progress bar over the notebooks.
         log: where one-line progress messages go (default: stderr).
+        jobs: worker processes of the training step (``None``: the usable cores); ``1`` skips the step (the
+            notebooks train their models themselves, one after another).
 
     Raises:
-        PartsimError: bad preset or folder, a missing notebook, a failing cell (naming the notebook), or a failing
-            jupyter-book build.
+        PartsimError: bad preset or folder, a missing notebook, a failing training job (naming it), a failing
+            cell (naming the notebook), or a failing jupyter-book build.
     """
     from tqdm.auto import tqdm
 
@@ -228,6 +245,9 @@ def build_book(
     seeds = int(seeds or settings.seeds)
     if seeds < 1:
         raise PartsimError(f"seeds must be a positive integer, got {seeds}")
+    workers = usable_cores() if jobs is None else jobs
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PartsimError(f"jobs must be a positive integer, got {jobs!r}")
     repo = book_repo(repo)
     if abx_dir is not None and not Path(abx_dir).expanduser().is_dir():
         raise PartsimError(f"--abx {abx_dir} is not a folder (expected the Inst-Sim-ABX dataset)")
@@ -254,7 +274,20 @@ def build_book(
 
     build_root = Path(out_dir).expanduser() if out_dir is not None else repo / "_build"
     result = BookBuildResult(preset=preset, html_dir=build_root / "html", results_dir=build_root / "results",
-                             data=f"data root {Path(data_root).name}" if data_root else f"embedded {preset}")
+                             data=f"data root {Path(data_root).name}" if data_root else f"embedded {preset}",
+                             training_workers=workers)
+    chapters = sorted({NOTEBOOK_CHAPTERS[Path(entry.name).name] for entry in notebooks
+                       if Path(entry.name).name in NOTEBOOK_CHAPTERS})
+    if workers > 1 and chapters:
+        tick = time.perf_counter()
+        data = load_dataset(preset, dataset_root if data_root else "", progress=progress)
+        plan = book_training_jobs(data, range(int(seed), int(seed) + seeds), device=device, chapters=chapters)
+        say(f"book: training step: {len(plan)} jobs in {workers} worker processes")
+        trained = run_training_jobs(plan, workers=workers, progress=progress)
+        result.training_seconds = time.perf_counter() - tick
+        reused = sum(1 for value in trained.values() if isinstance(value, dict) and value.get("reused") is True)
+        result.training_jobs = {"jobs": len(plan), "reused": reused}
+        say(f"book: training step done in {result.training_seconds:.0f} s ({reused} of {len(plan)} jobs reused)")
     book_cache = cache_root() / "book" / preset
     book_cache.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix="stage-", dir=book_cache))

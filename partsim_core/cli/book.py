@@ -11,6 +11,7 @@ from partsim_core.cli.options import (
     add_data_root,
     add_device,
     add_fresh,
+    add_jobs,
     add_no_progress,
     add_out_dir,
     add_preset,
@@ -32,6 +33,7 @@ def _build(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         fresh=args.fresh,
         progress=not args.no_progress,
+        jobs=args.jobs,
     )
     print(main_summary(result))
     return 0
@@ -73,12 +75,15 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         "build",
         help="run the data step, execute every chapter notebook, render the HTML book, collect the results",
         description=(
-            "Build the book in four steps: (1) the data step - generate the preset's embedded mini-Slakh dataset "
-            "into the cache unless --data-root is given (reused when already there); (2) execute every chapter "
+            "Build the book in five steps: (1) the data step - generate the preset's embedded mini-Slakh dataset "
+            "into the cache unless --data-root is given (reused when already there); (2) the training step - train "
+            "every model the chapters use (or find it in the artefact cache) in --jobs worker processes with one "
+            "thread each, so the notebooks reuse them (--jobs 1 skips it: each notebook trains its models one "
+            "after another, as 'partsim train all' would with --jobs 1); (3) execute every chapter "
             "notebook listed in _toc.yml exactly once with papermill, passing preset, data_root, device, seed, "
             "seeds and fresh (and abx_dir) to the notebooks whose parameters cell declares them; a failing cell stops the "
-            "build with an error naming the notebook and the cell; (3) render the HTML with jupyter-book without "
-            "executing again, code cells collapsed behind a toggle; (4) publish OUT-DIR/html (audio files beside "
+            "build with an error naming the notebook and the cell; (4) render the HTML with jupyter-book without "
+            "executing again, code cells collapsed behind a toggle; (5) publish OUT-DIR/html (audio files beside "
             "the pages) and OUT-DIR/results/<chapter>.json, the results each chapter published; without --out-dir, OUT-DIR "
             "is _build in the repository, whose html/ and results/ every build replaces. Plotly figures "
             "work offline: plotly.js is shipped once with the book, nothing is loaded from the internet."
@@ -96,6 +101,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     add_out_dir(build, "the book (html/) and the chapters' results (results/<chapter>.json)")
     add_fresh(build, "an existing --out-dir partsim wrote (also passed to chapters that take 'fresh')")
+    add_jobs(build, "worker processes of the training step; 1 = no training step (the notebooks train)")
     add_no_progress(build)
     build.set_defaults(func=_build)
 

@@ -67,6 +67,12 @@ def add_seeds(parser: argparse.ArgumentParser, default: int = 1) -> None:
                              "include the seed-to-seed spread")
 
 
+def add_jobs(parser: argparse.ArgumentParser, what: str = "worker processes") -> None:
+    """``--jobs N``: parallel worker processes (default: the usable CPU cores)."""
+    parser.add_argument("--jobs", type=positive_int, default=None, metavar="N",
+                        help=f"{what} (default: the CPU cores this process may use)")
+
+
 def add_epochs(parser: argparse.ArgumentParser) -> None:
     """``--epochs``: overrides the preset's epochs."""
     parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the preset's)")

@@ -7,6 +7,9 @@
   per seed.
 * ``partsim train csn --condition i|all --preset P``: chapter 4's CSN of one ablation condition, or of all
   (defined in :mod:`partsim_core.cli.csn`).
+* ``partsim train all --preset P [--seeds N] [--jobs N]``: every model the book's chapters train (the training
+  step of ``partsim book build``, :mod:`partsim_core.book.training_plan`), in ``--jobs`` single-threaded worker
+  processes.
 
 Runs resume from their last checkpoint by default and reuse a finished model with the same config key (nothing is
 trained again); ``--fresh`` discards both and starts over. Artefacts go to ``<cache>/models/<kind>/<run>-<key>/``.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from partsim_core import INSTRUMENTS
@@ -24,6 +28,7 @@ from partsim_core.baseline.networks import check_network, train_part_network
 from partsim_core.baseline.separated_stems import separated_source
 from partsim_core.baseline.separator_training import train_separator
 from partsim_core.baseline.separators import check_backend
+from partsim_core.book.training_plan import book_training_jobs, run_training_jobs
 from partsim_core.cli.baseline import BACKEND_NAMES
 from partsim_core.cli.csn import register_train_command
 from partsim_core.cli.options import (
@@ -31,15 +36,18 @@ from partsim_core.cli.options import (
     add_device,
     add_epochs,
     add_fresh,
+    add_jobs,
     add_no_progress,
     add_preset,
     add_seed,
     add_seeds,
     non_negative_int,  # noqa: F401  (cli.csn and cli.mixquery import it from here)
+    positive_int,
 )
 from partsim_core.data.dataset import load_dataset
 from partsim_core.data.outputs import MARKER, check_output_dir
-from partsim_core.training import CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE
+from partsim_core.presets import get_preset
+from partsim_core.training import CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, usable_cores
 
 #: Files the trainer writes into its folder.
 TRAINING_FILES = (CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE, HISTORY_FILE)
@@ -101,6 +109,25 @@ def run_part(args: argparse.Namespace) -> int:
                                     seed=seed)
         print(_summary("part_network", result, {"preset": args.preset, "part": args.part, "input": args.input,
                                                 "seed": seed}))
+    return 0
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """``partsim train all``: every model of the book's chapters, in a pool of worker processes."""
+
+    progress = not args.no_progress
+    seeds = args.seeds or get_preset(args.preset).seeds
+    data = load_dataset(args.preset, args.data_root, progress=progress)
+    jobs = book_training_jobs(data, range(args.seed, args.seed + seeds), device=args.device)
+    workers = args.jobs or usable_cores()
+    started = time.perf_counter()
+    results = run_training_jobs(jobs, workers=workers, progress=progress)
+    print(json.dumps({
+        "model": "all", "preset": args.preset, "seeds": list(range(args.seed, args.seed + seeds)),
+        "workers": workers, "jobs": len(jobs),
+        "trained": [name for name, value in results.items() if value.get("reused") is False],
+        "reused": [name for name, value in results.items() if value.get("reused") is True],
+        "seconds": round(time.perf_counter() - started, 2)}))
     return 0
 
 
@@ -179,6 +206,30 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_common(part)
     part.set_defaults(func=run_part)
+
+    every = commands.add_parser(
+        "all",
+        help="train every model the book's chapters use, in parallel worker processes",
+        description=(
+            "Train (or reuse) every model the book's chapter notebooks train - chapter 3's separator and networks, "
+            "chapter 4's pre-training, its target networks and conditions (b)-(k), chapter 6's models - for the "
+            "seeds --seed .. --seed+N-1, with the chapters' own functions and arguments, so the notebooks then "
+            "reuse them from the artefact cache. Independent models train at the same time in --jobs worker "
+            "processes with one thread each (the models' ops are memory-bound: two single-threaded trainings "
+            "finish sooner than one on two threads); --jobs 1 trains one after another in this process. This is "
+            "the training step of 'partsim book build'. Prints one JSON line: the trained and the reused models."
+        ),
+        epilog="Example: partsim train all --preset smoke --seeds 1 --jobs 2",
+    )
+    add_preset(every)
+    add_data_root(every)
+    add_device(every)
+    add_seed(every)
+    every.add_argument("--seeds", type=positive_int, default=None, metavar="N",
+                       help="number of training seeds, starting at --seed (default: the preset's, as the book)")
+    add_jobs(every, "worker processes, one training each")
+    add_no_progress(every)
+    every.set_defaults(func=run_all)
 
     # Imported here: cli.csn imports non_negative_int from this module (a top-level import would be circular).
     from partsim_core.cli.mixquery import (

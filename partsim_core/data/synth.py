@@ -20,13 +20,8 @@ ground-truth file doubles as the completion marker. Worker processes end with th
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
-import signal
-import sys
-import threading
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
@@ -45,6 +40,7 @@ from partsim_core.data.music import DRUM_CHANNEL, Layer, Song, instrument_class,
 from partsim_core.data.outputs import MARKER, check_not_inside_inputs, output_directory
 from partsim_core.errors import PartsimError
 from partsim_core.presets import SynthConfig, get_preset
+from partsim_core.processes import die_with_parent
 
 GENERATOR_NAME = "partsim mini-slakh"
 #: Bump when the generator's output changes for the same seed (invalidates existing datasets).
@@ -538,36 +534,6 @@ def synthesize_dataset(out: str | os.PathLike, preset: str = "smoke", seed: int 
                  "tracks": {track_id: results[track_id]["truth"] for _, track_id, _ in plan}}
         atomic_write_json(tmp / GROUND_TRUTH_FILE, truth)
     return out
-
-
-#: ``prctl`` option: the signal a process gets when its parent dies (Linux).
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Worker-process initializer: end this process when its parent ends, even by SIGKILL.
-
-    On Linux the kernel sends SIGKILL at the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon
-    thread polls the parent id every half second. Without this, workers of a killed ``partsim data synth --jobs N``
-    (and with them multiprocessing's resource tracker) ran on indefinitely.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            armed = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            armed = False
-        if armed:
-            if os.getppid() != parent_pid:  # the parent died before the signal was armed
-                os._exit(1)
-            return
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="partsim-parent-watch", daemon=True).start()
 
 
 def dataset_summary(out: str | os.PathLike) -> dict:
