@@ -165,7 +165,8 @@ PARTS = ("drums", "bass", "piano", "guitar", "others")
 #: run_chapter3: the separator (first seed) and its separation, then per part ideal + separated, then the mix;
 #: smoke's separator trains 1 epoch, so the quality curve adds no earlier U-Net. run_chapter4: the pre-training's
 #: five target networks (on the first 8 training tracks, not chapter 3's 16), the pre-training (= (b)), then
-#: (c)-(k); its (a) networks and chapter 6's models (seed 0) are the same as chapter 3's and 4's.
+#: (c)-(k); its (a) networks and chapter 6's models (seed 0) are the same as chapter 3's and 4's; last, the
+#: crossover's style-mix separator.
 SMOKE_NAMES = [
     "separator/seed0", "separated-stems/separator-seed0",
     *[name for part in PARTS for name in (f"part-{part}-ideal/seed0", f"part-{part}-separated/seed0")],
@@ -174,6 +175,8 @@ SMOKE_NAMES = [
     "csn-pretrain/seed0",
     "csn-c/seed0", "csn-d/seed0", "csn-e/seed0", "csn-f/seed0", "csn-g/seed0", "csn-h/seed0", "csn-i/seed0",
     "csn-j/seed0", "csn-k/seed0",
+    # The crossover's U-Net trained on the shifted style mix (csn.crossover's smoke sweep has "style-mix").
+    "separator-style-mix/seed0",
 ]
 
 
@@ -201,19 +204,20 @@ def test_smoke_plan_lists_every_model_once_with_its_dependencies(smoke_data):
         assert after[f"csn-{letter}/seed0"] == set()
 
 
-def test_plan_with_three_seeds_adds_chapter_6s_separators_of_each_seed(smoke_data):
+def test_plan_with_three_seeds_shares_one_separator_across_chapters(smoke_data):
     from partsim_core.book.training_plan import book_training_jobs
 
     names = [job.name for job in book_training_jobs(smoke_data, seeds=[0, 1, 2], device="cpu")]
     assert len(names) == len(set(names))
-    # chapter 3: 2 + 3 x 11; chapter 4: 3 x (5 targets + pre-training + 9 conditions); chapter 6: the U-Nets of
-    # seeds 1 and 2, their separations and five separated networks each.
-    assert len(names) == 2 + 33 + 45 + 2 * (2 + 5)
-    assert "separator/seed1" in names and "part-drums-separated-separator1/seed1" in names
-    assert "part-drums-separated/seed1" in names  # chapter 3's: seed-0 separator, seed-1 network
-    assert "part-drums-separated-separator2/seed2" in names
+    # chapter 3: 2 + 3 x 11; chapter 4: 3 x (5 targets + pre-training + 9 conditions) + the style-mix U-Net;
+    # chapter 6 adds nothing:
+    # its separated backend uses the seed-0 U-Net for every seed (mixquery.backends.SEPARATOR_SEED), whose
+    # networks chapters 3 and 4 already train.
+    assert len(names) == 2 + 33 + 45 + 1
+    assert "separator/seed1" not in names and "separator/seed2" not in names
+    assert "part-drums-separated/seed1" in names and "part-drums-separated/seed2" in names
     without_6 = [job.name for job in book_training_jobs(smoke_data, seeds=[0, 1, 2], device="cpu", chapters=(3, 4))]
-    assert len(without_6) == 2 + 33 + 45
+    assert len(without_6) == 2 + 33 + 45 + 1
 
 
 def test_plan_refuses_bad_seeds_and_backends(smoke_data):
@@ -231,11 +235,11 @@ def test_plan_of_one_chapter_lists_only_its_models(smoke_data):
     from partsim_core.book.training_plan import book_training_jobs
 
     names = [job.name for job in book_training_jobs(smoke_data, seeds=[3], device="cpu", chapters=(6,))]
-    # chapter 6 alone: condition (i) (pre-training and its targets first), the seed-3 U-Net, its separation, the
-    # five separated networks, the track network.
+    # chapter 6 alone: condition (i) (pre-training and its targets first), the one U-Net (seed 0, whatever the
+    # training seed), its separation, the five separated networks of seed 3 on it, the track network.
     assert names == [*[f"pretraining-target-{part}/seed3" for part in PARTS], "csn-pretrain/seed3", "csn-i/seed3",
-                     "separator/seed3", "separated-stems/separator-seed3",
-                     *[f"part-{part}-separated/seed3" for part in PARTS], "track-mix/seed3"]
+                     "separator/seed0", "separated-stems/separator-seed0",
+                     *[f"part-{part}-separated-separator0/seed3" for part in PARTS], "track-mix/seed3"]
 
 
 def _finished_models(cache: Path) -> set[str]:

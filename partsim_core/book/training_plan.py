@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from partsim_core import INSTRUMENTS
 from partsim_core.baseline.networks import INPUTS, network_name, train_part_network
-from partsim_core.baseline.separated_stems import separated_source
+from partsim_core.baseline.separated_stems import separated_source, style_mix_source
 from partsim_core.baseline.separator_quality import default_curve_epochs
 from partsim_core.baseline.separator_training import train_separator
 from partsim_core.baseline.separators import check_backend
@@ -56,10 +56,12 @@ from partsim_core.csn.conditions import (
     train_condition,
     train_pretraining,
 )
+from partsim_core.csn.crossover import CROSSOVER_STYLE_MIX, sweep_for
 from partsim_core.data.cache import MIX_PART, stable_hash
 from partsim_core.data.dataset import DatasetHandle
 from partsim_core.data.synth import GROUND_TRUTH_FILE
 from partsim_core.errors import PartsimError
+from partsim_core.mixquery.backends import SEPARATOR_SEED
 from partsim_core.processes import die_with_parent
 from partsim_core.training import usable_cores
 
@@ -123,6 +125,12 @@ def _part_job(data: DatasetHandle, part: str, kind: str, seed: int, epochs: int 
             raise
         return {"reused": None, "skipped": str(error)}
     return _outcome(result)
+
+
+def _style_mix_separator_job(data: DatasetHandle, seed: int, device: str) -> dict[str, Any]:
+    """Chapter 4's crossover: the U-Net trained on the shifted style mix (rendered first when absent)."""
+    style_mix_source(data, CROSSOVER_STYLE_MIX, device=device, seed=seed, progress=False)
+    return {"trained": True}
 
 
 def _pretraining_job(data: DatasetHandle, seed: int, device: str) -> dict[str, Any]:
@@ -283,16 +291,20 @@ def book_training_jobs(data: DatasetHandle, seeds: Sequence[int], device: str = 
             for part in INSTRUMENTS:
                 for kind in ("separated", "ideal"):
                     planner.part_network(part, kind, seed, separator=0)
+        if backend == "unet" and "style-mix" in sweep_for(data.preset.name):
+            # The crossover's separator trained on another style mix (its earlier U-Nets are chapter 3's).
+            planner.plan.add(("style-mix-separator", seeds[0]), f"separator-style-mix/seed{seeds[0]}",
+                             functools.partial(_style_mix_separator_job, data, seeds[0], device))
     if 6 in chapters:
         # get_backend("csn") of the first seed; run_evaluation: per seed condition (i), the separated backend on
-        # that seed's U-Net, the track network (only where the evaluation can run).
+        # the one U-Net (mixquery.backends.SEPARATOR_SEED), the track network (only where the evaluation can run).
         planner.condition("i", seeds[0])
         if has_ground_truth(data):
             planner.backend = "unet"
             for seed in seeds:
                 planner.condition("i", seed)
                 for part in INSTRUMENTS:
-                    planner.part_network(part, "separated", seed, separator=seed)
+                    planner.part_network(part, "separated", seed, separator=SEPARATOR_SEED)
                 planner.part_network(MIX_PART, "ideal", seed)
             planner.backend = backend
     return planner.plan.jobs

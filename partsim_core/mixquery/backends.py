@@ -277,6 +277,10 @@ class TrackLevelBackend(_LogMelBackend):
         return self._embed(self.model, catalog.audio(song.song_id, MIX_PART), song)[:, None, :]
 
 
+#: Seed of the one U-Net separator every seed's separated backend uses (chapter 4's condition (a) uses it too).
+SEPARATOR_SEED = 0
+
+
 def get_backend(name: str, data: DatasetHandle, *, device: str = "auto", progress: bool = True, seed: int = 0,
                 mert_model: str | os.PathLike | None = None, mert_heads: str | os.PathLike | None = None,
                 batch_size: int = 8, epochs: int | None = None, fresh: bool = False) -> EmbeddingBackend:
@@ -293,7 +297,9 @@ def get_backend(name: str, data: DatasetHandle, *, device: str = "auto", progres
         data: The dataset handle the entry point resolved (models are trained on it; it is not the catalog).
         device: Torch device for training and embedding.
         progress: Progress bars while training.
-        seed: Seed of the training runs.
+        seed: Seed of the training runs (networks and CSN). The U-Net separator is one model for every seed: its
+            seed 0, as chapter 4's condition (a) uses (a separator per seed would train one more U-Net and five more
+            networks per seed and vary what the seeds are meant to vary, the networks).
         mert_model: Local MERT model folder (``mert`` only).
         mert_heads: Folder of trained heads (``mert`` only).
         batch_size: Segments per forward pass when embedding.
@@ -311,7 +317,7 @@ def get_backend(name: str, data: DatasetHandle, *, device: str = "auto", progres
     preset = data.preset.name
     frontend = data.preset.frontend
     if name == "mert":
-        source = separated_source(data, "unet", device=device, progress=progress, seed=seed)
+        source = separated_source(data, "unet", device=device, progress=progress, seed=SEPARATOR_SEED)
         heads = load_heads(mert_heads) if mert_heads else {}
         model_hash = "mert-" + stable_hash({"model": features.identity, "separator": source.key,
                                             "heads": heads_identity(mert_heads)},
@@ -328,7 +334,7 @@ def get_backend(name: str, data: DatasetHandle, *, device: str = "auto", progres
                                     epochs=epochs, resume=not fresh)
         return TrackLevelBackend(result.model, frontend, result.out_dir.name, preset=preset, device=device,
                                  batch_size=batch_size)
-    source = separated_source(data, "unet", device=device, progress=progress, seed=seed)
+    source = separated_source(data, "unet", device=device, progress=progress, seed=SEPARATOR_SEED)
     networks, keys = {}, {}
     for part in INSTRUMENTS:
         result = train_part_network(data, part, "separated", source=source, device=device, progress=progress,
