@@ -245,6 +245,7 @@ def test_smoke_pretraining_is_shared(smoke_root, tmp_path, monkeypatch):
     data = load_dataset("smoke", str(smoke_root))
     pretrained = train_condition("b", data, device="cpu", progress=False)
     assert not pretrained.reused
+    assert pretrained.history and all(np.isfinite(entry["val_loss"]) for entry in pretrained.history)
     trained = train_condition("h", data, device="cpu", progress=False)
     assert not trained.reused
     assert train_condition("b", data, device="cpu", progress=False).reused
@@ -407,3 +408,40 @@ def test_a_condition_without_norm_loss_trains_under_ddp_with_two_processes():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     mp.spawn(_ddp_worker, args=(2, port, False), nprocs=2, join=True)
+
+
+class _ConstantCSN(torch.nn.Module):
+    """Outputs ``value`` in every one of the 640 dimensions (a parameter, so the task can find its device)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.tensor(value))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.value * torch.ones(mel.shape[0], 640)
+
+
+def test_pretraining_reports_a_validation_loss_on_the_validation_split(smoke_handle):
+    # Issue 13: every model shows train and validation loss per epoch, the pre-training included.
+    from partsim_core.csn.conditions import PretrainingTask, pretraining_validation
+
+    csn = smoke_handle.preset.csn
+    networks = {part: None for part in INSTRUMENTS}  # every target block zero -> the normalised target is zero
+    validation = pretraining_validation(smoke_handle, csn, networks, seed=0)
+    refs, _targets, present = validation
+    validation_ids = {track.track_id for track in smoke_handle.validation_tracks}
+    assert 0 < len(refs) <= csn.validation_triplets and {ref[0] for ref in refs} <= validation_ids
+    assert pretraining_validation(smoke_handle, csn, networks, seed=0)[0] == refs  # fixed, not redrawn
+    assert present.shape == (len(refs), len(INSTRUMENTS))
+    train_refs = [(smoke_handle.train_tracks[0].track_id, 0)]
+    task = PretrainingTask(smoke_handle.cache, smoke_handle.tracks_by_id, train_refs, torch.zeros(1, 5, 128),
+                           torch.ones(1, 5), smoke_handle.preset.frontend, csn.width, 3, 0,
+                           int(smoke_handle.preset.segment_seconds * smoke_handle.cache.sample_rate),
+                           validation=validation)
+    model = _ConstantCSN(0.5).train()
+    # MSE of a constant 0.5 against a zero target: 0.25 in every batch (batches of 3, the last one shorter).
+    assert task.validation_loss(model) == pytest.approx(0.25)
+    assert model.training  # the task restores the mode it found
+    assert PretrainingTask(smoke_handle.cache, smoke_handle.tracks_by_id, train_refs, torch.zeros(1, 5, 128),
+                           torch.ones(1, 5), smoke_handle.preset.frontend, csn.width, 3, 0, 100
+                           ).validation_loss(model) is None

@@ -55,7 +55,14 @@ from partsim_core.frontend import LogMel
 from partsim_core.losses import NormLoss, masked_triplet_loss, pretraining_loss
 from partsim_core.models import CSNEncoder
 from partsim_core.presets import CSNConfig
-from partsim_core.training import TrainConfig, TrainResult, load_trained, task_with_optional_validation, train
+from partsim_core.training import (
+    VALIDATION_SEED_OFFSET,
+    TrainConfig,
+    TrainResult,
+    load_trained,
+    task_with_optional_validation,
+    train,
+)
 
 #: Artefact kind (folder under ``cache_root()/models``) of the CSN runs.
 CSN_KIND = "csn"
@@ -303,13 +310,15 @@ class PretrainingTask:
 
     def __init__(self, source: Any, tracks_by_id: dict[str, Any], refs: list[tuple[str, int]],
                  target_parts: torch.Tensor, present: torch.Tensor, frontend: Any, width: int, batch_size: int,
-                 seed: int, length: int) -> None:
+                 seed: int, length: int, validation: tuple | None = None) -> None:
         if not refs:
             raise PartsimError("pre-training found no segment with an audible part in its training tracks")
         self.source, self.tracks_by_id, self.refs = source, tracks_by_id, list(refs)
         # A callable defers the (costly) per-part network passes until a batch is needed, so reusing a cached
         # pre-trained network computes no targets.
         self._target_parts, self.present = target_parts, present
+        #: ``(refs, target_parts or a callable giving them, present)`` of fixed validation segments, or None.
+        self._validation = validation
         self.frontend, self.width, self.batch_size, self.seed, self.length = frontend, width, batch_size, seed, length
         self.log_mel = LogMel(frontend)
         self._arrays: dict = {}
@@ -317,7 +326,14 @@ class PretrainingTask:
     def __getstate__(self) -> dict:
         # Memory maps would be pickled as full copies of the audio: each worker re-opens its own. Targets are
         # computed once here, not in every worker.
-        return {**self.__dict__, "_target_parts": self.target_parts, "_arrays": {}}
+        return {**self.__dict__, "_target_parts": self.target_parts, "_arrays": {},
+                "_validation": self._resolved_validation()}
+
+    def _resolved_validation(self) -> tuple | None:
+        if self._validation is not None and callable(self._validation[1]):
+            refs, targets, present = self._validation
+            self._validation = (refs, targets(), present)
+        return self._validation
 
     @property
     def target_parts(self) -> torch.Tensor:
@@ -352,8 +368,32 @@ class PretrainingTask:
         return pretraining_loss(model(mel).float(), target_parts.float(), present)
 
     def validation_loss(self, model: nn.Module) -> float | None:
-        """None: the pre-training runs its fixed number of epochs."""
-        return None
+        """Mean pre-training loss on the fixed validation segments (mixes of the validation split, targets by the
+        same per-part networks), or ``None`` without them. Shown per epoch; the pre-training still runs its
+        fixed number of epochs (no early stopping), and nothing random is drawn, so training is unchanged."""
+        validation = self._resolved_validation()
+        if validation is None:
+            return None
+        refs, target_parts, present = validation
+        was_training = model.training
+        model.eval()
+        total = 0.0
+        try:
+            with torch.no_grad():
+                for start in range(0, len(refs), self.batch_size):
+                    rows = range(start, min(start + self.batch_size, len(refs)))
+                    mixes = np.stack([segment_parts(self.source, self.tracks_by_id[refs[row][0]], refs[row][1],
+                                                    self.length, self._arrays).sum(axis=0) for row in rows])
+                    with torch.autocast("cpu", enabled=False):
+                        mel = self.log_mel(torch.from_numpy(mixes))
+                    device = next(model.parameters()).device
+                    index = torch.as_tensor(list(rows))
+                    loss = pretraining_loss(model(mel.to(device)).float(), target_parts[index].float().to(device),
+                                            present[index].to(device))
+                    total += float(loss) * len(rows)
+        finally:
+            model.train(was_training)
+        return total / len(refs)
 
 
 #: Pre-training segments per (tracks' fingerprint, seconds, threshold): found once per process.
@@ -472,7 +512,8 @@ def pretraining_setup(data: DatasetHandle, csn: CSNConfig, epochs: int | None = 
     # The targets are computed only when a batch needs them: reusing a cached pre-trained network embeds nothing.
     target_fn = functools.partial(_all_pretraining_targets, data, tracks, networks, "cpu")
     task = PretrainingTask(data.cache, data.tracks_by_id, refs, target_fn, torch.from_numpy(present),
-                           data.preset.frontend, csn.width, csn.batch_size, seed, length)
+                           data.preset.frontend, csn.width, csn.batch_size, seed, length,
+                           validation=pretraining_validation(data, csn, networks, seed))
     config = TrainConfig(
         run_name="csn-pretrain", seed=seed, epochs=epochs or csn.pretrain_epochs,
         steps_per_epoch=task.steps_per_epoch, batch_size=csn.batch_size, lr=csn.lr, device=device,
@@ -482,6 +523,28 @@ def pretraining_setup(data: DatasetHandle, csn: CSNConfig, epochs: int | None = 
               "silence_threshold": data.preset.silence_threshold, "segments": len(refs)},
     )
     return task, config
+
+
+def pretraining_validation(data: DatasetHandle, csn: CSNConfig, networks: dict[str, nn.Module | None], seed: int,
+                           ) -> tuple | None:
+    """Fixed validation segments of the pre-training: up to ``csn.validation_triplets`` segments of the validation
+    split (drawn once with the validation seed), their targets computed lazily by the same per-part networks.
+    ``None`` without validation tracks."""
+    tracks = list(data.validation_tracks)
+    if not tracks:
+        return None
+    refs, present, _indices = pretraining_segments(data, tracks)
+    if not refs:
+        return None
+    rng = np.random.default_rng(seed + VALIDATION_SEED_OFFSET)
+    chosen = np.sort(rng.choice(len(refs), size=min(csn.validation_triplets, len(refs)), replace=False))
+    chosen_refs = [refs[row] for row in chosen]
+
+    def targets() -> torch.Tensor:
+        _refs, _present, indices = pretraining_segments(data, tracks)
+        return pretraining_targets(data, refs, indices, networks)[torch.from_numpy(chosen)]
+
+    return chosen_refs, targets, torch.from_numpy(present[chosen])
 
 
 def train_pretraining(data: DatasetHandle, csn: CSNConfig, epochs: int | None = None, device: str = "auto",
