@@ -21,7 +21,9 @@ from typing import Any
 from partsim_core.errors import PartsimError
 
 #: Epochs after a candidate in which validation loss must not improve by more than :data:`RELATIVE_TOLERANCE`.
-WINDOW = 3
+#: Five, not three: the default CSN's validation loss (128 fixed triplets) jumps by up to 15 % from one epoch to
+#: the next, and with three epochs the rule stopped at epoch 12 of a curve that improved by another 11 % by 17.
+WINDOW = 5
 #: Relative improvement of the best validation loss that counts as "still improving" (1 %).
 RELATIVE_TOLERANCE = 0.01
 

@@ -140,12 +140,14 @@ PRESETS: dict[str, Preset] = {
         synth=SynthConfig(n_train=140, n_validation=30, n_test=30, min_seconds=30.0, max_seconds=40.0,
                           sample_rate=22050),
         frontend=FrontendConfig(sample_rate=22050, n_fft=1024, hop_length=512, n_mels=96),
-        part_network=PartNetworkConfig(n_train_tracks=None, anchors_per_track=40, batch_size=64, epochs=2, width=16),
+        # Epochs of the part networks and of the CSN: where validation loss stops improving
+        # (partsim_core.convergence, curves in data/presets/default_epochs.json), not tuned on the test split.
+        part_network=PartNetworkConfig(n_train_tracks=None, anchors_per_track=40, batch_size=64, epochs=6, width=16),
         # 150 steps of batch 8 at Spleeter's width: ~1.4 s per step on 2 idle cores (~3.5 min in all).
         separator=SeparatorConfig(epochs=3, batch_size=8, segment_seconds=3.0, width=16, steps_per_epoch=50),
-        # Measured on 2 CPU cores: one epoch (32 steps of 32 triplets) ~21 s, one pre-training epoch (~1,300
-        # segments of 60 tracks, 41 steps) ~6 s: 7 conditions x 6 epochs + 8 pre-training epochs ~ 16-20 min.
-        csn=CSNConfig(width=8, batch_size=32, epochs=6, triplets_per_epoch=1000, pretrain_epochs=8,
+        # Measured on 2 idle CPU cores: one epoch (32 steps of 32 triplets) ~21 s, one pre-training epoch (~1,300
+        # segments of 60 tracks, 41 steps) ~6 s: 9 conditions x 17 epochs ~ 54 min per seed, one process.
+        csn=CSNConfig(width=8, batch_size=32, epochs=17, triplets_per_epoch=1000, pretrain_epochs=8,
                       pretrain_tracks=60, validation_triplets=128),
         # The findings rest on these models: three seeds, so that every interval includes the seed spread.
         seeds=3,

@@ -45,3 +45,19 @@ def test_load_epoch_selection_names_a_bad_file(tmp_path):
     bad.write_text(json.dumps({"models": {"csn": {"val_loss": [1.0]}}}))
     with pytest.raises(PartsimError, match="chosen"):
         load_epoch_selection(bad)
+
+
+def test_default_preset_uses_the_epochs_its_validation_curves_chose():
+    from pathlib import Path
+
+    from partsim_core.convergence import RELATIVE_TOLERANCE, WINDOW
+    from partsim_core.presets import get_preset
+
+    record = load_epoch_selection(Path(__file__).resolve().parents[1] / "data" / "presets" / "default_epochs.json")
+    assert record["rule"] == {"window": WINDOW, "rel_tol": RELATIVE_TOLERANCE}
+    default = get_preset("default")
+    fields = {"csn.epochs": default.csn.epochs, "part_network.epochs": default.part_network.epochs}
+    assert {entry["preset_field"] for entry in record["models"].values()} == set(fields)
+    for name, entry in record["models"].items():
+        assert plateau_epoch(entry["val_loss"]) == entry["chosen"], name
+        assert fields[entry["preset_field"]] == entry["chosen"], name
