@@ -5,8 +5,8 @@ Every GPU code path the ``paper`` book needs, executed once and timed, in under 
 1. ``frontend_*``: the log-mel front end (:class:`partsim_core.frontend.LogMel`, ``paper`` settings: 44.1 kHz,
    window 2048, hop 512, 128 mels) on 3-s segments on CUDA against the CPU; ``frontend_max_abs_diff`` is the
    largest difference of the two outputs (both float32, values in [0, 1]).
-2. ``csn_*``: chapter 4's training step (:class:`~partsim_core.csn.conditions.CSNModel` of the ``paper`` width,
-   :class:`~partsim_core.csn.conditions.CSNLoss` of condition (i): basic + additional triplets + norm loss) with
+2. ``csn_*``: chapter 4's training step (:class:`~partsim_core.csn.network.CSNModel` of the ``paper`` width,
+   :class:`~partsim_core.csn.network.CSNLoss` of condition (i): basic + additional triplets + norm loss) with
    bf16 autocast on random log-mels of the ``paper`` shape: triplets/s and peak GPU memory.
 3. ``part_*``: chapter 3's step (:class:`~partsim_core.models.PartCNN`, ``paper`` width and batch) likewise;
    ``separator_*``: the separator U-Net's step (``paper`` width, batch and excerpt length).
@@ -149,9 +149,9 @@ def _train_rate(model: torch.nn.Module, loss_of: Callable[[torch.nn.Module], tor
 
 def check_steps(sizes: Sizes, device: torch.device) -> dict[str, Any]:
     """Training-step rates and peak memory of the CSN, a part network and the separator at ``sizes``."""
-    from partsim_core.csn.conditions import CSNLoss, CSNModel
+    from partsim_core.csn.network import CSNLoss, CSNModel
     from partsim_core.losses import triplet_loss
-    from partsim_core.models import PartCNN, SeparatorUNet, SEPARATOR_DEPTH
+    from partsim_core.models import SEPARATOR_DEPTH, PartCNN, SeparatorUNet
 
     generator = torch.Generator().manual_seed(0)
     frames = 1 + 3 * sizes.sample_rate // get_preset("paper").frontend.hop_length
@@ -240,7 +240,7 @@ def ddp_probe(backend: str) -> int:
     """Body of the torchrun process: process group, one all-reduce, three DDP steps of a small CSN; one JSON line."""
     import torch.distributed as dist
 
-    from partsim_core.csn.conditions import CSNLoss, CSNModel
+    from partsim_core.csn.network import CSNLoss, CSNModel
 
     rank = int(os.environ.get("RANK", "0"))
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}") if backend == "nccl" else torch.device("cpu")

@@ -48,7 +48,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from partsim_core.book.training_plan import Job, run_training_jobs  # noqa: E402
-from partsim_core.csn.conditions import CSN_KIND, condition_setup, get_condition  # noqa: E402
+from partsim_core.csn.conditions import condition_setup, get_condition
+from partsim_core.csn.network import CSN_KIND  # noqa: E402
 from partsim_core.data.dataset import DatasetHandle, load_dataset  # noqa: E402
 from partsim_core.training import train  # noqa: E402
 

@@ -201,7 +201,6 @@ def evaluate(root: Path, n_tracks: int, workdir: Path, mark: Any) -> dict[str, A
     import torch
 
     from partsim_core import INSTRUMENTS
-    from partsim_core.csn.conditions import CSNModel
     from partsim_core.csn.metrics import (
         csn_spaces,
         table_4_1,
@@ -210,6 +209,7 @@ def evaluate(root: Path, n_tracks: int, workdir: Path, mark: Any) -> dict[str, A
         table_4_4,
         table_4_5,
     )
+    from partsim_core.csn.network import CSNModel
     from partsim_core.csn.test_set import (
         EVALUATION_SECONDS,
         embed_index,

@@ -13,10 +13,10 @@ a :class:`partsim_core.baseline.triplets.TripletTask` is built for one part of t
   with ``--full-run`` also ``full_run_s``, a real ``train()`` of those epochs into a temporary folder.
 
 Chapter 4's CSN (keys ``csn_*``, skipped with ``--no-csn``): the :class:`partsim_core.csn.pseudo_pieces.PseudoTripletTask`
-and :class:`partsim_core.csn.conditions.CSNLoss` of condition (i)'s switches (pseudo pieces with created silences,
+and :class:`partsim_core.csn.network.CSNLoss` of condition (i)'s switches (pseudo pieces with created silences,
 basic + additional triplets, norm loss), built by :func:`partsim_core.csn.conditions.condition_setup` for the
 preset; timed with condition (g), whose task and loss are (i)'s, so that a freshly initialised
-:class:`~partsim_core.csn.conditions.CSNModel` needs no pre-trained network (the step costs the same);
+:class:`~partsim_core.csn.network.CSNModel` needs no pre-trained network (the step costs the same);
 
 * ``csn_batch_triplets_per_s``: ``task.batch(epoch, step)`` alone (pseudo-piece mixing of anchor, positive and
   negative in the waveform domain + one batched log-mel call);

@@ -16,13 +16,11 @@ from partsim_core.csn.conditions import (
     CONDITIONS,
     EXTRA_CONDITIONS,
     SWITCHES,
-    CSNLoss,
-    CSNModel,
     get_condition,
-    pretraining_segments,
-    pretraining_targets,
     train_condition,
 )
+from partsim_core.csn.network import CSNLoss, CSNModel
+from partsim_core.csn.pretraining import pretraining_segments, pretraining_targets
 from partsim_core.data.cache import stable_hash
 from partsim_core.errors import PartsimError
 from partsim_core.presets import FrontendConfig
@@ -277,7 +275,7 @@ def test_pretraining_target_networks_train_on_the_pretraining_pieces(smoke_handl
     import dataclasses
     from types import SimpleNamespace
 
-    from partsim_core.csn import conditions
+    from partsim_core.csn import pretraining
 
     calls = []
 
@@ -285,17 +283,17 @@ def test_pretraining_target_networks_train_on_the_pretraining_pieces(smoke_handl
         calls.append((part, kind, [track.track_id for track in data.train_tracks]))
         return SimpleNamespace(model=torch.nn.Identity(), out_dir=Path(part), history=[])
 
-    monkeypatch.setattr(conditions, "train_part_network", fake_train)
+    monkeypatch.setattr(pretraining, "train_part_network", fake_train)
     csn = dataclasses.replace(smoke_handle.preset.csn, pretrain_tracks=3)
     first_three = [track.track_id for track in smoke_handle.train_tracks[:3]]
-    conditions.target_networks(smoke_handle, csn, "pretraining")
+    pretraining.target_networks(smoke_handle, csn, "pretraining")
     assert [call[0] for call in calls] == list(INSTRUMENTS)
     assert all(kind == "ideal" and tracks == first_three for _, kind, tracks in calls)
     calls.clear()
-    conditions.target_networks(smoke_handle, csn, "chapter3")
+    pretraining.target_networks(smoke_handle, csn, "chapter3")
     assert all(tracks == [t.track_id for t in smoke_handle.train_tracks] for _, _, tracks in calls)
     with pytest.raises(PartsimError, match="pre-training targets"):
-        conditions.target_networks(smoke_handle, csn, "mix")
+        pretraining.target_networks(smoke_handle, csn, "mix")
 
 
 def test_triplet_training_never_stops_early_and_drops_parts(smoke_handle):
@@ -340,7 +338,8 @@ def test_every_parameter_of_a_condition_model_gets_a_gradient(norm):
 def test_condition_models_carry_the_bias_only_with_the_norm_loss(smoke_handle, tmp_path):
     from types import SimpleNamespace
 
-    from partsim_core.csn.conditions import PretrainingTask, condition_setup
+    from partsim_core.csn.conditions import condition_setup
+    from partsim_core.csn.pretraining import PretrainingTask
     from partsim_core.training import MODEL_FILE
 
     csn = smoke_handle.preset.csn
@@ -423,7 +422,7 @@ class _ConstantCSN(torch.nn.Module):
 
 def test_pretraining_reports_a_validation_loss_on_the_validation_split(smoke_handle):
     # Issue 13: every model shows train and validation loss per epoch, the pre-training included.
-    from partsim_core.csn.conditions import PretrainingTask, pretraining_validation
+    from partsim_core.csn.pretraining import PretrainingTask, pretraining_validation
 
     csn = smoke_handle.preset.csn
     networks = {part: None for part in INSTRUMENTS}  # every target block zero -> the normalised target is zero

@@ -27,7 +27,7 @@ from partsim_core.stats import VERDICTS
 
 def tiny_backends(seed: int = 0):
     """An untrained CSN of width 2 and an untrained track-level network, on the smoke front end."""
-    from partsim_core.csn.conditions import build_csn_model
+    from partsim_core.csn.network import build_csn_model
     from partsim_core.mixquery import CSNBackend, TrackLevelBackend
     from partsim_core.models import PartCNN
 

@@ -17,7 +17,7 @@ import torch
 from test_data_slakh import write_track
 
 from partsim_core import INSTRUMENTS
-from partsim_core.csn.conditions import build_csn_model
+from partsim_core.csn.network import build_csn_model
 from partsim_core.errors import PartsimError
 from partsim_core.mixquery import (
     CSNBackend,

@@ -494,7 +494,7 @@ class _RandomCSNTask:
     """Random log-mel triplets for the CSN loss of condition (i) (basic + additional triplets + norm loss)."""
 
     def __init__(self) -> None:
-        from partsim_core.csn.conditions import CSNLoss
+        from partsim_core.csn.network import CSNLoss
 
         self.loss_fn = CSNLoss(additional=True, norm=True)
 
@@ -513,7 +513,7 @@ class _RandomCSNTask:
 def old_and_new_cpu_steps(network: str) -> tuple[list, list]:
     """Fresh-process body: loss and gradients of three steps, inline on torch's default threads ("old"), then with
     the prefetch thread and 1 intra-op thread ("new")."""
-    from partsim_core.csn.conditions import CSNModel
+    from partsim_core.csn.network import CSNModel
     from partsim_core.losses import triplet_loss
     from partsim_core.models import PartCNN
     from partsim_core.training import intra_op_threads, prefetched

@@ -49,14 +49,9 @@ from partsim_core.baseline.separated_stems import separated_source, style_mix_so
 from partsim_core.baseline.separator_quality import default_curve_epochs
 from partsim_core.baseline.separator_training import train_separator
 from partsim_core.baseline.separators import check_backend
-from partsim_core.csn.conditions import (
-    ALL_LETTERS,
-    get_condition,
-    pretraining_tracks,
-    train_condition,
-    train_pretraining,
-)
+from partsim_core.csn.conditions import ALL_LETTERS, get_condition, train_condition
 from partsim_core.csn.crossover import CROSSOVER_STYLE_MIX, sweep_for
+from partsim_core.csn.pretraining import pretraining_tracks, train_pretraining
 from partsim_core.data.cache import MIX_PART, stable_hash
 from partsim_core.data.dataset import DatasetHandle
 from partsim_core.data.synth import GROUND_TRUTH_FILE
@@ -115,7 +110,7 @@ def _separation_job(data: DatasetHandle, backend: str, options: dict[str, Any], 
 def _part_job(data: DatasetHandle, part: str, kind: str, seed: int, epochs: int | None, device: str,
               backend: str, options: dict[str, Any], skip_missing: bool = False) -> dict[str, Any]:
     """Train (or reuse) one chapter-3 network; ``skip_missing`` mirrors
-    :func:`~partsim_core.csn.conditions.target_networks` (a part without triplets gets no network)."""
+    :func:`~partsim_core.csn.pretraining.target_networks` (a part without triplets gets no network)."""
     source = separated_source(data, backend, device=device, **options) if kind == "separated" else None
     try:
         result = train_part_network(data, part, kind, source=source, epochs=epochs, device=device, progress=False,

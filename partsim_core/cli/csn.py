@@ -38,7 +38,7 @@ from partsim_core.errors import PartsimError
 #: Accepted ``--condition`` values (listed here so that ``--help`` needs no torch import).
 CONDITION_LETTERS = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k")
 
-#: Accepted ``--pretraining-targets`` values (``partsim_core.csn.conditions.PRETRAINING_TARGETS``).
+#: Accepted ``--pretraining-targets`` values (``partsim_core.csn.pretraining.PRETRAINING_TARGETS``).
 TARGET_CHOICES = ("pretraining", "chapter3")
 
 

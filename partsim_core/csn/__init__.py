@@ -1,7 +1,9 @@
 """Chapter 4: one network on the mix, five instrument subspaces (``notebooks/ch4_csn_ablations.py``).
 
 * :mod:`.pseudo_pieces` - pseudo musical pieces, basic and additional triplets, created silences.
-* :mod:`.conditions` - the conditions (a)-(k) and their training (CSN, norm loss, pre-training).
+* :mod:`.network` - the CSN model (encoder + the norm loss's bias) and its loss.
+* :mod:`.pretraining` - the pre-training: segments, target networks, targets, task (with validation loss).
+* :mod:`.conditions` - the conditions (a)-(k) and their training.
 * :mod:`.test_set` - the filtered test tracks, segment grids, test pseudo pieces, streamed embeddings.
 * :mod:`.metrics` - one function per thesis table (4.1-4.5), pure given embeddings, per test track and seed.
 * :mod:`.correlation` - distance-matrix correlations and their leave-one-track-out values.

@@ -48,13 +48,7 @@ from partsim_core import INSTRUMENTS
 from partsim_core.baseline.networks import train_part_network
 from partsim_core.baseline.separated_stems import separated_source
 from partsim_core.baseline.separators import check_backend
-from partsim_core.csn.conditions import (
-    ALL_LETTERS,
-    get_condition,
-    target_networks,
-    train_condition,
-    train_pretraining,
-)
+from partsim_core.csn.conditions import ALL_LETTERS, get_condition, train_condition
 from partsim_core.csn.crossover import (
     CrossoverResult,
     baseline_piece_embeddings,
@@ -74,6 +68,7 @@ from partsim_core.csn.metrics import (
     table_4_4,
     table_4_5,
 )
+from partsim_core.csn.pretraining import target_networks, train_pretraining
 from partsim_core.csn.test_set import (
     EVALUATION_SECONDS,
     TABLE_4_1_SECONDS,

@@ -119,7 +119,7 @@ class CSNBackend(_LogMelBackend):
     """Chapter-4 CSN embeddings of the mix: five subspaces per 10-s segment (no separation).
 
     Args:
-        model: A :class:`~partsim_core.csn.conditions.CSNModel` (or a bare :class:`~partsim_core.models.CSNEncoder`)
+        model: A :class:`~partsim_core.csn.network.CSNModel` (or a bare :class:`~partsim_core.models.CSNEncoder`)
             with five subspaces.
         frontend: Log-mel settings the model was trained with (its sample rate is the catalog's).
         model_hash: Identity of the weights (the training artefact's folder name).
