@@ -57,6 +57,19 @@ def _threads() -> dict:
             "torch": torch.get_num_threads(), "pid": os.getpid()}
 
 
+def _square(value: int) -> int:
+    return value * value
+
+
+def _uses_a_process_pool() -> list[int]:
+    # What the crossover's style-mix job does when it renders: a process pool inside the worker.
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_square, [2, 3]))
+
+
 def _events(log: Path) -> list[tuple[str, str, int]]:
     return [(kind, name, int(pid)) for kind, name, pid, _ in (line.split() for line in log.read_text().splitlines())]
 
@@ -103,6 +116,13 @@ def test_workers_run_torch_on_one_thread_and_leave_the_parent_environment_alone(
         assert value["torch"] == 1
         assert value["pid"] != os.getpid()
     assert {name: os.environ.get(name) for name in before} == before
+
+
+def test_a_job_may_start_processes_of_its_own():
+    # Daemonic workers could not (a real failure: the style-mix separator's rendering in the smoke book build).
+    results = run_training_jobs([Job("pool", _uses_a_process_pool), Job("other", _threads)], workers=2,
+                                progress=False)
+    assert results["pool"] == [4, 9]
 
 
 def test_a_failing_job_is_named_and_stops_the_others(tmp_path):

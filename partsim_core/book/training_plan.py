@@ -480,8 +480,11 @@ def _run_pool(jobs: Sequence[Job], workers: int, priority: dict[str, int], bar: 
     with single_thread_environment():
         for number in range(workers):
             parent_end, child_end = context.Pipe()
+            # Not daemonic: a job may start processes of its own (the crossover's style-mix rendering uses the
+            # generator's process pool). Workers still die with this process (die_with_parent) and are joined or
+            # terminated below.
             process = context.Process(target=_worker_main, args=(os.getpid(), child_end),
-                                      name=f"partsim-training-{number}", daemon=True)
+                                      name=f"partsim-training-{number}", daemon=False)
             process.start()
             child_end.close()
             processes.append(process)
