@@ -283,8 +283,8 @@ def test_smoke_plan_trains_everything_the_chapter_runners_use(tmp_path, monkeypa
     assert set(results) == set(SMOKE_NAMES)
     assert not any(value.get("reused") for value in results.values())
     trained = _finished_models(cache)
-    # 1 separator + 11 chapter-3 networks + 5 targets + pre-training + 9 conditions
-    assert len(trained) == 27
+    # 1 separator + 11 chapter-3 networks + 5 targets + pre-training + 9 conditions + the crossover's style-mix U-Net
+    assert len(trained) == 28
 
     chapter4 = run_chapter4(data, conditions="all", seeds=1, seed=0, device="cpu", progress=False)
     assert chapter4.reused and all(chapter4.reused.values()), chapter4.reused
