@@ -46,10 +46,17 @@ smaller; from N = 20 to 40 it is flat. Every chapter-4 path streams through
 computed in row chunks. (The earlier chapter-4 code built a Python list of every grid segment's waveform: 403 /
 429 / 556 MiB, growth 1.38.)
 
+Measured 2026-12-06 with the default 3-4 minute tracks (``python benchmarks/scale.py``, niced below other work on
+the 2 shared cores, load average 2.6-6.3; 7,477 s in all, 4,548 s of it generating): peak anonymous RSS 737 / 716
+/ 806 MiB at N = 10 / 20 / 40 (9 / 18 / 36 tracks kept, 1,848 / 3,723 / 7,572 s of test audio), ``rss_growth``
+1.094 (target 1.10 met), ``ru_maxrss`` 916 / 888 / 990 MiB (growth 1.08); projected full redux test split 1.1 GiB
+anonymous, 1.86 GiB with stem-cache pages, ``projected_full_cpu_s`` 4,312 s. Every stage streams; the peak is
+the pseudo-piece stage (5,405 / 7,774 / 7,934 segments: the thesis's 10 labels x 4 pieces per part cap it).
+
 Run: ``python benchmarks/scale.py [--quick] [--tracks 10 20 40] [--track-seconds MIN MAX] [--keep DIR]``. The
-default (3-4 min tracks) takes about 45 minutes on 2 shared cores (the cost is the audio evaluated, 70 tracks of
-~3.5 min: the N = 10 child alone ran over 5 minutes, its ``ru_maxrss`` passing 2.2 GB), over the ~10 minutes
-issue 14 asks for; ``--track-seconds 30 40`` takes about 5 minutes and ``--quick`` about 1.
+default (3-4 min tracks) took 2 hours niced on 2 shared cores (above: 76 minutes generating 70 tracks of ~3.5 min,
+the rest evaluating), far over the ~10 minutes issue 14 asks for; ``--keep DIR`` reuses a generated dataset;
+``--track-seconds 30 40`` takes about 5 minutes and ``--quick`` about 1.
 """
 
 from __future__ import annotations
