@@ -49,7 +49,7 @@ import numpy as np
 
 from partsim_core.data.cache import atomic_write_bytes
 from partsim_core.errors import PartsimError
-from partsim_core.mixquery.exact import _import_faiss
+from partsim_core.mixquery.exact import _import_faiss, check_index_arrays
 from partsim_core.mixquery.manifest import ANN_CENTROIDS_FILE, ANN_LISTS_FILE
 from partsim_core.mixquery.search import (
     THESIS_K,
@@ -249,12 +249,7 @@ class AnnSearcher:
                 arrays that do not fit the vectors.
         """
         faiss = _import_faiss()
-        if vectors.ndim != 3 or vectors.shape[0] == 0:
-            raise PartsimError(f"vectors must be shaped (segments, parts, dim), got {vectors.shape}")
-        n, n_parts, dim = vectors.shape
-        if np.shape(song_of_row) != (n,) or np.shape(present) != (n, n_parts):
-            raise PartsimError(f"song_of_row {np.shape(song_of_row)} / present {np.shape(present)} do not fit "
-                               f"vectors {vectors.shape}")
+        n, n_parts, dim = check_index_arrays(vectors, song_of_row, present)
         if trained is not None:
             centroids, lists = trained
             if (np.ndim(centroids) != 3 or np.shape(centroids)[0] != n_parts or np.shape(centroids)[2] != dim

@@ -82,6 +82,22 @@ def default_shards() -> int:
     return max(1, min(MAX_DEFAULT_SHARDS, os.cpu_count() or 1))
 
 
+def check_index_arrays(vectors: np.ndarray, song_of_row: np.ndarray, present: np.ndarray) -> tuple[int, int, int]:
+    """``(segments, parts, dim)`` of an index's arrays, checked to fit one another (exact and approximate alike).
+
+    Raises:
+        PartsimError: ``vectors`` not shaped (segments > 0, parts, dim), or ``song_of_row`` / ``present`` of
+            other lengths.
+    """
+    if vectors.ndim != 3 or vectors.shape[0] == 0:
+        raise PartsimError(f"vectors must be shaped (segments, parts, dim), got {vectors.shape}")
+    n, n_parts, dim = vectors.shape
+    if np.shape(song_of_row) != (n,) or np.shape(present) != (n, n_parts):
+        raise PartsimError(f"song_of_row {np.shape(song_of_row)} / present {np.shape(present)} do not fit "
+                           f"vectors {vectors.shape}")
+    return n, n_parts, dim
+
+
 def _import_faiss():
     try:
         import faiss
@@ -154,12 +170,7 @@ class FaissSearcher:
                 not a positive integer.
         """
         faiss = _import_faiss()
-        if vectors.ndim != 3 or vectors.shape[0] == 0:
-            raise PartsimError(f"vectors must be shaped (segments, parts, dim), got {vectors.shape}")
-        n, n_parts, dim = vectors.shape
-        if np.shape(song_of_row) != (n,) or np.shape(present) != (n, n_parts):
-            raise PartsimError(f"song_of_row {np.shape(song_of_row)} / present {np.shape(present)} do not fit "
-                               f"vectors {vectors.shape}")
+        n, n_parts, dim = check_index_arrays(vectors, song_of_row, present)
         for name, value in (("threads", threads), ("shards", 1 if shards is None else shards)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise PartsimError(f"{name} must be a positive integer, got {value!r}")
