@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import process_running
 
 from partsim_core.book.training_plan import Job, run_training_jobs
 from partsim_core.errors import PartsimError
@@ -366,14 +367,6 @@ def test_cli_train_all_and_book_build_take_jobs(capsys):
         assert "positive integer" in capsys.readouterr().err
 
 
-def _alive(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2:].split()[0] not in ("Z", "X")
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table from Linux /proc")
 def test_workers_die_with_a_killed_parent(tmp_path):
@@ -402,13 +395,13 @@ def test_workers_die_with_a_killed_parent(tmp_path):
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        while time.monotonic() < deadline and any(process_running(pid) for pid in workers):
             time.sleep(0.2)
-        assert not [pid for pid in workers if _alive(pid)]
+        assert not [pid for pid in workers if process_running(pid)]
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
         for pid in workers:
-            if _alive(pid):
+            if process_running(pid):
                 os.kill(pid, signal.SIGKILL)

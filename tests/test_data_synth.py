@@ -17,6 +17,7 @@ import mido
 import numpy as np
 import pretty_midi
 import pytest
+from conftest import process_running
 import soundfile
 import yaml
 
@@ -339,14 +340,6 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _running(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2:].split()[0] not in ("Z", "X")
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table from Linux /proc")
 def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
@@ -372,15 +365,15 @@ def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(_running(pid) for pid in children):
+        while time.monotonic() < deadline and any(process_running(pid) for pid in children):
             time.sleep(0.2)
-        assert not [pid for pid in children if _running(pid)]
+        assert not [pid for pid in children if process_running(pid)]
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
         for pid in children if "children" in locals() else ():
-            if _running(pid):
+            if process_running(pid):
                 os.kill(pid, signal.SIGKILL)
     assert not (tmp_path / "ds").exists()
 
