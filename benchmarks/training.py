@@ -87,12 +87,23 @@ from typing import Any
 
 import torch
 
-from partsim_core.data.dataset import resolve_dataset_root
-from partsim_core.data.cache import StemCache
-from partsim_core.data.slakh import open_slakh
-from partsim_core.presets import get_preset
 from partsim_core.baseline.triplets import TripletTask
-from partsim_core.training import cpu_step_threads, intra_op_threads, prefetched, usable_cores
+from partsim_core.data.cache import StemCache
+from partsim_core.data.dataset import resolve_dataset_root
+from partsim_core.data.slakh import open_slakh
+from partsim_core.host_memory import (
+    HUGE_PAGE_TUNABLE,
+    TUNABLES_VARIABLE,
+    huge_page_environment,
+    relaunch_with_huge_pages,
+)
+from partsim_core.presets import get_preset
+from partsim_core.training import (
+    cpu_step_threads,
+    intra_op_threads,
+    prefetched,
+    usable_cores,
+)
 
 
 def _synchronise(device: torch.device) -> None:
@@ -214,6 +225,14 @@ def _load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
+def _without_huge_page_tunable(environment: dict[str, str]) -> dict[str, str]:
+    """``environment`` without :data:`~partsim_core.host_memory.HUGE_PAGE_TUNABLE` in ``GLIBC_TUNABLES``."""
+    kept = [entry for entry in environment.get(TUNABLES_VARIABLE, "").split(":")
+            if entry and entry != HUGE_PAGE_TUNABLE]
+    result = {name: value for name, value in environment.items() if name != TUNABLES_VARIABLE}
+    return {**result, TUNABLES_VARIABLE: ":".join(kept)} if kept else result
+
+
 def compare_with_peer(peer_root: Path, passed: list[str], repeats: int) -> dict:
     """Run the peer checkout's benchmark and this one alternately, each in a fresh process with its own
     ``PYTHONPATH`` (peer first in every pair), and summarise: medians of each version's rates, their ratios
@@ -223,7 +242,10 @@ def compare_with_peer(peer_root: Path, passed: list[str], repeats: int) -> dict:
     loads = []
     for _ in range(repeats):
         for name, root in (("peer", peer_root), ("own", own_root)):
+            # Each version with the allocator policy its own command runs with: the peer with glibc's defaults.
             environment = {**os.environ, "PYTHONPATH": str(root)}
+            environment = (huge_page_environment(environment) if name == "own"
+                           else _without_huge_page_tunable(environment))
             before = _load_average()
             done = subprocess.run([sys.executable, str(root / "benchmarks" / "training.py"), *passed],
                                   env=environment, cwd=root, capture_output=True, text=True, check=False)
@@ -260,9 +282,13 @@ def main(argv: list[str] | None = None) -> int:
                              "--torch-threads 1, where it equals the wall time of an idle core)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-csn", action="store_true", help="skip chapter 4's CSN step (the csn_* keys)")
-    parser.add_argument("--no-prefetch", action="store_true",
-                        help="time the steps without the engine's prefetch thread and CPU thread setting "
-                             "(batch then step inline on torch's default threads, as before)")
+    parser.add_argument("--prefetch", action="store_true",
+                        help="time the steps with the engine's prefetch thread and CPU thread setting "
+                             "(TrainConfig(prefetch=True)); default: as the engine trains by default (batch then "
+                             "step inline on torch's default threads)")
+    parser.add_argument("--system-allocator", action="store_true",
+                        help="keep glibc's default malloc policy (default: relaunch with glibc's huge-page tunable, "
+                             "as the partsim command runs; partsim_core.host_memory)")
     parser.add_argument("--step-threads", type=int, default=None,
                         help="intra-op threads of the timed steps (default: the engine's choice)")
     parser.add_argument("--peer-json", default=None,
@@ -273,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(--repeats pairs, each in a fresh process), print medians and ratios")
     parser.add_argument("--repeats", type=int, default=3, help="alternating pairs with --peer-root")
     args = parser.parse_args(argv)
+    if argv is None and not args.system_allocator:
+        # As the partsim command runs (partsim_core.cli.console_main); only from the command line, never when a
+        # caller passes argv (the caller's process would be replaced).
+        relaunch_with_huge_pages([sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]])
     if args.peer_root:
         passed = list(sys.argv[1:] if argv is None else argv)
         for flag in ("--peer-root", "--repeats"):
@@ -320,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         optimizer.step()
 
-    prefetch = not args.no_prefetch
+    prefetch = args.prefetch
     step_rate = _step_rate(lambda step: task.batch(0, step), training_step, args.steps, args.rounds, batch_size,
                            device, clock, prefetch, args.step_threads)
     epoch_size = task.sampler.epoch_size()
@@ -336,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         "segment_seconds": preset.segment_seconds,
         "torch_threads": torch.get_num_threads(),
         "prefetch": prefetch,
+        "host_allocator": HUGE_PAGE_TUNABLE if huge_page_environment(os.environ) == dict(os.environ)
+        and HUGE_PAGE_TUNABLE in os.environ.get(TUNABLES_VARIABLE, "") else "glibc default",
         "step_threads": cpu_step_threads(device, args.step_threads, prefetch) or torch.get_num_threads(),
         "clock": args.clock,
         "train_tracks": len(task.index.track_ids),

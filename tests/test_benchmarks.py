@@ -89,3 +89,27 @@ def test_scale_quick_prints_every_key(tmp_path: Path) -> None:
     assert result["projected_full_rss_gib"] > 0 and result["projected_full_cpu_s"] > 0
     assert result["full_tracks"] == {"train": 1289, "validation": 270, "test": 151}
     assert result["summaries"]["3"]["kept_tracks"] >= 2
+
+
+@pytest.mark.slow
+def test_training_benchmark_times_the_engines_default_step(smoke_root: Path) -> None:
+    """``benchmarks/training.py`` prints the keys issue 14 reads, timing the step as the engine trains by default
+    (no prefetch thread) under the allocator policy the ``partsim`` command runs with, or glibc's on request."""
+    from partsim_core.host_memory import HUGE_PAGE_TUNABLE, TUNABLES_VARIABLE, is_glibc
+    from partsim_core.training import TrainConfig
+
+    environment = {name: value for name, value in os.environ.items() if name != TUNABLES_VARIABLE}
+    environment["PYTHONPATH"] = str(REPO_ROOT)   # the smoke dataset of the fixture: the normal cache
+    results = {}
+    for allocator in ("tunable", "system"):
+        flags = ["--system-allocator"] if allocator == "system" else []
+        done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "training.py"), "--preset", "smoke",
+                               "--steps", "1", "--rounds", "1", *flags], env=environment, capture_output=True,
+                              text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[allocator] = _json_line(done.stdout)
+    for result in results.values():
+        assert result["csn_triplets_per_s"] > 0 and result["step_triplets_per_s"] > 0
+        assert result["prefetch"] is TrainConfig(run_name="default").prefetch is False
+    assert results["system"]["host_allocator"] == "glibc default"
+    assert results["tunable"]["host_allocator"] == (HUGE_PAGE_TUNABLE if is_glibc() else "glibc default")

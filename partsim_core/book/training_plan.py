@@ -56,6 +56,7 @@ from partsim_core.data.cache import MIX_PART, stable_hash
 from partsim_core.data.dataset import DatasetHandle
 from partsim_core.data.synth import GROUND_TRUTH_FILE
 from partsim_core.errors import PartsimError
+from partsim_core.host_memory import TUNABLES_VARIABLE, huge_page_environment
 from partsim_core.mixquery.backends import SEPARATOR_SEED
 from partsim_core.processes import die_with_parent
 from partsim_core.training import usable_cores
@@ -393,11 +394,13 @@ def _worker_main(parent_pid: int, connection: multiprocessing.connection.Connect
 
 
 @contextlib.contextmanager
-def single_thread_environment() -> Iterator[None]:
-    """:data:`THREAD_VARIABLES` set to 1 in ``os.environ`` inside the block (for processes started there), then
-    restored. This process's own thread pools, already running, are unaffected."""
-    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    os.environ.update({name: "1" for name in THREAD_VARIABLES})
+def worker_environment() -> Iterator[None]:
+    """``os.environ`` for the workers started inside the block, restored after it: :data:`THREAD_VARIABLES` set to
+    1, and glibc's huge-page tunable (:func:`partsim_core.host_memory.huge_page_environment`; already there when
+    this process was started by the ``partsim`` command). This process's own thread pools are unaffected."""
+    names = (*THREAD_VARIABLES, TUNABLES_VARIABLE)
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(huge_page_environment({**os.environ, **{name: "1" for name in THREAD_VARIABLES}}))
     try:
         yield
     finally:
@@ -477,7 +480,7 @@ def _run_pool(jobs: Sequence[Job], workers: int, priority: dict[str, int], bar: 
     """:func:`run_training_jobs` with a pool of ``workers`` processes."""
     context = multiprocessing.get_context("spawn")
     processes, connections = [], []
-    with single_thread_environment():
+    with worker_environment():
         for number in range(workers):
             parent_end, child_end = context.Pipe()
             # Not daemonic: a job may start processes of its own (the crossover's style-mix rendering uses the
