@@ -47,10 +47,8 @@ from partsim_core.cli.options import (
 from partsim_core.data.dataset import load_dataset
 from partsim_core.data.outputs import MARKER, check_output_dir
 from partsim_core.presets import get_preset
-from partsim_core.training import CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, usable_cores
-
-#: Files the trainer writes into its folder.
-TRAINING_FILES = (CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE, HISTORY_FILE)
+from partsim_core.training import usable_cores
+from partsim_core.training_artefacts import RUN_FILES
 
 
 def _summary(kind: str, result, extra: dict | None = None) -> str:
@@ -82,7 +80,7 @@ def run_separator(args: argparse.Namespace) -> int:
 
 def _is_training_folder(folder: Path) -> bool:
     """A folder the trainer wrote: it holds one of its files (a run killed early has only the checkpoint)."""
-    return (folder / MARKER).is_file() or any((folder / name).is_file() for name in TRAINING_FILES)
+    return (folder / MARKER).is_file() or any((folder / name).is_file() for name in RUN_FILES)
 
 
 def run_part(args: argparse.Namespace) -> int:
