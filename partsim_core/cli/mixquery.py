@@ -52,7 +52,8 @@ from partsim_core.mixquery import run as chapter
 from partsim_core.mixquery.app import add_serve_parser
 from partsim_core.mixquery.backends import get_backend
 from partsim_core.mixquery.catalog import Catalog, default_catalog_root
-from partsim_core.mixquery.index import MixQueryIndex, build_index, default_index_dir
+from partsim_core.mixquery.index import MixQueryIndex
+from partsim_core.mixquery.index_build import build_index, default_index_dir
 from partsim_core.mixquery.manifest import record_csn_distance, resolve_distance
 from partsim_core.mixquery.mert import (
     HEAD_LEARNING_RATE,
