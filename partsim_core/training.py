@@ -252,8 +252,9 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
 
     def save_checkpoint() -> None:
         if rank == 0:
-            save_training_file(checkpoint_path, {"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scaler": scaler.state_dict(), "rng": _get_rng_state(device), "state": state})
+            save_training_file(checkpoint_path, {
+                "key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "rng": _get_rng_state(device), "state": state})
 
     threads = cpu_step_threads(device, config.cpu_threads, config.prefetch and config.num_workers == 0)
     with intra_op_threads(threads):
