@@ -28,6 +28,7 @@ from typing import Any
 from partsim_core import INSTRUMENTS
 from partsim_core.baseline.separated_stems import separated_source
 from partsim_core.cli.options import (
+    add_command_group,
     add_data_root,
     add_device,
     add_fresh,
@@ -355,8 +356,8 @@ def register_train_command(commands: argparse._SubParsersAction) -> None:
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``mixquery`` group and its ``index``, ``query``, ``evaluate`` and ``serve`` commands."""
-    parser = subparsers.add_parser(
-        "mixquery",
+    commands = add_command_group(
+        subparsers, "mixquery",
         help="chapter 6: MixQuery, retrieval of songs from stems of different songs (index, query)",
         description=(
             "Chapter 6: MixQuery. Songs of a catalog are cut into 10-s segments and every segment is embedded per "
@@ -366,8 +367,6 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             "one stem query finds the most similar stems of other songs."
         ),
     )
-    parser.set_defaults(group_parser=parser)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     index = commands.add_parser(
         "index",

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from partsim_core.cli.options import (
+    add_command_group,
     add_fresh,
     add_out,
     add_out_dir,
@@ -104,13 +105,11 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``perceptual`` group with ``tables``, ``run`` and ``simulate``."""
-    parser = subparsers.add_parser(
-        "perceptual",
+    commands = add_command_group(
+        subparsers, "perceptual",
         help="Inst-Sim ABX listening test: chapter-5 tables, simulated test",
         description="Listening-test commands (thesis chapter 5).",
     )
-    parser.set_defaults(group_parser=parser)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     tables = commands.add_parser(
         "tables",
