@@ -103,6 +103,17 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_abx_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options of the commands that read a published ABX dataset: ``--abx``, ``--out`` (``what`` is written
+    there), ``--fresh`` and ``--drop-invalid``."""
+    parser.add_argument("--abx", required=True, help="ABX dataset folder (e.g. ../shared/abx)")
+    add_out(parser, what, required=True)
+    add_fresh(parser)
+    parser.add_argument("--drop-invalid", action="store_true",
+                        help="drop rows that break the published format (duplicates, N/A overall, ...) and say how "
+                             "many, instead of refusing the file")
+
+
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``perceptual`` group with ``tables``, ``run`` and ``simulate``."""
     commands = add_command_group(
@@ -121,12 +132,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             "95 % intervals of choosing the same-track segment, %) as one JSON object."
         ),
     )
-    tables.add_argument("--abx", required=True, help="ABX dataset folder (e.g. ../shared/abx)")
-    add_out(tables, "the tables as one JSON object", required=True)
-    add_fresh(tables)
-    tables.add_argument("--drop-invalid", action="store_true",
-                        help="drop rows that break the published format (duplicates, N/A overall, ...) and say how "
-                             "many, instead of refusing the file")
+    _add_abx_options(tables, "the tables as one JSON object")
     tables.set_defaults(func=run_tables)
 
     run = commands.add_parser(
@@ -139,11 +145,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             "with exact Clopper-Pearson 95 % intervals)."
         ),
     )
-    run.add_argument("--abx", required=True, help="ABX dataset folder (e.g. ../shared/abx)")
-    add_out(run, "the chapter's results as one JSON object", required=True)
-    add_fresh(run)
-    run.add_argument("--drop-invalid", action="store_true",
-                     help="drop rows that break the published format and say how many, instead of refusing the file")
+    _add_abx_options(run, "the chapter's results as one JSON object")
     run.set_defaults(func=run_chapter)
 
     simulate = commands.add_parser(
