@@ -26,8 +26,6 @@ BACKEND_NAMES = ("oracle", "unet", "spleeter", "demucs")
 
 def run_baseline(args: argparse.Namespace) -> int:
     """``partsim baseline run``: run chapter 3, print its tables and write its JSON."""
-
-
     check_backend(args.backend)
     inputs = [args.data_root or None]
     if args.out is not None:

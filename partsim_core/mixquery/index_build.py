@@ -39,7 +39,7 @@ from partsim_core import INSTRUMENTS, __version__
 from partsim_core.data.cache import atomic_directory, atomic_write_json, cache_root, stable_hash
 from partsim_core.errors import PartsimError
 from partsim_core.mixquery.ann import ANN_MIN_SEGMENTS, save_ann
-from partsim_core.mixquery.backends import EmbeddingBackend
+from partsim_core.mixquery.backends import EmbeddingBackend, song_embeddings
 from partsim_core.mixquery.catalog import Catalog
 from partsim_core.mixquery.index import MixQueryIndex
 from partsim_core.mixquery.manifest import (
@@ -133,14 +133,10 @@ def build_index(catalog: Catalog | str | os.PathLike, backend: EmbeddingBackend,
         row = 0
         for song, stems in zip(tqdm(songs, desc=f"MixQuery index ({backend.name})", unit="song",
                                     disable=not progress), has_stem):
-            raw = np.asarray(backend.embed_song(catalog, song))
-            expected = (len(song.segments), len(parts), int(backend.dim))
-            if raw.shape != expected:
-                raise PartsimError(f"backend {backend.name!r} returned embeddings of shape {raw.shape} for song "
-                                   f"{song.song_id}; expected {expected}. The index was not written")
-            if not np.all(np.isfinite(raw)):
-                raise PartsimError(f"backend {backend.name!r} returned NaN or infinite embeddings for song "
-                                   f"{song.song_id} ({catalog.root}); the index was not written")
+            try:
+                raw = song_embeddings(backend, catalog, song)
+            except PartsimError as error:
+                raise PartsimError(f"{error}; the index was not written") from None
             block = normalise_parts(raw)
             lengths = part_norms(raw)
             block[:, ~np.asarray(stems, dtype=bool)] = 0.0
