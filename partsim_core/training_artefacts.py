@@ -21,7 +21,12 @@ from pathlib import Path
 import torch
 
 from partsim_core.data.artefacts import file_checksum
-from partsim_core.data.cache import atomic_write_bytes, atomic_write_json, atomic_write_text, repository_root
+from partsim_core.data.cache import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    repository_root,
+)
 from partsim_core.errors import PartsimError
 
 CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE, HISTORY_FILE = "checkpoint.pt", "model.pt", "config.json", "history.json"

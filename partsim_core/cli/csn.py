@@ -17,7 +17,12 @@ import argparse
 import json
 import math
 
-from partsim_core.cli.options import add_command_group, add_run_options, add_seeds, add_training_options
+from partsim_core.cli.options import (
+    add_command_group,
+    add_run_options,
+    add_seeds,
+    add_training_options,
+)
 from partsim_core.csn.crossover import SWEEP_ENTRIES, sweep_for
 from partsim_core.csn.listening import interval_table
 from partsim_core.csn.run import run_chapter4

@@ -36,7 +36,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from partsim_core import INSTRUMENTS, __version__
-from partsim_core.data.cache import atomic_directory, atomic_write_json, cache_root, stable_hash
+from partsim_core.data.cache import (
+    atomic_directory,
+    atomic_write_json,
+    cache_root,
+    stable_hash,
+)
 from partsim_core.errors import PartsimError
 from partsim_core.mixquery.ann import ANN_MIN_SEGMENTS, save_ann
 from partsim_core.mixquery.backends import EmbeddingBackend, song_embeddings
