@@ -228,7 +228,7 @@ def evaluate(root: Path, n_tracks: int, workdir: Path, mark: Any) -> dict[str, A
     from partsim_core.knn import knn_accuracy
     from partsim_core.mixquery.backends import CSNBackend
     from partsim_core.mixquery.catalog import Catalog
-    from partsim_core.mixquery.index import build_index
+    from partsim_core.mixquery.index_build import build_index
     from partsim_core.models import PartCNN
 
     def value(scores: Any) -> float:

@@ -6,7 +6,8 @@ set by ``batch_size``, not by the number or length of the tracks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -46,25 +47,15 @@ def embed(
     Returns:
         float32 array (n_segments, dim).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise PartsimError(f"batch_size must be a positive integer, got {batch_size!r}")
-    target = resolve_device(device)
-    was_training = model.training
-    model.eval()
-    model.to(target)
-    front = LogMel(frontend).to(target)
-    refs = index.refs()
     chunks = []
-    try:
+    with _inference(model, frontend, batch_size, device) as (target, front):
+        refs = index.refs()
         for start in tqdm(range(0, len(refs), batch_size), desc="embedding segments", unit="batch",
                           disable=not progress):
             waves = gather(source, tracks_by_id, index, refs[start:start + batch_size]).to(target)
             chunks.append(model(front(waves)).float().cpu().numpy())
-    finally:
-        model.train(was_training)
     if not chunks:
-        dim = getattr(model, "embedding_dim", 0)
-        return np.zeros((0, dim), dtype=np.float32)
+        return _no_embeddings(model)
     return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
@@ -84,18 +75,11 @@ def embed_bounds(
     Returns:
         float32 array ``(len(bounds), dim)`` in the order of ``bounds``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise PartsimError(f"batch_size must be a positive integer, got {batch_size!r}")
-    target = resolve_device(device)
-    was_training = model.training
-    model.eval()
-    model.to(target)
-    front = LogMel(frontend).to(target)
-    by_length: dict[int, list[int]] = {}
-    for number, (start, end) in enumerate(bounds):
-        by_length.setdefault(int(end) - int(start), []).append(number)
     out: np.ndarray | None = None
-    try:
+    with _inference(model, frontend, batch_size, device) as (target, front):
+        by_length: dict[int, list[int]] = {}
+        for number, (start, end) in enumerate(bounds):
+            by_length.setdefault(int(end) - int(start), []).append(number)
         for length, numbers in by_length.items():
             for first in range(0, len(numbers), batch_size):
                 chosen = numbers[first:first + batch_size]
@@ -108,8 +92,29 @@ def embed_bounds(
                 if out is None:
                     out = np.zeros((len(bounds), vectors.shape[1]), dtype=np.float32)
                 out[chosen] = vectors
+    if out is None:
+        return _no_embeddings(model)
+    return out
+
+
+@contextlib.contextmanager
+def _inference(model: torch.nn.Module, frontend: FrontendConfig, batch_size: int,
+               device: str | torch.device) -> Iterator[tuple[torch.device, LogMel]]:
+    """Check ``batch_size``, put ``model`` in eval mode on ``device`` and yield ``(device, log-mel front end)``;
+    the model's training mode is restored afterwards."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PartsimError(f"batch_size must be a positive integer, got {batch_size!r}")
+    target = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    model.to(target)
+    front = LogMel(frontend).to(target)
+    try:
+        yield target, front
     finally:
         model.train(was_training)
-    if out is None:
-        return np.zeros((0, int(getattr(model, "embedding_dim", 0))), dtype=np.float32)
-    return out
+
+
+def _no_embeddings(model: torch.nn.Module) -> np.ndarray:
+    """The ``(0, dim)`` result of embedding no segment."""
+    return np.zeros((0, int(getattr(model, "embedding_dim", 0))), dtype=np.float32)

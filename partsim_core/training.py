@@ -12,7 +12,7 @@ from a :class:`TrainConfig` and a :class:`TrainingTask` that knows how to build 
   history, so a resumed run continues exactly: its final weights equal those of an uninterrupted run.
 * **Artefacts.** ``model.pt`` (key + weights), ``config.json`` (config, key, seed, git commit, package versions,
   device) and ``history.json`` are written at the end, ``model.pt`` last: its presence marks a finished run,
-  which a later call with the same key reuses without training.
+  which a later call with the same key reuses without training (the files: :mod:`partsim_core.training_artefacts`).
 * **Early stopping** on the task's validation loss; the best epoch's weights are the result.
 * **Mixed precision.** ``amp="auto"`` is bf16 autocast on CUDA and off on CPU. ``"bf16"`` also works on CPU (torch
   CPU autocast); ``"fp16"`` needs CUDA (it uses a gradient scaler) and is refused on CPU with a PartsimError.
@@ -36,16 +36,11 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import hashlib
-import importlib.metadata
-import io
 import json
 import math
 import os
-import platform
 import random
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -56,17 +51,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from partsim_core.data.artefacts import file_checksum
-from partsim_core.data.cache import (
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    cache_root,
-    repository_root,
-    stable_hash,
-)
+from partsim_core.data.cache import cache_root, stable_hash
 from partsim_core.device import resolve_device
 from partsim_core.errors import PartsimError
+from partsim_core.training_artefacts import (
+    CHECKPOINT_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    RUN_FILES,
+    load_trained,
+    load_training_file,
+    save_training_file,
+    write_finished_run,
+)
 
 #: Offset added to a task's seed for its fixed validation triplets, so they never coincide with training ones.
 VALIDATION_SEED_OFFSET = 1_000_003
@@ -74,9 +71,6 @@ VALIDATION_SEED_OFFSET = 1_000_003
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: Fields that change how fast a run goes, not what it produces; left out of :meth:`TrainConfig.key`.
 _KEY_EXCLUDED = ("device", "num_workers", "checkpoint_every", "prefetch", "cpu_threads")
-CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE, HISTORY_FILE = "checkpoint.pt", "model.pt", "config.json", "history.json"
-#: BLAKE2b of ``model.pt``'s bytes, written just before it: a finished model verifies itself when loaded.
-MODEL_CHECKSUM_FILE = "model.pt.blake2b"
 
 
 @dataclass
@@ -229,11 +223,11 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
     checkpoint_path, model_path = out_dir / CHECKPOINT_FILE, out_dir / MODEL_FILE
     if not resume:
         if rank == 0:
-            for name in (CHECKPOINT_FILE, MODEL_FILE, MODEL_CHECKSUM_FILE, HISTORY_FILE, CONFIG_FILE):
+            for name in RUN_FILES:
                 (out_dir / name).unlink(missing_ok=True)
         _barrier(world_size)
     for path in (model_path, checkpoint_path):
-        if path.is_file() and (found := _load(path)["key"]) != key:
+        if path.is_file() and (found := load_training_file(path)["key"]) != key:
             raise PartsimError(f"{path} belongs to another model or config (key {found}); this run's key is {key}. "
                                "Train with resume=False (CLI: --fresh) to start over.")
 
@@ -258,8 +252,9 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
 
     def save_checkpoint() -> None:
         if rank == 0:
-            _save(checkpoint_path, {"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scaler": scaler.state_dict(), "rng": _get_rng_state(device), "state": state})
+            save_training_file(checkpoint_path, {
+                "key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "rng": _get_rng_state(device), "state": state})
 
     threads = cpu_step_threads(device, config.cpu_threads, config.prefetch and config.num_workers == 0)
     with intra_op_threads(threads):
@@ -269,7 +264,9 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
     if rank == 0:
-        _write_artefact(out_dir, model, config, key, state["history"], device, world_size)
+        write_finished_run(out_dir, model, run_name=config.run_name, key=key, seed=config.seed,
+                           config=dataclasses.asdict(config), history=state["history"], device=device,
+                           world_size=world_size)
         checkpoint_path.unlink(missing_ok=True)
     _barrier(world_size)
     return TrainResult(model=model.cpu().eval(), out_dir=out_dir, history=state["history"], reused=False)
@@ -336,7 +333,7 @@ def _resume(checkpoint_path: Path, model: torch.nn.Module, optimizer: torch.opti
         PartsimError: the checkpoint does not fit (e.g. written by an older partsim whose model had other
             parameters); names the file and says to rerun with ``--fresh``. Nothing is deleted.
     """
-    checkpoint = _load(checkpoint_path)
+    checkpoint = load_training_file(checkpoint_path)
     try:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -348,35 +345,6 @@ def _resume(checkpoint_path: Path, model: torch.nn.Module, optimizer: torch.opti
         raise PartsimError(f"{checkpoint_path} cannot be resumed: it does not fit this partsim's model or engine "
                            f"(written by an older version?): {type(error).__name__}: {detail[:300]}. Rerun with "
                            "--fresh (resume=False) to start this run over; nothing was deleted.") from None
-
-
-def load_trained(out_dir: Path, model: torch.nn.Module, expected_key: str | None = None) -> torch.nn.Module:
-    """Load the weights of a finished run from ``out_dir/model.pt`` into ``model`` (returned in eval mode on CPU).
-
-    Raises:
-        PartsimError: no finished model there, a model of another key, or weights that do not fit ``model``.
-    """
-    path = Path(out_dir) / MODEL_FILE
-    if not path.is_file():
-        raise PartsimError(f"{path} not found: the run in {out_dir} has not finished training")
-    checksum_path = Path(out_dir) / MODEL_CHECKSUM_FILE
-    # Models written before checksums existed have no sidecar; every model written since is verified.
-    if checksum_path.is_file() and file_checksum(path) != checksum_path.read_text().strip():
-        raise PartsimError(f"{path} does not match its checksum ({checksum_path.name}): the file changed or is "
-                           "corrupt; retrain it (the command's --fresh)")
-    payload = _load(path)
-    if expected_key is not None and payload["key"] != expected_key:
-        raise PartsimError(f"{path} holds the model of key {payload['key']}, expected key {expected_key}")
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError) as error:
-        raise PartsimError(f"{path} does not fit {type(model).__name__} (written by an older partsim?): "
-                           f"{' '.join(str(error).split())[:300]}; retrain it (the command's --fresh)") from None
-    bad = [name for name, value in payload["state_dict"].items()
-           if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
-    if bad:
-        raise PartsimError(f"{path} holds non-finite weights ({', '.join(bad[:3])}); retrain it (the command's --fresh)")
-    return model.cpu().eval()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -550,7 +518,7 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Files, RNG states and provenance
+# RNG states
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -578,69 +546,3 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _save(path: Path, payload: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _load(path: Path) -> dict:
-    """Read a checkpoint or model file written by this module (tensors and plain containers only)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise PartsimError(f"{path} is not a readable partsim training file: {error}") from None
-    if not isinstance(payload, dict) or "key" not in payload:
-        raise PartsimError(f"{path} is not a partsim training file (no key)")
-    return payload
-
-
-def _write_artefact(out_dir: Path, model: torch.nn.Module, config: TrainConfig, key: str, history: list[dict],
-                    device: torch.device, world_size: int) -> None:
-    """history.json and config.json, then model.pt last: its presence marks the run finished."""
-    atomic_write_json(out_dir / HISTORY_FILE, history)
-    tracked_changes = _git("status", "--porcelain", "--untracked-files=no")
-    atomic_write_json(out_dir / CONFIG_FILE, {
-        "run_name": config.run_name, "key": key, "seed": config.seed, "config": dataclasses.asdict(config),
-        "git_commit": _git_commit(), "git_dirty": None if tracked_changes is None else bool(tracked_changes),
-        "packages": _package_versions(), "python": platform.python_version(),
-        "torch_version": torch.__version__, "device": str(device), "world_size": world_size,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-    })
-    weights = {name: value.detach().cpu() for name, value in model.state_dict().items()}
-    buffer = io.BytesIO()
-    torch.save({"key": key, "state_dict": weights}, buffer)
-    data = buffer.getvalue()
-    atomic_write_text(out_dir / MODEL_CHECKSUM_FILE, hashlib.blake2b(data, digest_size=16).hexdigest() + "\n")
-    atomic_write_bytes(out_dir / MODEL_FILE, data)
-
-
-def _git(*arguments: str) -> str | None:
-    """Output of a git command in the source checkout, or ``None`` when there is none (never fails)."""
-    with contextlib.suppress(Exception):
-        root = repository_root()
-        if root is not None:
-            result = subprocess.run(["git", *arguments], cwd=root, capture_output=True, text=True, timeout=10)
-            if result.returncode == 0:
-                return result.stdout.strip()
-    return None
-
-
-def _git_commit() -> str:
-    """``git rev-parse HEAD`` of the source checkout, or ``"unknown"``."""
-    return _git("rev-parse", "HEAD") or "unknown"
-
-
-def _package_versions() -> dict[str, str]:
-    """Installed versions of partsim and of every package it depends on."""
-    names = ["partsim"]
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        names += [re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
-                  for requirement in importlib.metadata.requires("partsim") or [] if "extra ==" not in requirement]
-    versions = {}
-    for name in names:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[name] = importlib.metadata.version(name)
-    return versions

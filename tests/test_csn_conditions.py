@@ -340,7 +340,7 @@ def test_condition_models_carry_the_bias_only_with_the_norm_loss(smoke_handle, t
 
     from partsim_core.csn.conditions import condition_setup
     from partsim_core.csn.pretraining import PretrainingTask
-    from partsim_core.training import MODEL_FILE
+    from partsim_core.training_artefacts import MODEL_FILE
 
     csn = smoke_handle.preset.csn
     n_mels = smoke_handle.preset.frontend.n_mels

@@ -14,7 +14,7 @@ import pytest
 from test_mixquery_index import CATALOG_SONGS, make_catalog, tiny_backend
 
 import partsim_core.mixquery.ann as ann_module
-import partsim_core.mixquery.index as index_module
+import partsim_core.mixquery.index_build as index_build_module
 from partsim_core import INSTRUMENTS
 from partsim_core.cli import main as partsim_main
 from partsim_core.errors import PartsimError
@@ -289,7 +289,7 @@ def test_partsim_mixquery_index_saves_and_rebuilds_the_inverted_files(tmp_path, 
     from partsim_core.cli.mixquery import index_catalog
 
     monkeypatch.setenv("PARTSIM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(index_module, "ANN_MIN_SEGMENTS", 1)
+    monkeypatch.setattr(index_build_module, "ANN_MIN_SEGMENTS", 1)
     catalog = make_catalog(tmp_path / "catalog", CATALOG_SONGS)
     out = tmp_path / "index"
     args = build_parser().parse_args(["mixquery", "index", "--catalog", str(catalog), "--out-dir", str(out),

@@ -32,7 +32,7 @@ from partsim_core.mixquery import (
     similar_stems_numpy,
 )
 from partsim_core.mixquery.catalog import Catalog
-from partsim_core.mixquery.index import (
+from partsim_core.mixquery.manifest import (
     FORMAT_VERSION,
     INDEX_FILE,
     PRESENT_FILE,

@@ -26,7 +26,8 @@ import pytest
 import torch
 
 from partsim_core.errors import PartsimError
-from partsim_core.training import TrainConfig, artefact_dir, load_trained, train
+from partsim_core.training import TrainConfig, artefact_dir, train
+from partsim_core.training_artefacts import load_trained
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -350,16 +351,17 @@ from pathlib import Path
 import torch
 sys.path.insert(0, {tests!r})
 import partsim_core.training as training
+import partsim_core.training_artefacts as training_artefacts
 from test_training import DDP_CONFIG, NoDropoutTask
 
 rank = os.environ["RANK"]
 dump = Path({dump!r})
 writes = []
-original = training.atomic_write_bytes
+original = training_artefacts.atomic_write_bytes
 def recording_write(path, data):
     writes.append(Path(path).name)
     return original(path, data)
-training.atomic_write_bytes = recording_write
+training_artefacts.atomic_write_bytes = recording_write
 result = training.train(NoDropoutTask(), DDP_CONFIG, Path({out!r}), progress=False)
 torch.save(result.model.state_dict(), dump / f"weights-{{rank}}.pt")
 (dump / f"writes-{{rank}}.json").write_text(json.dumps({{"writes": writes, "history": result.history}}))

@@ -25,13 +25,8 @@ from partsim_core.data.slakh import open_slakh
 from partsim_core.errors import PartsimError
 from partsim_core.models import SEPARATOR_DEPTH, SeparatorSTFT, SeparatorUNet
 from partsim_core.presets import SeparatorConfig
-from partsim_core.training import (
-    MODEL_FILE,
-    TrainConfig,
-    TrainResult,
-    artefact_dir,
-    train,
-)
+from partsim_core.training import TrainConfig, TrainResult, artefact_dir, train
+from partsim_core.training_artefacts import MODEL_FILE
 
 #: Bump when :class:`~partsim_core.models.SeparatorUNet` or its training changes; part of the training key.
 SEPARATOR_MODEL_VERSION = 1

@@ -16,7 +16,7 @@ from partsim_core.baseline.run import run_chapter3
 from partsim_core.baseline.separators import check_backend
 from partsim_core.baseline.tables import intervals_frame, table_3_2_columns
 from partsim_core.book.thesis_tables import load_thesis_table
-from partsim_core.cli.options import add_run_options
+from partsim_core.cli.options import add_command_group, add_run_options
 from partsim_core.data.dataset import load_dataset
 from partsim_core.data.outputs import check_output_file, write_json_output
 
@@ -26,8 +26,6 @@ BACKEND_NAMES = ("oracle", "unet", "spleeter", "demucs")
 
 def run_baseline(args: argparse.Namespace) -> int:
     """``partsim baseline run``: run chapter 3, print its tables and write its JSON."""
-
-
     check_backend(args.backend)
     inputs = [args.data_root or None]
     if args.out is not None:
@@ -61,13 +59,11 @@ def run_baseline(args: argparse.Namespace) -> int:
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``baseline`` group and its ``run`` command."""
-    parser = subparsers.add_parser(
-        "baseline",
+    commands = add_command_group(
+        subparsers, "baseline",
         help="chapter 3: part networks on ideal vs separated stems, kNN track-ID accuracy (Tables 3.1, 3.2)",
         description="Chapter 3 of the thesis: part-level similarity from source-separated stems.",
     )
-    parser.set_defaults(group_parser=parser)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     run = commands.add_parser(
         "run",
         help="train/reuse every chapter-3 model, evaluate, print Tables 3.1 and 3.2, write the chapter's JSON",

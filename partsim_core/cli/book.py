@@ -8,6 +8,7 @@ import sys
 from partsim_core.book.build import build_book, main_summary
 from partsim_core.book.run import run_chapter
 from partsim_core.cli.options import (
+    add_command_group,
     add_data_root,
     add_device,
     add_fresh,
@@ -63,13 +64,11 @@ def _add_shared(parser: argparse.ArgumentParser) -> None:
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``book`` group and its ``build`` and ``run`` commands."""
-    parser = subparsers.add_parser(
-        "book",
+    commands = add_command_group(
+        subparsers, "book",
         help="build the Jupyter Book, or run one chapter notebook",
         description="Build the partsim Jupyter Book, or execute one chapter notebook with other parameters.",
     )
-    parser.set_defaults(group_parser=parser)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     build = commands.add_parser(
         "build",

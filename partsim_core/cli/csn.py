@@ -18,15 +18,10 @@ import json
 import math
 
 from partsim_core.cli.options import (
-    add_data_root,
-    add_device,
-    add_epochs,
-    add_fresh,
-    add_no_progress,
-    add_preset,
+    add_command_group,
     add_run_options,
-    add_seed,
     add_seeds,
+    add_training_options,
 )
 from partsim_core.csn.crossover import SWEEP_ENTRIES, sweep_for
 from partsim_core.csn.listening import interval_table
@@ -177,22 +172,16 @@ def register_train_command(train_commands: argparse._SubParsersAction) -> None:
         help="target networks of the pre-training: 'pretraining' = trained on the pre-training pieces (thesis "
              "4.4.1), 'chapter3' = chapter 3's ideal networks (all training tracks); default: %(default)s",
     )
-    add_preset(train)
-    add_data_root(train)
-    add_device(train)
-    add_seed(train)
+    add_training_options(train, "this condition's checkpoint and finished model (a cached pre-training is still "
+                                "reused, except for condition b)")
     add_seeds(train)
-    add_epochs(train)
-    add_no_progress(train)
-    add_fresh(train, "this condition's checkpoint and finished model (a cached pre-training is still reused, "
-                     "except for condition b)")
     train.set_defaults(func=run_train)
 
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``csn`` group and its ``conditions`` and ``run`` commands."""
-    parser = subparsers.add_parser(
-        "csn",
+    commands = add_command_group(
+        subparsers, "csn",
         help="chapter 4: the CSN's ablation conditions (a)-(k) and their evaluation",
         description=(
             "Chapter 4: one network with five instrument subspaces (a conditional similarity network), trained "
@@ -200,8 +189,6 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             "4.3 switch these on and off. Train one condition with 'partsim train csn'."
         ),
     )
-    parser.set_defaults(group_parser=parser)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     conditions = commands.add_parser(
         "conditions", help="print the conditions (a)-(k) and their switches",

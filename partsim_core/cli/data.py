@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from partsim_core.cli.options import (
+    add_command_group,
     add_fresh,
     add_no_progress,
     add_out,
@@ -79,13 +80,11 @@ def _positive_seconds(text: str) -> float:
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``data`` group with ``check`` and ``synth``."""
-    parser = subparsers.add_parser(
-        "data",
+    commands = add_command_group(
+        subparsers, "data",
         help="check a Slakh-format dataset, generate the embedded mini-Slakh",
         description="Data commands: validate any Slakh-format root, generate the embedded mini-Slakh dataset.",
     )
-    parser.set_defaults(group_parser=parser)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     check = commands.add_parser(
         "check",

@@ -28,6 +28,7 @@ from typing import Any
 from partsim_core import INSTRUMENTS
 from partsim_core.baseline.separated_stems import separated_source
 from partsim_core.cli.options import (
+    add_command_group,
     add_data_root,
     add_device,
     add_fresh,
@@ -52,7 +53,8 @@ from partsim_core.mixquery import run as chapter
 from partsim_core.mixquery.app import add_serve_parser
 from partsim_core.mixquery.backends import get_backend
 from partsim_core.mixquery.catalog import Catalog, default_catalog_root
-from partsim_core.mixquery.index import MixQueryIndex, build_index, default_index_dir
+from partsim_core.mixquery.index import MixQueryIndex
+from partsim_core.mixquery.index_build import build_index, default_index_dir
 from partsim_core.mixquery.manifest import record_csn_distance, resolve_distance
 from partsim_core.mixquery.mert import (
     HEAD_LEARNING_RATE,
@@ -354,8 +356,8 @@ def register_train_command(commands: argparse._SubParsersAction) -> None:
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``mixquery`` group and its ``index``, ``query``, ``evaluate`` and ``serve`` commands."""
-    parser = subparsers.add_parser(
-        "mixquery",
+    commands = add_command_group(
+        subparsers, "mixquery",
         help="chapter 6: MixQuery, retrieval of songs from stems of different songs (index, query)",
         description=(
             "Chapter 6: MixQuery. Songs of a catalog are cut into 10-s segments and every segment is embedded per "
@@ -365,8 +367,6 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             "one stem query finds the most similar stems of other songs."
         ),
     )
-    parser.set_defaults(group_parser=parser)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     index = commands.add_parser(
         "index",

@@ -15,25 +15,34 @@ from partsim_core.presets import PRESETS
 DEFAULT_PRESET = "default"
 
 
+def add_command_group(subparsers: argparse._SubParsersAction, name: str, help: str,
+                      description: str) -> argparse._SubParsersAction:
+    """Add the command group ``partsim <name>`` and return the subparsers its commands are added to.
+
+    The group's parser is recorded as ``group_parser``, so ``partsim <name>`` without a command prints its help.
+    """
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.set_defaults(group_parser=parser)
+    return parser.add_subparsers(title="commands", metavar="COMMAND")
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return _integer_at_least(text, 1, "positive")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
+    return _integer_at_least(text, 0, "non-negative")
+
+
+def _integer_at_least(text: str, minimum: int, kind: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+        value = None
+    if value is None or value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a {kind} integer, got {text!r}")
     return value
 
 
@@ -108,15 +117,20 @@ def add_out_dir(parser: argparse.ArgumentParser, what: str = "the output", requi
                              "partsim output (replaced only with --fresh)")
 
 
-def add_run_options(parser: argparse.ArgumentParser, seeds_default: int = 1) -> None:
-    """The options of every ``<chapter-group> run``: preset, data root, device, seed(s), epochs, progress, out,
-    fresh."""
+def add_training_options(parser: argparse.ArgumentParser, fresh_what: str) -> None:
+    """The options of every command that trains: preset, data root, device, seed, epochs, progress, fresh
+    (``fresh_what``: what ``--fresh`` replaces)."""
     add_preset(parser)
     add_data_root(parser)
     add_device(parser)
     add_seed(parser)
-    add_seeds(parser, seeds_default)
     add_epochs(parser)
     add_no_progress(parser)
+    add_fresh(parser, fresh_what)
+
+
+def add_run_options(parser: argparse.ArgumentParser, seeds_default: int = 1) -> None:
+    """The options of every ``<chapter-group> run``: those of :func:`add_training_options`, seeds and out."""
+    add_training_options(parser, "trained models and cached results of this run")
+    add_seeds(parser, seeds_default)
     add_out(parser)
-    add_fresh(parser, "trained models and cached results of this run")

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from partsim_core.cli.options import (
+    add_command_group,
     add_fresh,
     add_out,
     add_out_dir,
@@ -102,15 +103,24 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_abx_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options of the commands that read a published ABX dataset: ``--abx``, ``--out`` (``what`` is written
+    there), ``--fresh`` and ``--drop-invalid``."""
+    parser.add_argument("--abx", required=True, help="ABX dataset folder (e.g. ../shared/abx)")
+    add_out(parser, what, required=True)
+    add_fresh(parser)
+    parser.add_argument("--drop-invalid", action="store_true",
+                        help="drop rows that break the published format (duplicates, N/A overall, ...) and say how "
+                             "many, instead of refusing the file")
+
+
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``perceptual`` group with ``tables``, ``run`` and ``simulate``."""
-    parser = subparsers.add_parser(
-        "perceptual",
+    commands = add_command_group(
+        subparsers, "perceptual",
         help="Inst-Sim ABX listening test: chapter-5 tables, simulated test",
         description="Listening-test commands (thesis chapter 5).",
     )
-    parser.set_defaults(group_parser=parser)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     tables = commands.add_parser(
         "tables",
@@ -122,12 +132,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             "95 % intervals of choosing the same-track segment, %) as one JSON object."
         ),
     )
-    tables.add_argument("--abx", required=True, help="ABX dataset folder (e.g. ../shared/abx)")
-    add_out(tables, "the tables as one JSON object", required=True)
-    add_fresh(tables)
-    tables.add_argument("--drop-invalid", action="store_true",
-                        help="drop rows that break the published format (duplicates, N/A overall, ...) and say how "
-                             "many, instead of refusing the file")
+    _add_abx_options(tables, "the tables as one JSON object")
     tables.set_defaults(func=run_tables)
 
     run = commands.add_parser(
@@ -140,11 +145,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             "with exact Clopper-Pearson 95 % intervals)."
         ),
     )
-    run.add_argument("--abx", required=True, help="ABX dataset folder (e.g. ../shared/abx)")
-    add_out(run, "the chapter's results as one JSON object", required=True)
-    add_fresh(run)
-    run.add_argument("--drop-invalid", action="store_true",
-                     help="drop rows that break the published format and say how many, instead of refusing the file")
+    _add_abx_options(run, "the chapter's results as one JSON object")
     run.set_defaults(func=run_chapter)
 
     simulate = commands.add_parser(

@@ -31,26 +31,27 @@ from partsim_core.baseline.separators import check_backend
 from partsim_core.book.training_plan import book_training_jobs, run_training_jobs
 from partsim_core.cli.baseline import BACKEND_NAMES
 from partsim_core.cli.csn import register_train_command
+from partsim_core.cli.mixquery import register_train_command as register_mixquery_head
 from partsim_core.cli.options import (
+    add_command_group,
     add_data_root,
     add_device,
-    add_epochs,
-    add_fresh,
     add_jobs,
     add_no_progress,
     add_preset,
     add_seed,
     add_seeds,
-    non_negative_int,  # noqa: F401  (cli.csn and cli.mixquery import it from here)
+    add_training_options,
     positive_int,
 )
 from partsim_core.data.dataset import load_dataset
 from partsim_core.data.outputs import MARKER, check_output_dir
 from partsim_core.presets import get_preset
-from partsim_core.training import CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, usable_cores
+from partsim_core.training import usable_cores
+from partsim_core.training_artefacts import RUN_FILES
 
-#: Files the trainer writes into its folder.
-TRAINING_FILES = (CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE, HISTORY_FILE)
+#: What ``--fresh`` replaces for ``partsim train separator`` and ``part``.
+FRESH_WHAT = "the checkpoint and any finished model of this run (train from scratch)"
 
 
 def _summary(kind: str, result, extra: dict | None = None) -> str:
@@ -82,7 +83,7 @@ def run_separator(args: argparse.Namespace) -> int:
 
 def _is_training_folder(folder: Path) -> bool:
     """A folder the trainer wrote: it holds one of its files (a run killed early has only the checkpoint)."""
-    return (folder / MARKER).is_file() or any((folder / name).is_file() for name in TRAINING_FILES)
+    return (folder / MARKER).is_file() or any((folder / name).is_file() for name in RUN_FILES)
 
 
 def run_part(args: argparse.Namespace) -> int:
@@ -131,21 +132,10 @@ def run_all(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    """Options every ``train`` command has: preset, data root, device, seed, epochs, fresh, progress."""
-    add_preset(parser)
-    add_data_root(parser)
-    add_device(parser)
-    add_seed(parser)
-    add_epochs(parser)
-    add_fresh(parser, "the checkpoint and any finished model of this run (train from scratch)")
-    add_no_progress(parser)
-
-
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` group and its ``separator``, ``part`` and ``csn`` commands."""
-    parser = subparsers.add_parser(
-        "train",
+    commands = add_command_group(
+        subparsers, "train",
         help="train one model (separator, chapter-3 part networks, chapter-4 CSN) with the shared engine",
         description=(
             "Train one model of the book with the shared training engine (partsim_core.training): seeded, "
@@ -153,8 +143,6 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             "--fresh starts over. Prints one JSON line describing each run (per-epoch losses included)."
         ),
     )
-    parser.set_defaults(group_parser=parser)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     separator = commands.add_parser(
         "separator",
@@ -167,7 +155,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog="Example: partsim train separator --preset smoke --seed 0",
     )
-    _add_common(separator)
+    add_training_options(separator, FRESH_WHAT)
     separator.set_defaults(func=run_separator)
 
     part = commands.add_parser(
@@ -204,7 +192,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
              "subfolder per seed with --seeds > 1); default: <cache>/models/part_network/<run>-<key>. A folder "
              "holding another config's checkpoint is refused unless --fresh",
     )
-    _add_common(part)
+    add_training_options(part, FRESH_WHAT)
     part.set_defaults(func=run_part)
 
     every = commands.add_parser(
@@ -230,11 +218,6 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     add_jobs(every, "worker processes, one training each")
     add_no_progress(every)
     every.set_defaults(func=run_all)
-
-    # Imported here: cli.csn imports non_negative_int from this module (a top-level import would be circular).
-    from partsim_core.cli.mixquery import (
-        register_train_command as register_mixquery_head,
-    )
 
     register_train_command(commands)
     register_mixquery_head(commands)

@@ -18,11 +18,8 @@ from torch import nn
 from partsim_core.errors import PartsimError
 from partsim_core.losses import NormLoss, masked_triplet_loss
 from partsim_core.models import CSNEncoder
-from partsim_core.training import (
-    load_trained,
-)
+from partsim_core.training_artefacts import load_trained
 
-#: Artefact kind (folder under ``cache_root()/models``) of the CSN runs.
 #: Artefact kind (folder under ``cache_root()/models``) of the CSN runs.
 CSN_KIND = "csn"
 

@@ -3,8 +3,8 @@
 * :mod:`~partsim_core.mixquery.catalog` - a Slakh-format split as songs cut into 10-s segments (6.2.1).
 * :mod:`~partsim_core.mixquery.backends` - embeddings per segment and part: ``csn`` (chapter 4, from the mix; the
   default), ``separated`` (chapter 3 networks on separated stems), ``mert`` (local MERT model, optional).
-* :mod:`~partsim_core.mixquery.index` - the index folder (format version, model hash, catalog fingerprint),
-  :func:`build_index` and :class:`MixQueryIndex`.
+* :mod:`~partsim_core.mixquery.index_build` - :func:`build_index` writes the index folder (format version, model
+  hash, catalog fingerprint); :mod:`~partsim_core.mixquery.index` - :class:`MixQueryIndex` opens and queries it.
 * :mod:`~partsim_core.mixquery.search` - similar stems (6.2.2) and eq. 6.1-6.2 song retrieval (6.2.3-6.2.4) with
   FAISS, and the plain numpy references they equal.
 * :mod:`~partsim_core.mixquery.ranking` - eq. 6.1 (mean of the raw query embeddings) and eq. 6.2 with cosine or
@@ -34,7 +34,8 @@ from partsim_core.mixquery.backends import (
     get_backend,
 )
 from partsim_core.mixquery.catalog import SEGMENT_SECONDS, Catalog, CatalogSong, default_catalog_root, segment_bounds
-from partsim_core.mixquery.index import FORMAT_VERSION, MixQueryIndex, build_index, default_index_dir
+from partsim_core.mixquery.index import FORMAT_VERSION, MixQueryIndex
+from partsim_core.mixquery.index_build import build_index, default_index_dir
 from partsim_core.mixquery.metrics import expected_random_metrics, recall_at_k, reciprocal_rank
 from partsim_core.mixquery.pseudo_catalog import PseudoCatalog, build_pseudo_catalog
 from partsim_core.mixquery.pseudo_plan import EvaluationQuery, EvaluationSizes, evaluation_sizes

@@ -29,7 +29,7 @@ and the query of a part is its eq. 6.1 mean of raw embeddings ``y_i``; cosine: `
 :class:`~partsim_core.mixquery.index.MixQueryIndex` picks this searcher automatically from :data:`ANN_MIN_SEGMENTS`
 segments on (``search="auto"``; ``"exact"`` / ``"ann"`` force one); its API and output are the same either way.
 Training the inverted files (k-means and the assignment of every row: ~1-2 minutes for 10^6 segments on 2 busy
-cores) is done once: :func:`~partsim_core.mixquery.index.build_index` saves them (:func:`save_ann`: centroids and
+cores) is done once: :func:`~partsim_core.mixquery.index_build.build_index` saves them (:func:`save_ann`: centroids and
 the list of every row, per part) in the index folder for indexes of at least :data:`ANN_MIN_SEGMENTS` segments,
 verified like the other index files, and opening the index only re-sorts the vectors into list order
 (``trained``; ``benchmarks/retrieval.py``: ``ann_train_s`` 111 s vs ``ann_open_s`` 12 s at 10^6 segments, load

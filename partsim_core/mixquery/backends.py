@@ -91,6 +91,25 @@ class EmbeddingBackend(Protocol):
         """Raw vectors ``(len(song.segments), len(parts), dim)`` of every segment of ``song``."""
 
 
+def song_embeddings(backend: EmbeddingBackend, catalog: Catalog, song: CatalogSong,
+                    dtype: Any = None) -> np.ndarray:
+    """``backend.embed_song(catalog, song)`` as an array (of ``dtype``, when given), checked.
+
+    Raises:
+        PartsimError: embeddings of another shape than ``(len(song.segments), len(backend.parts), backend.dim)``,
+            or NaN/infinite ones; the message names the backend, the song and the catalog.
+    """
+    raw = np.asarray(backend.embed_song(catalog, song), dtype=dtype)
+    expected = (len(song.segments), len(backend.parts), int(backend.dim))
+    if raw.shape != expected:
+        raise PartsimError(f"backend {backend.name!r} returned embeddings of shape {raw.shape} for song "
+                           f"{song.song_id} ({catalog.root}); expected {expected}")
+    if not np.all(np.isfinite(raw)):
+        raise PartsimError(f"backend {backend.name!r} returned NaN or infinite embeddings for song "
+                           f"{song.song_id} ({catalog.root})")
+    return raw
+
+
 def _min_seconds(frontend: FrontendConfig, min_seconds: float) -> float:
     # The log-mel front end needs more than n_fft / 2 samples (reflect padding).
     return max(float(min_seconds), (frontend.n_fft // 2 + 1) / frontend.sample_rate)

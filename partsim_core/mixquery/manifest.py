@@ -1,6 +1,6 @@
 """The MixQuery index manifest (``index.json``): its schema, its own checksum, and the verification of the array files.
 
-Every index folder written by :func:`~partsim_core.mixquery.index.build_index` holds ``index.json`` with, besides
+Every index folder written by :func:`~partsim_core.mixquery.index_build.build_index` holds ``index.json`` with, besides
 the description of the index (backend, model hash, catalog, parts, songs and their segments):
 
 * ``distance`` (format 3): the search distance of eq. 6.2, ``cosine`` or ``euclidean``;

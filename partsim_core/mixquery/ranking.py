@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from partsim_core import INSTRUMENTS
 from partsim_core.data.artefacts import cached_artefact
 from partsim_core.errors import PartsimError
-from partsim_core.mixquery.backends import EmbeddingBackend
+from partsim_core.mixquery.backends import EmbeddingBackend, song_embeddings
 from partsim_core.mixquery.catalog import Catalog
 from partsim_core.mixquery.search import SongHit, StemQuery
 
@@ -103,14 +103,7 @@ def catalog_embeddings(catalog: Catalog, backend: EmbeddingBackend, progress: bo
         parts = tuple(backend.parts)
         blocks = []
         for song in tqdm(songs, desc=f"embedding ({backend.name})", unit="song", disable=not progress):
-            raw = np.asarray(backend.embed_song(catalog, song), dtype=np.float32)
-            expected = (len(song.segments), len(parts), int(backend.dim))
-            if raw.shape != expected:
-                raise PartsimError(f"backend {backend.name!r} returned embeddings of shape {raw.shape} for song "
-                                   f"{song.song_id}; expected {expected}")
-            if not np.all(np.isfinite(raw)):
-                raise PartsimError(f"backend {backend.name!r} returned NaN or infinite embeddings for song "
-                                   f"{song.song_id}")
+            raw = song_embeddings(backend, catalog, song, dtype=np.float32)
             lacking = [column for column, part in enumerate(parts)
                        if part in INSTRUMENTS and part not in song.stem_parts]
             raw[:, lacking] = 0.0
