@@ -296,3 +296,73 @@ def test_table_4_5_cells_carry_jackknife_intervals() -> None:
     assert -1.0 <= found["low"] <= found["value"] <= found["high"] <= 1.0 and pair.values.shape == (2, 8)
     unrelated = table["drums", "piano"].cell()
     assert abs(unrelated["value"]) < 0.5 and unrelated["low"] < unrelated["value"] < unrelated["high"]
+
+
+def balanced_label_segments(labels: int = 10, pieces_per_label: int = 2, segments_per_piece: int = 5,
+                            part: str = "drums") -> pd.DataFrame:
+    """Test pseudo-piece segments of one part: every label in the same number of pieces of the same length."""
+    rows = [{"part": part, "label": f"L{label}", "piece": f"L{label}-P{piece}"}
+            for label in range(labels) for piece in range(pieces_per_label) for _ in range(segments_per_piece)]
+    return pd.DataFrame(rows)
+
+
+def test_chance_tables_match_the_share_of_right_neighbours() -> None:
+    # With one neighbour, a random embedding is right as often as a random other segment has the target's label.
+    # Table 4.2: 10 labels x 2 pieces x 5 segments, the target's own piece excluded: 5 right among 95 -> 5.3 %
+    # (not 1 in 10: excluding the own piece thins out the right label).
+    segments = balanced_label_segments()
+    # Table 4.1: ten tracks of ten segments, leave-one-out: 9 same-track segments among 99 -> 9.1 %.
+    tracks = np.repeat(np.arange(10), 10)
+    active = np.ones((tracks.size, 5), dtype=bool)
+    active[:, 1] = False  # bass never sounds: no cell
+    chance = evaluation.chance_tables({3.0: tracks}, {3.0: active}, segments, draws=40, k=1)
+    drums = chance["table_4_2"]["drums"].cell()
+    assert drums["value"] == pytest.approx(100 * 5 / 95, abs=1.5)
+    assert chance["table_4_2"]["bass"] is None  # no segment of bass pieces
+    track_cell = chance["table_4_1"]["drums"]["3s"].cell()
+    assert track_cell["value"] == pytest.approx(100 * 9 / 99, abs=3.0)
+    assert chance["table_4_1"]["bass"]["3s"] is None
+    assert chance["table_4_1"]["drums"]["3s"].values.shape == (1, 10)  # the draws' mean per track: one row
+    # Seeded: the same draws give the same chance level.
+    again = evaluation.chance_tables({3.0: tracks}, {3.0: active}, segments, draws=40, k=1)
+    np.testing.assert_array_equal(again["table_4_2"]["drums"].values, chance["table_4_2"]["drums"].values)
+
+
+def past_chance_tables(accuracy_model: str) -> dict:
+    """The tables chapter4_findings reads, with condition (i) perfect ("clustered") or random ("random")."""
+    rng = np.random.default_rng(3)
+    segments = balanced_label_segments()
+    tracks = np.repeat(np.arange(10), 10)
+    active = np.ones((tracks.size, 5), dtype=bool)
+    label_codes = pd.factorize(segments["label"])[0]
+    if accuracy_model == "clustered":
+        pseudo = clustered_in_one_subspace(rng, label_codes, part=0)
+        grid = np.concatenate([clustered_in_one_subspace(rng, tracks, part=p)[:, p * WIDTH:(p + 1) * WIDTH]
+                               for p in range(5)], axis=1)
+    else:
+        pseudo, grid = rng.normal(size=(len(segments), 5 * WIDTH)), rng.normal(size=(tracks.size, 5 * WIDTH))
+    return {"table_4_2": evaluation.table_4_2({"(i)": pseudo}, segments),
+            "table_4_1": evaluation.table_4_1({3.0: grid}, None, {3.0: tracks}, {3.0: active}),
+            "chance": evaluation.chance_tables({3.0: tracks}, {3.0: active}, segments),
+            "subspace_correlation": {}, "stem_mix": {}, "identification": {}}
+
+
+def test_past_chance_findings_follow_the_intervals() -> None:
+    from partsim_core.csn.findings import chapter4_findings
+
+    def by_claim(findings: list[dict], words: str) -> list[dict]:
+        return [found for found in findings if words in found["claim"]]
+
+    trained = chapter4_findings(past_chance_tables("clustered"), seconds=(3.0,))
+    drums_labels = by_claim(trained, "finds drums labels above chance")
+    assert len(drums_labels) == 1 and drums_labels[0]["verdict"] == "holds"
+    assert drums_labels[0]["estimate"] > 85.0   # 100 % minus a chance of a few per cent
+    assert by_claim(trained, "at least 3x chance")[0]["verdict"] == "holds"
+    # Only drums pieces exist: the other parts' label findings cannot be computed.
+    assert by_claim(trained, "finds bass labels")[0]["verdict"] == "inconclusive"
+    for part in INSTRUMENTS:  # every subspace groups its tracks in the clustered grid
+        assert by_claim(trained, f"{part} subspace identifies tracks above kNN chance")[0]["verdict"] == "holds"
+    untrained = chapter4_findings(past_chance_tables("random"), seconds=(3.0,))
+    # Random embeddings are at chance: nowhere near 3x chance.
+    assert by_claim(untrained, "at least 3x chance")[0]["verdict"] == "does not hold"
+    assert by_claim(untrained, "finds drums labels above chance")[0]["verdict"] != "holds"

@@ -443,6 +443,23 @@ def test_cells_follow_the_thesis_layout_and_json_is_strict():
     assert list(partial.frame("table_4_3").index) == ["w/pre, w/norm"]
 
 
+def test_chance_levels_are_published_beside_the_tables():
+    from partsim_core.csn.metrics import chance_tables
+
+    tracks = np.repeat(np.arange(6), 4)
+    segments = pd.DataFrame({"part": ["bass"] * 12, "label": np.repeat(["A", "B", "C"], 4),
+                             "piece": np.repeat(["A1", "A2", "B1", "B2", "C1", "C2"], 2)})
+    chance = chance_tables({3.0: tracks}, {3.0: np.ones((tracks.size, 5), dtype=bool)}, segments)
+    results = _results(tables={**_tables(), "chance": chance})
+    frame = results.chance_frame()
+    assert list(frame.index) == ["Table 4.2", "Table 4.1 (3 s)"] and list(frame.columns) == list(INSTRUMENTS)
+    assert math.isnan(frame.at["Table 4.2", "drums"]) and 0.0 <= frame.at["Table 4.2", "bass"] <= 100.0
+    payload = json.loads(json.dumps(results.to_json(), allow_nan=False))
+    assert payload["chance"]["table_4_2"]["bass"]["value"] == pytest.approx(frame.at["Table 4.2", "bass"])
+    assert set(payload["chance"]["table_4_1"]["piano"]["3s"]) == {"value", "low", "high"}
+    assert "chance" not in _results().to_json()  # tables without chance levels (older runs): no key
+
+
 def test_leakage_summary_means_per_condition_and_relation():
     summary = _results().leakage_summary()
     assert list(summary.columns) == ["own", "leakage"]

@@ -13,6 +13,10 @@ correlations use per-track jackknife pseudo-values of the compared statistic (e.
 4. Pre-training, then the norm loss, make the sounding part's subspace the largest: Table 4.3, (j) - (k) and
    (i) - (j).
 5. The CSN identifies tracks from the piano better than the separation baseline: Table 4.1 at 3, 5 and 10 s.
+6. The proposed model (i) is trained past chance (issue 13's target; not a thesis claim): its Table 4.2 accuracy
+   above the chance level of every part, at least 3x the chance level over all parts, and its Table 4.1 accuracy at
+   3 s above the kNN chance level of every part. Chance = the same scoring of random embeddings
+   (:func:`partsim_core.csn.metrics.chance_tables`), paired over the same items.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from partsim_core import INSTRUMENTS
 from partsim_core.csn.correlation import jackknife_pseudo_values
 from partsim_core.csn.metrics import ItemScores
 from partsim_core.stats import cell, finding, paired_difference_cell
@@ -41,6 +46,12 @@ CLAIMS = {
             "points)",
     "piano": "Table 4.1: the CSN identifies tracks from the piano better than the separation baseline "
              "(proposed minus baseline at {seconds}, points)",
+    "chance_labels": "Table 4.2: condition (i) finds {part} labels above chance ((i) minus random embeddings, "
+                     "points)",
+    "chance_3x": "Table 4.2: condition (i)'s label accuracy is at least 3x chance (all parts pooled: (i) minus 3 x "
+                 "random embeddings, points)",
+    "chance_tracks": "Table 4.1: condition (i)'s {part} subspace identifies tracks above kNN chance at {seconds} "
+                     "((i) minus random embeddings, points)",
 }
 
 
@@ -70,9 +81,10 @@ def _pooled(cells: Mapping[str, ItemScores | None], prefix: bool) -> tuple[dict[
 
 
 def _accuracy_difference(first: Sequence[Mapping[str, ItemScores | None]],
-                         second: Sequence[Mapping[str, ItemScores | None]], prefix: bool) -> dict[str, float] | None:
-    """Paired difference (points) of the pooled accuracies of the rows ``first`` minus the rows ``second``, each
-    side the mean over its rows, items aligned."""
+                         second: Sequence[Mapping[str, ItemScores | None]], prefix: bool,
+                         second_factor: float = 1.0) -> dict[str, float] | None:
+    """Paired difference (points) of the pooled accuracies of the rows ``first`` minus ``second_factor`` x those of
+    the rows ``second``, each side the mean over its rows, items aligned."""
     sides = []
     for rows in (first, second):
         pooled = [p for p in (_pooled(row, prefix) for row in rows) if p is not None]
@@ -91,7 +103,7 @@ def _accuracy_difference(first: Sequence[Mapping[str, ItemScores | None]],
             weights[codes] = np.maximum(weights[codes], w)
         with _quiet():
             means.append(np.nanmean(stacked, axis=0))
-    return paired_difference_cell(100.0 * means[0], 100.0 * means[1], weights=weights)
+    return paired_difference_cell(100.0 * means[0], 100.0 * second_factor * means[1], weights=weights)
 
 
 @contextlib.contextmanager
@@ -176,6 +188,31 @@ def chapter4_findings(tables: Mapping[str, Any], seconds: Sequence[float] = (3.0
         proposed, baseline = piano.get(f"proposed_{length:g}s"), piano.get(f"baseline_{length:g}s")
         result = _accuracy_difference([{"piano": proposed}], [{"piano": baseline}], prefix=False) \
             if proposed is not None and baseline is not None else None
+        out.append(finding(claim, result) if result else _not_computable(claim))
+    if "chance" in tables:
+        out += _past_chance_findings(labels.get("(i)"), tables["table_4_1"], tables["chance"], seconds[0])
+    return out
+
+
+def _past_chance_findings(labels: Mapping[str, ItemScores | None] | None, track_id: Mapping[str, Any],
+                          chance: Mapping[str, Any], length: float) -> list[dict]:
+    """Finding 6: condition (i) against the chance level of the same cells (paired over the same items)."""
+    out = []
+    chance_labels = chance["table_4_2"]
+    for part in INSTRUMENTS:
+        claim = CLAIMS["chance_labels"].format(part=part)
+        ours, random = (labels or {}).get(part), chance_labels.get(part)
+        result = _accuracy_difference([{part: ours}], [{part: random}], prefix=False) \
+            if ours is not None and random is not None else None
+        out.append(finding(claim, result) if result else _not_computable(claim))
+    result = _accuracy_difference([labels], [chance_labels], prefix=True, second_factor=3.0) if labels else None
+    out.append(finding(CLAIMS["chance_3x"], result) if result else _not_computable(CLAIMS["chance_3x"]))
+    for part in INSTRUMENTS:
+        claim = CLAIMS["chance_tracks"].format(part=part, seconds=f"{length:g} s")
+        ours = track_id.get(part, {}).get(f"proposed_{length:g}s")
+        random = chance["table_4_1"].get(part, {}).get(f"{length:g}s")
+        result = _accuracy_difference([{part: ours}], [{part: random}], prefix=False) \
+            if ours is not None and random is not None else None
         out.append(finding(claim, result) if result else _not_computable(claim))
     return out
 

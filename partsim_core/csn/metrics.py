@@ -433,6 +433,60 @@ def table_4_2(csn: Mapping[str, Any], segments: pd.DataFrame, baseline: Mapping[
     return table
 
 
+#: Draws of random embeddings averaged into a chance cell (:func:`chance_tables`), and their size (one subspace).
+CHANCE_DRAWS, CHANCE_DIM = 20, 128
+
+
+def _chance(score: Any, n_points: int, draws: int, rng: np.random.Generator) -> ItemScores | None:
+    """``score`` (a function of ``(draws, n_points, D)`` embeddings -> :class:`ItemScores`) on i.i.d. Gaussian
+    embeddings that carry no information, each draw scored as a seed, averaged per item into one row."""
+    scores = score(rng.standard_normal((draws, n_points, CHANCE_DIM)).astype(np.float32))
+    if scores is None:
+        return None
+    return ItemScores(items=scores.items, values=np.nanmean(scores.values, axis=0, keepdims=True),
+                      weights=scores.weights, scale=scores.scale)
+
+
+def chance_tables(track_ids: Mapping[float, Any], part_active: Mapping[float, Any], segments: pd.DataFrame,
+                  draws: int = CHANCE_DRAWS, seed: int = 0, k: int = THESIS_K) -> dict[str, dict[str, Any]]:
+    """The chance level of every Table 4.1 and 4.2 cell: the same kNN scoring of the same segments, items and
+    labels, on random embeddings (``draws`` draws of Gaussian vectors, averaged per item).
+
+    Why not 1 / number of labels: the kNN's majority vote over neighbours from other pieces (Table 4.2) or over
+    the other segments of every track (Table 4.1) favours frequent labels, so its chance level depends on how many
+    segments each label or track has; scoring random embeddings measures it for exactly these test items.
+
+    Args:
+        track_ids, part_active: As :func:`table_4_1` (``{seconds: (n,)}``, ``{seconds: (n, 5)}``).
+        segments: As :func:`table_4_2` (one row per test pseudo-piece segment with ``part``, ``label``,
+            ``piece``).
+        draws: Random draws averaged.
+        seed: Seed of the draws.
+        k: Neighbours of the kNN (as the tables' cells).
+
+    Returns:
+        ``{"table_4_1": {part: {"3s": scores, ...}}, "table_4_2": {part: scores}}`` (None where not computable);
+        each :class:`ItemScores` has one row (the draws' mean per item).
+    """
+    rng = np.random.default_rng(seed)
+    by_length: dict[str, dict[str, ItemScores | None]] = {part: {} for part in INSTRUMENTS}
+    for seconds, ids in track_ids.items():
+        ids = np.asarray(ids)
+        active = np.asarray(part_active[seconds], dtype=bool)
+        for column, part in enumerate(INSTRUMENTS):
+            rows = np.flatnonzero(active[:, column])
+            by_length[part][f"{seconds:g}s"] = None if rows.size < 2 else _chance(
+                lambda points, owners=ids[rows]: track_id_scores(points, owners, k=k), rows.size, draws, rng)
+    parts = segments["part"].to_numpy() if len(segments) else np.zeros(0, dtype=object)
+    labels: dict[str, ItemScores | None] = {}
+    for part in INSTRUMENTS:
+        chosen = segments[parts == part]
+        labels[part] = None if len(chosen) < 2 else _chance(
+            lambda points, chosen=chosen, part=part: label_scores(points, chosen, part, whole=True, k=k), len(chosen),
+            draws, rng)
+    return {"table_4_1": by_length, "table_4_2": labels}
+
+
 def table_4_3(stems: Mapping[str, Mapping[str, Any]], stem_tracks: Mapping[str, Any],
               ) -> dict[str, dict[str, ItemScores | None]]:
     """Table 4.3: instrument identification from subspace norms, per condition row and true part.

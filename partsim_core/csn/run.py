@@ -60,6 +60,7 @@ from partsim_core.csn.leakage import LEAKAGE_COLUMNS, grid_styles, leakage_table
 from partsim_core.csn.listening import ground_truth_styles, table_4_6
 from partsim_core.csn.metrics import (
     ItemScores,
+    chance_tables,
     csn_spaces,
     missing_cell,
     table_4_1,
@@ -177,6 +178,17 @@ class Chapter4Results:
             frame.index.name = "part"
         return frame
 
+    def chance_frame(self) -> pd.DataFrame:
+        """Chance level (%) of Tables 4.2 and 4.1 per part: the same cells scored on random embeddings
+        (:func:`~partsim_core.csn.metrics.chance_tables`); rows ``Table 4.2`` and ``Table 4.1 (3 s)`` ..."""
+        chance = self.tables["chance"]
+        rows = {"Table 4.2": {part: scores for part, scores in chance["table_4_2"].items()}}
+        for part, columns in chance["table_4_1"].items():
+            for column, scores in columns.items():
+                rows.setdefault(f"Table 4.1 ({column[:-1]} s)", {})[part] = scores
+        return pd.DataFrame({row: {part: math.nan if scores is None else scores.cell()["value"]
+                                   for part, scores in cells.items()} for row, cells in rows.items()}).T
+
     def compare(self, name: str, thesis: pd.DataFrame, block: str | None = None) -> pd.DataFrame:
         """Our cells beside the thesis's numbers, one line per cell: ``row, column, thesis, ours, low, high`` and
         ``thesis in interval`` (whether the thesis's number lies inside our 95 % interval).
@@ -259,6 +271,14 @@ class Chapter4Results:
             "timings": {name: round(value, 2) for name, value in self.timings.items()},
             "reused": self.reused, "n_segments": self.n_segments,
         }
+        if "chance" in self.tables:
+            # The same cells' scoring of random embeddings (finding 6 of partsim_core.csn.findings).
+            chance = self.tables["chance"]
+            payload["chance"] = {
+                "table_4_1": {part: {column: missing_cell() if s is None else s.cell() for column, s in row.items()}
+                              for part, row in chance["table_4_1"].items()},
+                "table_4_2": {part: missing_cell() if s is None else s.cell()
+                              for part, s in chance["table_4_2"].items()}}
         if self.separator_crossover is not None:
             payload["separator_crossover"] = self.separator_crossover.to_json()
         assert all(f["verdict"] in VERDICTS for f in self.findings)
@@ -439,6 +459,8 @@ def run_chapter4(
     tables["table_4_2"] = table_4_2(pseudo_rows, segments, baseline_pseudo or None) if len(segments) else {}
     tables["table_4_2"] = {row: tables["table_4_2"].get(row, {part: None for part in INSTRUMENTS})
                            for row in (f"({letter})" for letter in letters)}
+    tables["chance"] = chance_tables({s: grids[s].track_ids for s in TABLE_4_1_SECONDS},
+                                     {s: grids[s].part_active for s in TABLE_4_1_SECONDS}, segments, seed=seed)
     stem_tracks = {part: grid5.track_ids[grid5.part_active[:, column]] for column, part in enumerate(INSTRUMENTS)}
     stems = {f"({letter})": entry["stems_5"] for letter, entry in stacked.items()}
     mix_at_stems = {f"({letter})": {part: None if entry["mix"][EVALUATION_SECONDS] is None else
