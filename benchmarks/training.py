@@ -63,11 +63,21 @@ Profile (issue 14 item 4; ``torch.profiler``, default preset, 2 shared cores, to
   CSN step 7.1 vs 2.2 triplets/s (3.2x; pairs 2.7x, 4.0x, 3.2x), part-network step 12.9 vs 3.3 triplets/s
   (3.9x; pairs 2.5x, 12.7x, 2.3x). On idle cores the gain is bounded by the overlap (~1.15x for the CSN, the
   batch being ~13 % of a step); most of it comes from not spinning when the cores are shared, which they are in
-  this project. Not measured on idle cores (there were none).
+  this project. Not measured on idle cores (there were none). That prefetch thread is opt-in
+  (``TrainConfig(prefetch=True)``, ``--prefetch`` here): by default the engine, and this benchmark, make the batch
+  inline.
+* After, host memory (``partsim_core.host_memory``): profile of the CSN's forward + backward alone (width 8, 96
+  pieces, one thread, idle cores), per call at the full-resolution 96 x 130 x 8 activations: ``fill_`` 15 ms,
+  ReLU backward 21 ms, batch norm forward 24 ms / backward 29 ms (of ~38 MB each: page faults of freshly mapped
+  memory, not arithmetic); whole forward + backward 0.60-0.78 s. With glibc's ``glibc.malloc.hugetlb=1`` (what
+  the ``partsim`` command and this script now run with; ``--system-allocator`` without): 0.46 s, the same values.
+  End to end under load (process clock, one thread, 3 alternating pairs): 1.05x (CSN step) and 1.03x (part
+  network) over the same code with glibc's defaults; against cd346e8 0.83x (CSN) and 1.07x (part network), see
+  the README. The 2x of issue 14 is not reached.
 
 Run: ``python benchmarks/training.py [--preset smoke|default] [--device cpu|cuda] [--steps N] [--rounds R]
 [--part drums] [--width W] [--batch-size B] [--mel-in-loss] [--full-run] [--torch-threads N]
-[--clock wall|process] [--no-csn]``.
+[--clock wall|process] [--no-csn] [--prefetch] [--system-allocator]``.
 """
 
 from __future__ import annotations
