@@ -310,9 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="alternating pairs with --peer-root")
     args = parser.parse_args(argv)
     if argv is None and not args.system_allocator:
-        # As the partsim command runs (partsim_core.cli.console_main); only from the command line, never when a
+        # As the partsim command runs (partsim_core.launch); only from the command line, never when a
         # caller passes argv (the caller's process would be replaced).
-        relaunch_with_huge_pages([sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]])
+        relaunch_with_huge_pages()
     if args.peer_root:
         passed = list(sys.argv[1:] if argv is None else argv)
         for flag in ("--peer-root", "--repeats"):

@@ -67,13 +67,16 @@ def huge_page_environment(environment: Mapping[str, str]) -> dict[str, str]:
     return result
 
 
-def relaunch_with_huge_pages(command: Sequence[str]) -> None:
-    """Replace this process by ``command`` (``[executable, args...]``) started with :func:`huge_page_environment`,
-    unless that environment is already this one's (then return, so a relaunch happens at most once), the C library
-    is not glibc, or ``PARTSIM_HOST_ALLOCATOR=system``. Call it first thing, before any work or output."""
+def relaunch_with_huge_pages(command: Sequence[str] | None = None) -> None:
+    """Replace this process by ``command`` (``[executable, args...]``; default: this process's own command line,
+    interpreter options included, ``sys.orig_argv``) started with :func:`huge_page_environment`, unless that
+    environment is already this one's (then return, so a relaunch happens at most once), the C library is not
+    glibc, or ``PARTSIM_HOST_ALLOCATOR=system``. Call it first thing, before any work or output."""
     environment = huge_page_environment(os.environ)
-    if environment == dict(os.environ) or not is_glibc():
+    if environment == dict(os.environ) or not is_glibc() or not sys.executable:
         return
+    if command is None:
+        command = [sys.executable, *sys.orig_argv[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(command[0], list(command), environment)

@@ -32,7 +32,6 @@ from pathlib import Path
 from partsim_core import __version__
 from partsim_core.data.cache import atomic_write_text, cache_root
 from partsim_core.errors import PartsimError
-from partsim_core.host_memory import relaunch_with_huge_pages
 
 #: Modules that contribute a command group, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -98,14 +97,6 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     except argparse.ArgumentError:  # the command defines its own --debug
         pass
-
-
-def console_main() -> int:
-    """The installed ``partsim`` command and ``python -m partsim_core.cli``: :func:`main` on ``sys.argv``, in a
-    process started with glibc's huge-page tunable (started again once with it when it is missing; see
-    :mod:`partsim_core.host_memory`: the same computation, ~1.3x faster CPU training steps)."""
-    relaunch_with_huge_pages([sys.executable, "-m", "partsim_core.cli", *sys.argv[1:]])
-    return main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

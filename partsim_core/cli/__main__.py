@@ -2,6 +2,6 @@
 
 import sys
 
-from partsim_core.cli import console_main
+from partsim_core.launch import main
 
-sys.exit(console_main())
+sys.exit(main())
