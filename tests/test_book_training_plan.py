@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import process_running
 
-from partsim_core.book.training_plan import Job, run_training_jobs
+from partsim_core.book.training_plan import THREAD_VARIABLES, Job, run_training_jobs, worker_environment
 from partsim_core.errors import PartsimError
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -405,3 +405,19 @@ def test_workers_die_with_a_killed_parent(tmp_path):
         for pid in workers:
             if process_running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_workers_start_single_threaded_with_the_huge_page_tunable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from partsim_core.host_memory import HOST_ALLOCATOR_VARIABLE, HUGE_PAGE_TUNABLE, TUNABLES_VARIABLE
+
+    monkeypatch.delenv(HOST_ALLOCATOR_VARIABLE, raising=False)
+    monkeypatch.setenv(TUNABLES_VARIABLE, "glibc.malloc.arena_max=2")
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    with worker_environment():
+        assert all(os.environ[name] == "1" for name in THREAD_VARIABLES)
+        assert os.environ[TUNABLES_VARIABLE] == f"glibc.malloc.arena_max=2:{HUGE_PAGE_TUNABLE}"
+    # Restored afterwards: this process's own environment is the caller's.
+    assert os.environ[TUNABLES_VARIABLE] == "glibc.malloc.arena_max=2" and os.environ["OMP_NUM_THREADS"] == "7"
+    assert all(name not in os.environ for name in THREAD_VARIABLES if name != "OMP_NUM_THREADS")
