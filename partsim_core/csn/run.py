@@ -439,11 +439,9 @@ def run_chapter4(
     tables["table_4_2"] = table_4_2(pseudo_rows, segments, baseline_pseudo or None) if len(segments) else {}
     tables["table_4_2"] = {row: tables["table_4_2"].get(row, {part: None for part in INSTRUMENTS})
                            for row in (f"({letter})" for letter in letters)}
-    stem_tracks = {part: grid5.track_ids[grid5.part_active[:, column]] for column, part in enumerate(INSTRUMENTS)}
+    stem_tracks = grid5.stem_track_ids()
     stems = {f"({letter})": entry["stems_5"] for letter, entry in stacked.items()}
-    mix_at_stems = {f"({letter})": {part: None if entry["mix"][EVALUATION_SECONDS] is None else
-                                    entry["mix"][EVALUATION_SECONDS][:, grid5.part_active[:, column]]
-                                    for column, part in enumerate(INSTRUMENTS)}
+    mix_at_stems = {f"({letter})": grid5.at_stems(entry["mix"][EVALUATION_SECONDS])
                     for letter, entry in stacked.items()}
     tables["identification"] = table_4_3(stems, stem_tracks)
     tables["stem_mix"] = table_4_4(stems, mix_at_stems, stem_tracks, track_list)
