@@ -27,7 +27,7 @@ from partsim_core.csn.pseudo_pieces import (
 )
 from partsim_core.data.segments import SILENCE_THRESHOLD, THESIS_TEMPO_CLASSES, SignalSource
 from partsim_core.errors import PartsimError
-from partsim_core.frontend import LogMel
+from partsim_core.frontend import LogMel, check_source_rate
 from partsim_core.presets import FrontendConfig
 from partsim_core.training import VALIDATION_SEED_OFFSET, ReopensCachesWhenPickled
 
@@ -92,9 +92,7 @@ class PseudoTripletTask(ReopensCachesWhenPickled):
                             ("validation_triplets", config.validation_triplets)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise PartsimError(f"{name} must be a positive integer, got {value!r}")
-        if source.sample_rate != frontend.sample_rate:
-            raise PartsimError(f"signal source rate {source.sample_rate} Hz differs from the front end's "
-                               f"{frontend.sample_rate} Hz")
+        check_source_rate("signal source", source.sample_rate, frontend)
         self.source, self.frontend, self.config, self.seed = source, frontend, config, int(seed)
         self.loss_fn, self.model_factory, self.mel_in_loss = loss_fn, model_factory, bool(mel_in_loss)
         self.sampler = self._sampler(source, tracks, tempos, self.seed)
@@ -105,9 +103,7 @@ class PseudoTripletTask(ReopensCachesWhenPickled):
         self.validation_triplets: list[PseudoTriplet] | None = None
         if validation is not None:
             validation_source, validation_tracks = validation
-            if validation_source.sample_rate != frontend.sample_rate:
-                raise PartsimError(f"validation source rate {validation_source.sample_rate} Hz differs from the "
-                                   f"front end's {frontend.sample_rate} Hz")
+            check_source_rate("validation source", validation_source.sample_rate, frontend)
             sampler = self._sampler(validation_source, validation_tracks, tempos, self.seed + VALIDATION_SEED_OFFSET)
             self.validation_source = validation_source
             self.validation_tracks_by_id = {track.track_id: track for track in validation_tracks}
@@ -142,11 +138,6 @@ class PseudoTripletTask(ReopensCachesWhenPickled):
             self._epoch_triplets = (epoch, self.sampler.triplets(epoch, self.config.triplets_per_epoch))
         return self._epoch_triplets[1]
 
-    def _mel(self, waveforms: torch.Tensor) -> torch.Tensor:
-        # Full precision even under the engine's autocast: the dB scale needs it.
-        with torch.autocast(waveforms.device.type, enabled=False):
-            return self.log_mel(waveforms.float())
-
     def assemble(self, triplets: Sequence[PseudoTriplet], source: SignalSource | None = None,
                  tracks_by_id: Mapping[str, Any] | None = None, arrays: dict | None = None,
                  mel: bool = True) -> dict[str, torch.Tensor]:
@@ -164,7 +155,7 @@ class PseudoTripletTask(ReopensCachesWhenPickled):
                 powers[row, role] = np.mean(np.square(parts, dtype=np.float64), axis=1)
         signals = torch.from_numpy(waveforms.reshape(3 * n, self.length))
         if mel:
-            signals = self._mel(signals)
+            signals = self.log_mel.full_precision(signals)
         anchor, positive, negative = signals.chunk(3)
         return {
             "anchor": anchor, "positive": positive, "negative": negative,
@@ -188,7 +179,8 @@ class PseudoTripletTask(ReopensCachesWhenPickled):
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``loss_fn(model, batch)``, the log-mels computed here first with ``mel_in_loss``."""
         if self.mel_in_loss:
-            batch = {**batch, **{role: self._mel(batch[role]) for role in ("anchor", "positive", "negative")}}
+            batch = {**batch, **{role: self.log_mel.full_precision(batch[role])
+                                 for role in ("anchor", "positive", "negative")}}
         return self.loss_fn(model, batch)
 
     def validation_loss(self, model: torch.nn.Module) -> float | None:
