@@ -30,7 +30,6 @@ import soundfile as sf
 import tornado.web
 
 from partsim_core.errors import PartsimError
-from partsim_core.mixquery import StemQuery
 from partsim_core.mixquery.request_guard import (
     LOOPBACK_HOSTS,
     WILDCARD_HOSTS,
@@ -38,6 +37,7 @@ from partsim_core.mixquery.request_guard import (
     RequestGuard,
     host_name,
 )
+from partsim_core.mixquery.search import StemQuery
 
 #: The page and its script and style sheet.
 STATIC_DIR = Path(__file__).with_name("static")
@@ -74,12 +74,6 @@ class IndexLike(Protocol):
     def segment_audio(self, song: str, part: str, segment: int) -> np.ndarray: ...  # noqa: D102
     def similar_stems(self, query: Any, k: int = 100) -> list: ...  # noqa: D102
     def search_songs(self, queries: list, k: int = 100) -> list: ...  # noqa: D102
-
-
-def _stem_query(song: str, part: str, segment: int) -> Any:
-    """A :class:`~partsim_core.mixquery.StemQuery` (imported late: this module lives inside that package)."""
-
-    return StemQuery(song, part, segment)
 
 
 def audio_url(song: str, part: str, segment: int) -> str:
@@ -380,7 +374,7 @@ class _SearchHandler(_BaseHandler):
         state = self.state
 
         def search() -> list[dict[str, Any]]:
-            hits = state.index.search_songs([_stem_query(*query) for query in parsed], k=k)
+            hits = state.index.search_songs([StemQuery(*query) for query in parsed], k=k)
             results = []
             for rank, hit in enumerate(hits, start=1):
                 segment = int(hit.best_segment)
@@ -406,7 +400,7 @@ class _SimilarHandler(_BaseHandler):
         state = self.state
 
         def similar() -> list[dict[str, Any]]:
-            hits = state.index.similar_stems(_stem_query(song, part, segment), k=k)
+            hits = state.index.similar_stems(StemQuery(song, part, segment), k=k)
             results = []
             for rank, hit in enumerate(hits, start=1):
                 n = int(hit.segment)
