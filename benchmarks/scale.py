@@ -267,10 +267,9 @@ def evaluate(root: Path, n_tracks: int, workdir: Path, mark: Any) -> dict[str, A
     seconds = EVALUATION_SECONDS
     table = table_4_1({seconds: mix[None]}, None, {seconds: grid.track_ids}, {seconds: grid.part_active})
     out["table_4_1_drums"] = value(table["drums"][f"proposed_{seconds:g}s"])
-    stem_tracks = {part: grid.track_ids[grid.part_active[:, column]] for column, part in enumerate(INSTRUMENTS)}
+    stem_tracks = grid.stem_track_ids()
     stacked = {"(i)": {part: None if v is None else v[None] for part, v in stems.items()}}
-    mix_at_stems = {"(i)": {part: mix[None][:, grid.part_active[:, column]]
-                            for column, part in enumerate(INSTRUMENTS)}}
+    mix_at_stems = {"(i)": grid.at_stems(mix[None])}
     out["table_4_3_bass"] = value(table_4_3(stacked, stem_tracks)["(i)"]["bass"])
     out["table_4_4_drums"] = value(table_4_4(stacked, mix_at_stems, stem_tracks, track_list)["(i)"]["drums"])
     rows = grid.mix_active

@@ -248,6 +248,27 @@ class LogMel(torch.nn.Module):
             output[start:start + mel.shape[0]] = self._normalised_db(mel)
         return output.squeeze(0) if squeeze else output
 
+    def full_precision(self, audio: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on ``audio`` as float32 with autocast off on its device: inside a training step under
+        mixed precision the dB scale still needs full precision."""
+        with torch.autocast(audio.device.type, enabled=False):
+            return self(audio.float())
+
+
+def check_source_rate(what: str, sample_rate: int, config: FrontendConfig) -> None:
+    """Refuse signals whose rate is not the front end's.
+
+    Args:
+        what: The signals, as the message names them (e.g. ``"signal source"``, ``"validation source"``).
+        sample_rate: Their rate in Hz.
+        config: The front end settings.
+
+    Raises:
+        PartsimError: ``sample_rate`` differs from ``config.sample_rate``.
+    """
+    if sample_rate != config.sample_rate:
+        raise PartsimError(f"{what} rate {sample_rate} Hz differs from the front end's {config.sample_rate} Hz")
+
 
 def log_mel(audio: np.ndarray | torch.Tensor, config: FrontendConfig,
             device: str | torch.device | None = None) -> torch.Tensor:

@@ -17,13 +17,12 @@ from partsim_core import INSTRUMENTS
 from partsim_core.csn.pseudo_pieces import (
     PartActivity,
     PseudoPiece,
-    PseudoTripletConfig,
     PseudoTripletSampler,
-    PseudoTripletTask,
     TempoGroups,
     balanced_keep_probabilities,
     mix_piece,
 )
+from partsim_core.csn.pseudo_triplet_task import PseudoTripletConfig, PseudoTripletTask
 from partsim_core.errors import PartsimError
 from partsim_core.presets import FrontendConfig
 

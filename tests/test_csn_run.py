@@ -29,6 +29,7 @@ from partsim_core.csn.run import Chapter4Results
 from partsim_core.csn.test_set import (
     EVALUATION_SECONDS,
     TABLE_4_1_SECONDS,
+    SegmentGrid,
     SeparatedPieces,
     chapter4_test_tracks,
     embed_index,
@@ -167,6 +168,25 @@ def test_segment_grid_skips_tracks_shorter_than_a_segment(smoke_data):
 # --------------------------------------------------------------------------------------------------------------
 # Test pseudo pieces (Table 4.2)
 # --------------------------------------------------------------------------------------------------------------
+
+
+def test_segment_grid_rows_of_each_part_stems():
+    # Four segments of tracks a, a, b, b; drums sound in rows 0 and 2, bass in row 3, the other parts nowhere.
+    active = np.zeros((4, len(INSTRUMENTS)), dtype=bool)
+    active[[0, 2], INSTRUMENTS.index("drums")] = True
+    active[3, INSTRUMENTS.index("bass")] = True
+    grid = SegmentGrid(seconds=5.0, length=10, track_ids=np.array(["a", "a", "b", "b"]),
+                       starts=np.array([0, 10, 0, 10]), mix_active=np.ones(4, dtype=bool), part_active=active, all_segments=None, parts={})
+    tracks = grid.stem_track_ids()
+    assert tracks["drums"].tolist() == ["a", "b"]
+    assert tracks["bass"].tolist() == ["b"]
+    assert tracks["piano"].tolist() == []
+    vectors = np.arange(2 * 4 * 3).reshape(2, 4, 3)  # (seeds, rows, dim): row r of seed s starts at 12 s + 3 r
+    at = grid.at_stems(vectors)
+    assert at["drums"][:, :, 0].tolist() == [[0, 6], [12, 18]]
+    assert at["bass"][:, :, 0].tolist() == [[9], [21]]
+    assert at["guitar"].shape == (2, 0, 3)
+    assert grid.at_stems(None) == {part: None for part in INSTRUMENTS}
 
 
 def test_pseudo_pieces_segments_and_waveforms(chapter_data):

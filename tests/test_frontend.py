@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from partsim_core.errors import PartsimError
-from partsim_core.frontend import LogMel, log_mel, mel_filterbank
+from partsim_core.frontend import LogMel, check_source_rate, log_mel, mel_filterbank
 from partsim_core.presets import FrontendConfig, get_preset
 
 librosa = pytest.importorskip("librosa")
@@ -65,6 +65,24 @@ def test_sine_matches_librosa_db_and_peaks_at_its_frequency() -> None:
     centres = librosa.mel_frequencies(n_mels=config.n_mels + 2, fmax=config.sample_rate / 2)[1:-1]
     middle_frame = ours[:, ours.shape[1] // 2]
     assert abs(centres[int(np.argmax(middle_frame))] - 440.0) < 40.0
+
+
+def test_full_precision_ignores_autocast_and_casts_to_float32() -> None:
+    rng = np.random.default_rng(4)
+    audio = (0.1 * rng.standard_normal((2, SMALL.sample_rate // 2))).astype(np.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = LogMel(SMALL).full_precision(torch.from_numpy(audio))
+    assert ours.dtype == torch.float32
+    for index in range(2):
+        reference = librosa_db(audio[index].astype(np.float32), SMALL)
+        above_floor = reference > -SMALL.top_db + 1.0
+        assert np.abs(as_db(ours, SMALL)[index] - reference)[above_floor].max() < 1e-3
+
+
+def test_check_source_rate_names_the_signals_and_both_rates() -> None:
+    check_source_rate("signal source", SMALL.sample_rate, SMALL)
+    with pytest.raises(PartsimError, match="validation source rate 8000 Hz differs from the front end's 16000 Hz"):
+        check_source_rate("validation source", 8000, SMALL)
 
 
 def test_mel_power_matches_librosa_melspectrogram() -> None:

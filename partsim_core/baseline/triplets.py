@@ -29,7 +29,7 @@ from partsim_core.data.segments import (
 )
 from partsim_core.data.slakh import Track
 from partsim_core.errors import PartsimError
-from partsim_core.frontend import LogMel
+from partsim_core.frontend import LogMel, check_source_rate
 from partsim_core.losses import triplet_loss
 from partsim_core.models import PartCNN
 from partsim_core.presets import FrontendConfig, PartNetworkConfig
@@ -146,9 +146,7 @@ class TripletTask(ReopensCachesWhenPickled):
                  *, seconds: float = 3.0, threshold: float = SILENCE_THRESHOLD,
                  silence_source: SignalSource | None = None, validation_silence_source: SignalSource | None = None,
                  mel_in_loss: bool = False) -> None:
-        if source.sample_rate != frontend.sample_rate:
-            raise PartsimError(f"signal source rate {source.sample_rate} Hz differs from the front end's "
-                               f"{frontend.sample_rate} Hz")
+        check_source_rate("signal source", source.sample_rate, frontend)
         if config.n_train_tracks is not None:
             tracks = list(tracks)[:config.n_train_tracks]
         self.source, self.part, self.frontend, self.config, self.seed = source, part, frontend, config, int(seed)
@@ -162,9 +160,7 @@ class TripletTask(ReopensCachesWhenPickled):
         self.validation_triplets: np.ndarray | None = None
         if validation is not None:
             validation_source, validation_tracks = validation
-            if validation_source.sample_rate != frontend.sample_rate:
-                raise PartsimError(f"validation source rate {validation_source.sample_rate} Hz differs from the "
-                                   f"front end's {frontend.sample_rate} Hz")
+            check_source_rate("validation source", validation_source.sample_rate, frontend)
             self.validation_source = validation_source
             self.validation_index = SegmentIndex(validation_source, validation_tracks, part, seconds, overlap=True,
                                                  threshold=threshold, silence_source=validation_silence_source)
@@ -201,11 +197,6 @@ class TripletTask(ReopensCachesWhenPickled):
         refs = np.ascontiguousarray(triplets.transpose(1, 0, 2)).reshape(-1, 2)
         return gather(source, tracks_by_id, index, refs, arrays=arrays)
 
-    def _mel(self, waveforms: torch.Tensor) -> torch.Tensor:
-        # Full precision even under the engine's autocast: the dB scale needs it.
-        with torch.autocast(waveforms.device.type, enabled=False):
-            return self.log_mel(waveforms.float())
-
     def batch(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(anchor, positive, negative)`` log-mels ``(B, n_mels, frames)`` (waveforms with ``mel_in_loss``)."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
@@ -215,14 +206,14 @@ class TripletTask(ReopensCachesWhenPickled):
         positions = (int(step) * size + np.arange(size)) % triplets.shape[0]
         waveforms = self._waveform_batch(self.source, self.tracks_by_id, self.index, triplets[positions],
                                          self._arrays)
-        signals = waveforms if self.mel_in_loss else self._mel(waveforms)
+        signals = waveforms if self.mel_in_loss else self.log_mel.full_precision(waveforms)
         return tuple(signals.chunk(3))  # type: ignore[return-value]
 
     def loss(self, model: torch.nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         """Triplet loss (margin ``config.margin``) of one batch; one forward pass over anchors, positives and
         negatives together."""
         signals = torch.cat(list(batch))
-        inputs = self._mel(signals) if self.mel_in_loss else signals
+        inputs = self.log_mel.full_precision(signals) if self.mel_in_loss else signals
         anchor, positive, negative = model(inputs).chunk(3)
         return triplet_loss(anchor.float(), positive.float(), negative.float(), margin=self.config.margin)
 
@@ -241,7 +232,7 @@ class TripletTask(ReopensCachesWhenPickled):
                 chunk = self.validation_triplets[first:first + self.config.batch_size]
                 waveforms = self._waveform_batch(self.validation_source, self.validation_tracks_by_id,
                                                  self.validation_index, chunk, self._validation_arrays)
-                embeddings = model(self._mel(waveforms.to(device)))
+                embeddings = model(self.log_mel.full_precision(waveforms.to(device)))
                 anchor, positive, negative = embeddings.float().chunk(3)
                 total += float(triplet_loss(anchor, positive, negative, margin=self.config.margin)) * chunk.shape[0]
                 count += chunk.shape[0]

@@ -1,6 +1,7 @@
 """Chapter 4: one network on the mix, five instrument subspaces (``notebooks/ch4_csn_ablations.py``).
 
 * :mod:`.pseudo_pieces` - pseudo musical pieces, basic and additional triplets, created silences.
+* :mod:`.pseudo_triplet_task` - the CSN's training task: those triplets mixed into log-mel batches.
 * :mod:`.network` - the CSN model (encoder + the norm loss's bias) and its loss.
 * :mod:`.pretraining` - the pre-training: segments, target networks, targets, task (with validation loss).
 * :mod:`.conditions` - the conditions (a)-(k) and their training.

@@ -42,7 +42,7 @@ import pandas as pd
 
 from partsim_core.csn.network import CSN_KIND, CSNLoss, build_csn_model
 from partsim_core.csn.pretraining import train_pretraining
-from partsim_core.csn.pseudo_pieces import PseudoTripletConfig, PseudoTripletTask
+from partsim_core.csn.pseudo_triplet_task import PseudoTripletConfig, PseudoTripletTask
 from partsim_core.data.dataset import DatasetHandle
 from partsim_core.data.segments import track_tempo
 from partsim_core.errors import PartsimError
@@ -172,7 +172,7 @@ def _check_epochs(epochs: int | None) -> None:
 
 def condition_setup(condition: Condition, data: DatasetHandle, csn: CSNConfig, epochs: int | None = None,
                     device: str = "auto", seed: int = 0, pretrained_dir: Path | None = None) -> tuple[Any, Any]:
-    """The :class:`~partsim_core.csn.pseudo_pieces.PseudoTripletTask` and TrainConfig of a triplet-trained
+    """The :class:`~partsim_core.csn.pseudo_triplet_task.PseudoTripletTask` and TrainConfig of a triplet-trained
     condition ((c)-(k)); ``pretrained_dir`` (the pre-training's artefact folder) is needed for ``pre`` ones."""
     if condition.is_baseline or condition.pretraining_only:
         raise PartsimError(f"condition {condition.row} trains no triplet network")

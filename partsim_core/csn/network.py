@@ -77,7 +77,8 @@ def build_csn_model(n_mels: int, width: int, initial_weights: str | None = None,
 
 @dataclass(frozen=True)
 class CSNLoss:
-    """The CSN's training loss for a batch of :class:`~partsim_core.csn.pseudo_pieces.PseudoTripletTask` (picklable).
+    """The CSN's training loss for a batch of a :class:`~partsim_core.csn.pseudo_triplet_task.PseudoTripletTask`
+    (picklable).
 
     ``masked_triplet(a, p, n | c)`` on every row, plus, when ``additional``, ``masked_triplet(a, n, p | c')`` on
     the rows whose ``additional_condition`` ``c' >= 0`` (their mean; 0 when there is none), plus, when ``norm``,

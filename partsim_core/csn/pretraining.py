@@ -128,8 +128,7 @@ class PretrainingTask:
         rows = order[(int(step) * self.batch_size + np.arange(self.batch_size)) % order.size]
         mixes = np.stack([segment_parts(self.source, self.tracks_by_id[self.refs[row][0]], self.refs[row][1],
                                         self.length, self._arrays).sum(axis=0) for row in rows])
-        with torch.autocast("cpu", enabled=False):
-            mel = self.log_mel(torch.from_numpy(mixes))
+        mel = self.log_mel.full_precision(torch.from_numpy(mixes))
         index = torch.from_numpy(rows)
         return mel, self.target_parts[index], self.present[index]
 
@@ -155,8 +154,7 @@ class PretrainingTask:
                     rows = range(start, min(start + self.batch_size, len(refs)))
                     mixes = np.stack([segment_parts(self.source, self.tracks_by_id[refs[row][0]], refs[row][1],
                                                     self.length, self._arrays).sum(axis=0) for row in rows])
-                    with torch.autocast("cpu", enabled=False):
-                        mel = self.log_mel(torch.from_numpy(mixes))
+                    mel = self.log_mel.full_precision(torch.from_numpy(mixes))
                     device = next(model.parameters()).device
                     index = torch.as_tensor(list(rows))
                     loss = pretraining_loss(model(mel.to(device)).float(), target_parts[index].float().to(device),

@@ -461,11 +461,9 @@ def run_chapter4(
                            for row in (f"({letter})" for letter in letters)}
     tables["chance"] = chance_tables({s: grids[s].track_ids for s in TABLE_4_1_SECONDS},
                                      {s: grids[s].part_active for s in TABLE_4_1_SECONDS}, segments, seed=seed)
-    stem_tracks = {part: grid5.track_ids[grid5.part_active[:, column]] for column, part in enumerate(INSTRUMENTS)}
+    stem_tracks = grid5.stem_track_ids()
     stems = {f"({letter})": entry["stems_5"] for letter, entry in stacked.items()}
-    mix_at_stems = {f"({letter})": {part: None if entry["mix"][EVALUATION_SECONDS] is None else
-                                    entry["mix"][EVALUATION_SECONDS][:, grid5.part_active[:, column]]
-                                    for column, part in enumerate(INSTRUMENTS)}
+    mix_at_stems = {f"({letter})": grid5.at_stems(entry["mix"][EVALUATION_SECONDS])
                     for letter, entry in stacked.items()}
     tables["identification"] = table_4_3(stems, stem_tracks)
     tables["stem_mix"] = table_4_4(stems, mix_at_stems, stem_tracks, track_list)

@@ -116,6 +116,15 @@ class SegmentGrid:
     def __len__(self) -> int:
         return len(self.track_ids)
 
+    def stem_track_ids(self) -> dict[str, np.ndarray]:
+        """Per part, the track of each of its stem segments (the rows where the part sounds, in grid order)."""
+        return {part: self.track_ids[self.part_active[:, column]] for column, part in enumerate(INSTRUMENTS)}
+
+    def at_stems(self, vectors: np.ndarray | None) -> dict[str, np.ndarray | None]:
+        """Per part, the rows of ``vectors`` ``(seeds, n, dim)`` at its stem segments (all ``None`` for ``None``)."""
+        return {part: None if vectors is None else vectors[:, self.part_active[:, column]]
+                for column, part in enumerate(INSTRUMENTS)}
+
 
 def _members(index: SegmentIndex | None, track_ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Which grid rows ``(track_ids, starts)`` are segments of ``index``."""

@@ -64,16 +64,14 @@ from partsim_core.errors import PartsimError
 from partsim_core.mixquery import MixQueryIndex
 from partsim_core.mixquery.handlers import (
     DEFAULT_MAX_BODY_BYTES,
-    LOOPBACK_HOSTS,
     MAX_K,
     STREAMED_BODY_LIMIT,
-    WILDCARD_HOSTS,
-    ApiError,
     IndexLike,
     audio_url,
     encode_wav,
     make_app,
 )
+from partsim_core.mixquery.request_guard import LOOPBACK_HOSTS, WILDCARD_HOSTS
 
 
 def _http_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
@@ -265,5 +263,5 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     return parser
 
 
-__all__: Sequence[str] = ("ApiError", "BackgroundServer", "IndexLike", "MAX_K", "add_serve_parser", "audio_url",
+__all__: Sequence[str] = ("BackgroundServer", "IndexLike", "MAX_K", "add_serve_parser", "audio_url",
                           "encode_wav", "make_app", "run_serve", "serve", "serve_index")

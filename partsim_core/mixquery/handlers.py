@@ -1,10 +1,10 @@
 """Request handlers of the MixQuery web app and :func:`make_app` (the API is described in
 :mod:`partsim_core.mixquery.app`, which serves it).
 
-Every handler first runs the guard (:class:`_Guard`): the ``Host`` allow-list (403) and the body limit from
-``Content-Length`` (413) before any body is read; bodies are streamed and only ``max_body_bytes`` of them kept.
-POST endpoints then require JSON (415) from the server's own origin (403). Error answers are
-``{"error": message}`` with server paths scrubbed (:func:`scrub_paths`).
+Every handler first runs the guard (:class:`~partsim_core.mixquery.request_guard.RequestGuard`): the ``Host``
+allow-list (403) and the body limit from ``Content-Length`` (413) before any body is read; bodies are streamed
+and only ``max_body_bytes`` of them kept. POST endpoints then require JSON (415) from the server's own origin
+(403). Error answers are ``{"error": message}`` with server paths scrubbed (:func:`scrub_paths`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,14 @@ import soundfile as sf
 import tornado.web
 
 from partsim_core.errors import PartsimError
-from partsim_core.mixquery import StemQuery
+from partsim_core.mixquery.request_guard import (
+    LOOPBACK_HOSTS,
+    WILDCARD_HOSTS,
+    ApiError,
+    RequestGuard,
+    host_name,
+)
+from partsim_core.mixquery.search import StemQuery
 
 #: The page and its script and style sheet.
 STATIC_DIR = Path(__file__).with_name("static")
@@ -50,11 +57,6 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
                            "media-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
                            "frame-ancestors 'none'; form-action 'none'")
 
-#: Host names every app answers for (plus the bound address and ``allowed_hosts`` of :func:`make_app`).
-LOOPBACK_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
-#: Addresses that bind every interface: no Host may name them.
-WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
-
 _log = logging.getLogger("partsim.mixquery.handlers")
 
 
@@ -72,22 +74,6 @@ class IndexLike(Protocol):
     def segment_audio(self, song: str, part: str, segment: int) -> np.ndarray: ...  # noqa: D102
     def similar_stems(self, query: Any, k: int = 100) -> list: ...  # noqa: D102
     def search_songs(self, queries: list, k: int = 100) -> list: ...  # noqa: D102
-
-
-class ApiError(tornado.web.HTTPError):
-    """An error answered as ``{"error": message}`` with ``status``.
-    """
-
-    def __init__(self, status: int, message: str) -> None:
-        # log_message is %-formatted by tornado's logger: escape '%' coming from user input.
-        super().__init__(status, message.replace("%", "%%"))
-        self.message = message
-
-
-def _stem_query(song: str, part: str, segment: int) -> Any:
-    """A :class:`~partsim_core.mixquery.StemQuery` (imported late: this module lives inside that package)."""
-
-    return StemQuery(song, part, segment)
 
 
 def audio_url(song: str, part: str, segment: int) -> str:
@@ -164,87 +150,8 @@ def scrub_paths(message: str, paths: Sequence[str]) -> str:
     return message
 
 
-def host_name(host: str) -> str:
-    """The name of a ``Host`` header value: lower case, without port and IPv6 brackets."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def _content_length(text: str | None) -> int | None:
-    """``Content-Length`` as an int (``None`` when absent); a malformed one is a 400."""
-    if text is None:
-        return None
-    if not re.fullmatch(r"[0-9]{1,18}", text.strip(), flags=re.ASCII):
-        raise ApiError(400, "malformed Content-Length header")
-    return int(text.strip())
-
-
-def _unless_answered(method: Callable[..., Any]) -> Callable[..., Any]:
-    """``method`` skipped when the request was already answered while its body streamed in (413)."""
-
-    @functools.wraps(method)
-    async def run(self: Any, *args: Any, **kwargs: Any) -> None:
-        if self._finished:
-            return
-        result = method(self, *args, **kwargs)
-        if result is not None:
-            await result
-
-    return run
-
-
-class _Guard:
-    """The checks every route makes before anything else (mixed into both handler bases).
-
-    Host allow-list (403) and the body limit from ``Content-Length`` (413) in :meth:`prepare`, before the body is
-    read (the handlers stream their bodies, see :func:`tornado.web.stream_request_body`); a chunked body is counted
-    as it arrives and refused once complete.
-    """
-
-    request: Any
-    settings: dict
-
-    def _guard(self) -> None:
-        state: _State = self.settings["mixquery_state"]
-        host = host_name(self.request.host or "")
-        if host not in state.allowed_hosts:
-            raise ApiError(403, f"this server does not answer for host {host[:100]!r}; it answers for "
-                                f"{', '.join(sorted(state.allowed_hosts))} (add names with --allow-host)")
-        length = _content_length(self.request.headers.get("Content-Length"))
-        if length is not None and length > state.max_body_bytes:
-            raise ApiError(413, f"request body of {length} bytes exceeds the limit of {state.max_body_bytes} bytes")
-        self._body = bytearray()
-        self._body_size = 0
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        for name in ("get", "head", "post"):
-            if name in cls.__dict__:
-                setattr(cls, name, _unless_answered(cls.__dict__[name]))
-
-    def data_received(self, chunk: bytes) -> None:
-        """Keep the body up to the limit; past it, answer 413 at once and drop the rest."""
-        state: _State = self.settings["mixquery_state"]
-        self._body_size += len(chunk)
-        if self._body_size <= state.max_body_bytes:
-            self._body += chunk
-        elif not self._finished:
-            error = ApiError(413, f"request body of more than {state.max_body_bytes} bytes exceeds the limit of "
-                                  f"{state.max_body_bytes} bytes")
-            self.send_error(413, exc_info=(ApiError, error, None))
-
-    def _checked_body(self) -> bytes:
-        state: _State = self.settings["mixquery_state"]
-        if self._body_size > state.max_body_bytes:
-            raise ApiError(413, f"request body of {self._body_size} bytes exceeds the limit of "
-                                f"{state.max_body_bytes} bytes")
-        return bytes(self._body)
-
-
 @tornado.web.stream_request_body
-class _BaseHandler(_Guard, tornado.web.RequestHandler):
+class _BaseHandler(RequestGuard, tornado.web.RequestHandler):
     """Security headers, the guard, JSON bodies and JSON errors for every route."""
 
     def initialize(self, state: _State) -> None:
@@ -375,7 +282,7 @@ _STATIC_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}", flags=re.ASCII)
 
 
 @tornado.web.stream_request_body
-class _StaticHandler(_Guard, tornado.web.StaticFileHandler):
+class _StaticHandler(RequestGuard, tornado.web.StaticFileHandler):
     """``/static/<name>``: tornado's file handler (it refuses paths outside ``static/``) with our headers and guard;
     a name that is not a plain file name (a folder part, NUL or other control bytes, non-ASCII) is not found."""
 
@@ -467,7 +374,7 @@ class _SearchHandler(_BaseHandler):
         state = self.state
 
         def search() -> list[dict[str, Any]]:
-            hits = state.index.search_songs([_stem_query(*query) for query in parsed], k=k)
+            hits = state.index.search_songs([StemQuery(*query) for query in parsed], k=k)
             results = []
             for rank, hit in enumerate(hits, start=1):
                 segment = int(hit.best_segment)
@@ -493,7 +400,7 @@ class _SimilarHandler(_BaseHandler):
         state = self.state
 
         def similar() -> list[dict[str, Any]]:
-            hits = state.index.similar_stems(_stem_query(song, part, segment), k=k)
+            hits = state.index.similar_stems(StemQuery(song, part, segment), k=k)
             results = []
             for rank, hit in enumerate(hits, start=1):
                 n = int(hit.segment)
