@@ -12,7 +12,7 @@ a :class:`partsim_core.baseline.triplets.TripletTask` is built for one part of t
 * ``estimated_epochs_s``: the preset's epochs x (epoch size / step rate), the training time of one part network;
   with ``--full-run`` also ``full_run_s``, a real ``train()`` of those epochs into a temporary folder.
 
-Chapter 4's CSN (keys ``csn_*``, skipped with ``--no-csn``): the :class:`partsim_core.csn.pseudo_pieces.PseudoTripletTask`
+Chapter 4's CSN (keys ``csn_*``, skipped with ``--no-csn``): the :class:`partsim_core.csn.pseudo_triplet_task.PseudoTripletTask`
 and :class:`partsim_core.csn.network.CSNLoss` of condition (i)'s switches (pseudo pieces with created silences,
 basic + additional triplets, norm loss), built by :func:`partsim_core.csn.conditions.condition_setup` for the
 preset; timed with condition (g), whose task and loss are (i)'s, so that a freshly initialised
