@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from chapter_schema import schema_problems
 
 from partsim_core.data.outputs import finite_json
 from partsim_core.mixquery import run as chapter
@@ -53,6 +54,7 @@ def test_chapter_json_writes_null_for_undefined_numbers() -> None:
     found = payload["findings"][0]
     assert found["verdict"] == "inconclusive" and found["estimate"] is None and found["interval"] == [None, None]
     assert [row["first_relevant_rank"] for row in payload["ground_truth"]] == [3.0, None]
+    assert schema_problems(payload) == []
 
 
 def test_finite_json_keeps_everything_but_non_finite_floats() -> None:
