@@ -20,8 +20,9 @@ Every GPU code path the ``paper`` book needs, executed once and timed, in under 
    step rates (the formula per component is in ``projection``; evaluation and data preparation excluded, they
    run on the CPU and are measured by ``benchmarks/scale.py``).
 
-Without a CUDA device it refuses (exit 1, "no CUDA device was found"); ``--dry-run`` runs the same steps tiny on
-the CPU (the torchrun probe with the gloo backend) and prints the same keys, GPU-memory keys ``null``.
+Without a CUDA device it refuses (exit 1, "no CUDA device was found"); a ``--data-root`` that is not a
+Slakh-format folder is refused at once (exit 2, ``gpu_check: error: ...``); ``--dry-run`` runs the same steps
+tiny on the CPU (the torchrun probe with the gloo backend) and prints the same keys, GPU-memory keys ``null``.
 
 Prints ONE JSON line. Run: ``bash benchmarks/gpu_check.sh [--dry-run]`` (or this file directly).
 """
@@ -41,6 +42,9 @@ from typing import Any, Callable
 
 import torch
 
+from partsim_core.data.dataset import resolve_dataset_root
+from partsim_core.data.slakh import open_slakh
+from partsim_core.errors import PartsimError
 from partsim_core.presets import get_preset
 
 #: Part networks of chapter 3 (5 ideal, 5 separated, 1 mix) and trained CSN conditions of chapter 4 ((c)-(j)).
@@ -332,9 +336,15 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
     }
-    result.update(check_frontend(sizes, device))
-    result.update(check_steps(sizes, device))
-    result.update(check_condition(sizes, device, args.dry_run, args.data_root))
+    try:
+        if args.data_root:  # a wrong folder is reported at once, not after the timed steps
+            open_slakh(resolve_dataset_root("smoke", args.data_root))
+        result.update(check_frontend(sizes, device))
+        result.update(check_steps(sizes, device))
+        result.update(check_condition(sizes, device, args.dry_run, args.data_root))
+    except PartsimError as error:
+        print(f"gpu_check: error: {error}", file=sys.stderr)
+        return 2
     result.update(check_torchrun("gloo" if args.dry_run else "nccl"))
     result.update(projection(result))
     result["total_s"] = round(time.perf_counter() - started, 1)

@@ -391,7 +391,16 @@ def main(argv: list[str] | None = None) -> int:
         _handle(Path(args.warm), 10**9)  # decodes every test track's parts into the stem cache
         return 0
     tracks = sorted(set(args.tracks))
+    if tracks[0] < 2:
+        parser.error(f"--tracks: every N must be at least 2 test tracks, got {tracks[0]}")
     seconds = tuple(args.track_seconds) if args.track_seconds else (11.0, 13.0) if args.quick else (180.0, 240.0)
+    if not 0 < seconds[0] <= seconds[1]:
+        parser.error(f"--track-seconds: need 0 < MIN <= MAX, got {seconds[0]:g} {seconds[1]:g}")
+    if args.keep and (Path(args.keep) / "test").is_dir():
+        kept = sum(1 for folder in (Path(args.keep) / "test").iterdir() if (folder / "metadata.yaml").is_file())
+        if kept < tracks[-1]:
+            parser.error(f"--keep {args.keep}: holds {kept} test track(s), fewer than N = {tracks[-1]}; name a new "
+                         "folder (it is generated there) or ask for fewer tracks")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.keep) if args.keep else Path(scratch) / "slakh"

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chapter_schema import schema_problems
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STORE = REPO_ROOT / "data" / "regression" / "smoke.json"
@@ -211,6 +212,10 @@ def test_fresh_smoke_run_reproduces_the_stored_metrics(tmp_path: Path) -> None:
             assert chapter == "ch5" and abx is None, f"{chapter} was not run"
             continue
         problems += [f"{chapter}: {line}" for line in differences(fresh[chapter], stored, tolerance)]
+    # Issue 13's contract on each chapter run's JSON (cells, findings, verdicts by the interval rule, no NaN).
+    for chapter in ("ch3", "ch4", "ch6"):
+        payload = json.loads((tmp_path / f"{chapter}.json").read_text(encoding="utf-8"))
+        problems += [f"{chapter} JSON contract: {line}" for line in schema_problems(payload)]
     assert set(fresh) <= set(store["metrics"]), f"chapters without stored metrics: {set(fresh) - set(store['metrics'])}"
     assert not problems, ("fresh smoke metrics differ from data/regression/smoke.json (update it with "
                           "tests/test_regression.py --update --reason ... if the change is intended):\n"

@@ -53,6 +53,7 @@ from partsim_core.baseline.separators import check_backend
 from partsim_core.baseline.tables import PerTrack, table_3_1, table_3_2
 from partsim_core.data.cache import MIX_PART
 from partsim_core.data.dataset import DatasetHandle
+from partsim_core.data.outputs import finite_json
 from partsim_core.device import resolve_device
 from partsim_core.errors import PartsimError
 
@@ -100,7 +101,7 @@ class Chapter3Results:
                     "test_tracks": result.n_tracks, "reused": result.reused,
                     "train_seconds": round(result.train_seconds, 2), "epochs_trained": len(result.history),
                     "history": _history(result.history)})
-        return _finite({
+        return finite_json({
             "chapter": 3,
             "preset": self.preset,
             "backend": self.backend,
@@ -119,17 +120,6 @@ class Chapter3Results:
             "timings": {name: round(value, 2) for name, value in self.timings.items()},
             "reused": self.reused,
         })
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by ``None`` (strict JSON: undefined cells are null)."""
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def _number(value: Any) -> float | None:

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from partsim_core import __version__
 from partsim_core.data.cache import (
@@ -38,7 +41,8 @@ from partsim_core.errors import PartsimError
 
 __all__ = [
     "MARKER", "PROVENANCE_KEY", "check_not_inside_inputs", "check_output_dir", "check_output_file",
-    "clean_stale_partials", "is_partsim_file", "is_partsim_folder", "output_directory", "write_json_output",
+    "clean_stale_partials", "finite_json", "is_partsim_file", "is_partsim_folder", "output_directory",
+    "write_json_output",
 ]
 
 #: File inside every folder partsim writes as an output; its presence is what allows ``--fresh`` to replace it.
@@ -176,6 +180,19 @@ def write_json_output(path: PathLike, data: dict[str, Any], inputs: Inputs = (),
     except OSError as error:
         raise PartsimError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
     return path
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity (Python or numpy float) replaced by ``None``, recursively through dicts,
+    lists and tuples: a chapter's results as strict JSON, undefined cells ``null`` (see the README, *How findings
+    are decided*)."""
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def _json_default(value: Any) -> Any:

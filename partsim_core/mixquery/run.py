@@ -28,6 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from partsim_core.data.dataset import DatasetHandle
+from partsim_core.data.outputs import finite_json
 from partsim_core.errors import PartsimError
 from partsim_core.mixquery.backends import EmbeddingBackend, get_backend
 from partsim_core.mixquery.metrics import (
@@ -119,9 +120,10 @@ class MixQueryEvaluation:
         return list(dict.fromkeys(self.per_query["method"]))
 
     def to_json(self) -> dict[str, Any]:
-        """The chapter's JSON (what ``partsim mixquery run --out`` writes): cells ``{"value", "low", "high"}``."""
+        """The chapter's JSON (what ``partsim mixquery run --out`` writes): cells ``{"value", "low", "high"}``;
+        undefined numbers (e.g. a simulated strategy without answers) are ``null``, never NaN."""
         abx = self.abx.to_json()
-        return {"preset": self.preset, "seeds": self.seeds, "catalog": self.catalog.summary(),
+        return finite_json({"preset": self.preset, "seeds": self.seeds, "catalog": self.catalog.summary(),
                 "random_ranking": "exact expectation over uniformly random rankings",
                 "intervals": "95 %: bootstrap over queries (and seeds) for recall and MRR, paired for differences; "
                              "exact binomial (Clopper-Pearson) for simulated answers",
@@ -132,7 +134,7 @@ class MixQueryEvaluation:
                 "figure_6_8_simulated_by_part": abx.pop("accuracy_by_part"),
                 "simulated_abx": abx, "findings": self.findings,
                 "ground_truth": _records(self.catalog.ground_truth()),
-                "seconds": {name: round(value, 2) for name, value in self.seconds.items()}}
+                "seconds": {name: round(value, 2) for name, value in self.seconds.items()}})
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
