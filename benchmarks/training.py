@@ -72,8 +72,8 @@ Profile (issue 14 item 4; ``torch.profiler``, default preset, 2 shared cores, to
   memory, not arithmetic); whole forward + backward 0.60-0.78 s. With glibc's ``glibc.malloc.hugetlb=1`` (what
   the ``partsim`` command and this script now run with; ``--system-allocator`` without): 0.46 s, the same values.
   End to end under load (process clock, one thread, 3 alternating pairs): 1.05x (CSN step) and 1.03x (part
-  network) over the same code with glibc's defaults; against cd346e8 0.83x (CSN) and 1.07x (part network), see
-  the README. The 2x of issue 14 is not reached.
+  network) over the same code with glibc's defaults; against cd346e8 with glibc's defaults on both sides 0.96x
+  (CSN) and 1.06x (part network): the same step per CPU second. The 2x of issue 14 is not reached.
 
 Run: ``python benchmarks/training.py [--preset smoke|default] [--device cpu|cuda] [--steps N] [--rounds R]
 [--part drums] [--width W] [--batch-size B] [--mel-in-loss] [--full-run] [--torch-threads N]
@@ -97,8 +97,9 @@ from typing import Any
 
 import torch
 
+from partsim_core import INSTRUMENTS
 from partsim_core.baseline.triplets import TripletTask
-from partsim_core.data.cache import StemCache
+from partsim_core.data.cache import MIX_PART, StemCache
 from partsim_core.data.dataset import resolve_dataset_root
 from partsim_core.data.slakh import open_slakh
 from partsim_core.host_memory import (
@@ -170,8 +171,7 @@ def csn_step_rates(data: Any, device: torch.device, steps: int, rounds: int, see
                    threads: int | None = None) -> dict[str, float]:
     """Batch-assembly and training-step rates of chapter 4's CSN (condition (i)'s task and loss) on ``device``.
 
-    ``data`` is :func:`partsim_core.baseline.load_dataset`'s result for the preset. Used by: :func:`main`
-    (the ``csn_*`` keys).
+    ``data`` is :func:`partsim_core.baseline.load_dataset`'s result for the preset (the ``csn_*`` keys).
 
     Returns:
         ``setup_s`` (task construction), ``step_triplets_per_s``, ``batch_triplets_per_s`` (when ``batch_rate``),
@@ -309,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
                              "(--repeats pairs, each in a fresh process), print medians and ratios")
     parser.add_argument("--repeats", type=int, default=3, help="alternating pairs with --peer-root")
     args = parser.parse_args(argv)
+    for flag, value, minimum in (("--steps", args.steps, 1), ("--rounds", args.rounds, 1),
+                                 ("--repeats", args.repeats, 1), ("--torch-threads", args.torch_threads, 1),
+                                 ("--width", args.width, 1), ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < minimum:
+            parser.error(f"{flag} must be at least {minimum}, got {value}")
+    if args.part not in (*INSTRUMENTS, MIX_PART):
+        parser.error(f"--part must be one of {', '.join((*INSTRUMENTS, MIX_PART))}, got {args.part!r}")
     if argv is None and not args.system_allocator:
         # As the partsim command runs (partsim_core.launch); only from the command line, never when a
         # caller passes argv (the caller's process would be replaced).

@@ -113,3 +113,19 @@ def test_training_benchmark_times_the_engines_default_step(smoke_root: Path) -> 
         assert result["prefetch"] is TrainConfig(run_name="default").prefetch is False
     assert results["system"]["host_allocator"] == "glibc default"
     assert results["tunable"]["host_allocator"] == (HUGE_PAGE_TUNABLE if is_glibc() else "glibc default")
+
+
+@pytest.mark.parametrize("arguments", [["--steps", "0"], ["--rounds", "0"], ["--repeats", "0"],
+                                       ["--part", "vocals"], ["--torch-threads", "0"]])
+def test_training_benchmark_refuses_bad_arguments_before_any_work(arguments: list[str],
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("training_benchmark", REPO_ROOT / "benchmarks" / "training.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as stopped:
+        module.main(arguments)   # argv given: never relaunches this process
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ": error: " in message and arguments[0] in message
