@@ -421,3 +421,18 @@ def test_workers_start_single_threaded_with_the_huge_page_tunable(monkeypatch: p
     # Restored afterwards: this process's own environment is the caller's.
     assert os.environ[TUNABLES_VARIABLE] == "glibc.malloc.arena_max=2" and os.environ["OMP_NUM_THREADS"] == "7"
     assert all(name not in os.environ for name in THREAD_VARIABLES if name != "OMP_NUM_THREADS")
+
+
+def _reused_model() -> dict:
+    return {"reused": True}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_finished_job_is_one_log_line(workers: int) -> None:
+    lines: list[str] = []
+    jobs = [Job("square/3", functools.partial(_square, 3)), Job("reused/seed0", _reused_model, after=("square/3",))]
+    results = run_training_jobs(jobs, workers=workers, progress=False, log=lines.append)
+    assert results == {"square/3": 9, "reused/seed0": {"reused": True}}
+    assert [line.rsplit(" in ", 1)[0] for line in lines] == ["training: square/3 done",
+                                                             "training: reused/seed0 reused"]
+    assert all(line.endswith(" s") and float(line.rsplit(" in ", 1)[1][:-2]) >= 0.0 for line in lines)

@@ -283,7 +283,8 @@ def build_book(
         data = load_dataset(preset, dataset_root if data_root else "", progress=progress)
         plan = book_training_jobs(data, range(int(seed), int(seed) + seeds), device=device, chapters=chapters)
         say(f"book: training step: {len(plan)} jobs in {workers} worker processes")
-        trained = run_training_jobs(plan, workers=workers, progress=progress)
+        # Without a progress bar, one line per finished job (name, trained or reused, seconds) in the build's log.
+        trained = run_training_jobs(plan, workers=workers, progress=progress, log=None if progress else say)
         result.training_seconds = time.perf_counter() - tick
         reused = sum(1 for value in trained.values() if isinstance(value, dict) and value.get("reused") is True)
         result.training_jobs = {"jobs": len(plan), "reused": reused}

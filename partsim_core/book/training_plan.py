@@ -411,10 +411,12 @@ def worker_environment() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _run_sequentially(jobs: Sequence[Job], order: list[Job], bar: Any) -> dict[str, Any]:
+def _run_sequentially(jobs: Sequence[Job], order: list[Job], bar: Any, say: Callable[[str], None],
+                      ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for job in order:
         bar.set_postfix_str(job.name)
+        started = time.perf_counter()
         try:
             results[job.name] = job.run()
         except PartsimError as error:
@@ -424,7 +426,14 @@ def _run_sequentially(jobs: Sequence[Job], order: list[Job], bar: Any) -> dict[s
         except Exception as error:  # noqa: BLE001 - named and re-raised as the user's error message
             raise _failure(job.name, _describe(error)) from error
         bar.update()
+        say(_finished_line(job.name, results[job.name], started))
     return results
+
+
+def _finished_line(name: str, value: Any, started: float) -> str:
+    """The log line of a finished job: its name, trained or reused, and its seconds."""
+    reused = value.get("reused") if isinstance(value, dict) else None
+    return f"training: {name} " + ("reused" if reused else "done") + f" in {time.perf_counter() - started:.1f} s"
 
 
 def _topological(jobs: Sequence[Job], priority: dict[str, int]) -> list[Job]:
@@ -469,7 +478,7 @@ def run_training_jobs(jobs: Sequence[Job], workers: int | None = None, progress:
     bar = tqdm(total=len(jobs), desc="training jobs", unit="job", disable=not progress, file=sys.stderr)
     try:
         if workers == 1 or len(jobs) <= 1:
-            return _run_sequentially(jobs, _topological(jobs, priority), bar)
+            return _run_sequentially(jobs, _topological(jobs, priority), bar, say)
         return _run_pool(jobs, min(workers, len(jobs)), priority, bar, say)
     finally:
         bar.close()
@@ -531,9 +540,7 @@ def _run_pool(jobs: Sequence[Job], workers: int, priority: dict[str, int], bar: 
                 done.add(finished)
                 results[finished] = value
                 bar.update()
-                reused = value.get("reused") if isinstance(value, dict) else None
-                say(f"training: {finished} " + ("reused" if reused else "done") +
-                    f" in {time.perf_counter() - started:.1f} s")
+                say(_finished_line(finished, value, started))
     except BaseException:
         for process in processes:
             if process.is_alive():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -122,7 +123,8 @@ def run_all(args: argparse.Namespace) -> int:
     jobs = book_training_jobs(data, range(args.seed, args.seed + seeds), device=args.device)
     workers = args.jobs or usable_cores()
     started = time.perf_counter()
-    results = run_training_jobs(jobs, workers=workers, progress=progress)
+    results = run_training_jobs(jobs, workers=workers, progress=progress,
+                                log=None if progress else lambda line: print(line, file=sys.stderr))
     print(json.dumps({
         "model": "all", "preset": args.preset, "seeds": list(range(args.seed, args.seed + seeds)),
         "workers": workers, "jobs": len(jobs),
