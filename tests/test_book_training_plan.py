@@ -330,7 +330,7 @@ def test_book_build_trains_the_toc_chapters_before_any_notebook(tmp_path, monkey
         calls.append(("plan", data, list(seeds), device, list(chapters)))
         return ["job"]
 
-    def run(planned, workers=None, progress=True):
+    def run(planned, workers=None, progress=True, log=None):
         calls.append(("run", planned, workers))
         return {"job": {"reused": True}}
 
