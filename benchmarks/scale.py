@@ -29,7 +29,13 @@ extended to the full redux test split, 151 tracks x ~210 s (``full_test_audio_s`
 evaluation of the full test split on this CPU, fixed costs included, so an upper estimate), ``full_tracks``
 (1,289 / 270 / 151: only the test split is evaluated; the train and validation splits enter training, projected
 by ``benchmarks/gpu_check.sh``), ``track_seconds``, ``load_average`` and ``streaming`` (per stage: does its peak
-grow with N).
+grow with N), ``projection_valid`` and ``projection_note``: the projections are only meaningful for tracks of
+Slakh's length (at least :data:`PAPER_TRACK_SECONDS` = 180 s, the default 3-4 minutes), so ``projection_valid`` is
+``true`` there and ``false`` with ``--quick`` or shorter ``--track-seconds``, where the note says why: on a few
+seconds of audio the fixed costs (imports, model set-up, the libraries' mapped pages in ``ru_maxrss``) divided by the
+audio dominate the per-second rates, so the two ``projected_full_*`` keys (kept, for the key contract) grossly
+over-state the full size (a ``--quick`` run printed 204 GiB). ``--quick`` checks that the paths run and stream, not
+the projection.
 
 Measured 2026-12-06 (2 shared cores, load average 4.8 falling to 3.3 during the run, ``python
 benchmarks/scale.py --track-seconds 30 40``, 315 s in all; 9 / 18 / 36 test tracks kept of N = 10 / 20 / 40,
@@ -78,6 +84,8 @@ import numpy as np
 FULL_TRACKS = {"train": 1289, "validation": 270, "test": 151}
 #: Audio of the full redux test split the projections extend to: 151 tracks of about 3.5 minutes.
 FULL_TEST_AUDIO_S = 151 * 210.0
+#: Shortest generated track (seconds) for which the projections to full size are meaningful (Slakh-length tracks).
+PAPER_TRACK_SECONDS = 180.0
 SAMPLE_RATE = 44100
 #: (part, program_num, is_drum) of the rendered stems.
 STEMS = (("drums", 128, True), ("bass", 33, False), ("piano", 0, False), ("guitar", 25, False),
@@ -374,11 +382,24 @@ def _line(xs: list[float], ys: list[float], at: float) -> float:
     return float(intercept + slope * at)
 
 
+def projection_validity(quick: bool, seconds: tuple[float, float]) -> tuple[bool, str]:
+    """Whether the projection to the full test split means anything for tracks of ``seconds`` (MIN, MAX), and a
+    short note saying so (module docstring)."""
+    if not quick and seconds[0] >= PAPER_TRACK_SECONDS:
+        return True, (f"tracks of {seconds[0]:g}-{seconds[1]:g} s (Slakh length): projected along the test audio "
+                      "seconds to the full redux test split")
+    mode = "--quick" if quick else "--track-seconds"
+    return False, (f"{mode}: tracks of {seconds[0]:g}-{seconds[1]:g} s, shorter than Slakh's ~3.5 min; fixed costs "
+                   "dominate the per-second rates, so projected_full_* over-state the full size and are not a "
+                   f"measurement (run with tracks of at least {PAPER_TRACK_SECONDS:g} s, the default, for one)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Generate, evaluate each N in a fresh child, print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, nargs="+", default=[10, 20, 40], help="test-set sizes N")
-    parser.add_argument("--quick", action="store_true", help="tracks of 11-13 s instead of 3-4 minutes")
+    parser.add_argument("--quick", action="store_true",
+                        help="tracks of 11-13 s instead of 3-4 minutes (projection_valid: false)")
     parser.add_argument("--track-seconds", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                         help="length range of the generated tracks (default 180 240; --quick 11 13)")
     parser.add_argument("--keep", default=None, help="generate into (or reuse) this folder instead of a temporary one")
@@ -396,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = tuple(args.track_seconds) if args.track_seconds else (11.0, 13.0) if args.quick else (180.0, 240.0)
     if not 0 < seconds[0] <= seconds[1]:
         parser.error(f"--track-seconds: need 0 < MIN <= MAX, got {seconds[0]:g} {seconds[1]:g}")
+    projection_valid, projection_note = projection_validity(args.quick, seconds)
     if args.keep and (Path(args.keep) / "test").is_dir():
         kept = sum(1 for folder in (Path(args.keep) / "test").iterdir() if (folder / "metadata.yaml").is_file())
         if kept < tracks[-1]:
@@ -442,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         "projected_full_rss_gib": round((projected_anon + file_pages_per_audio_s * FULL_TEST_AUDIO_S) / 1024, 2),
         "projected_full_anon_gib": round(projected_anon / 1024, 2),
         "projected_full_cpu_s": round(walls[-1] / audio[-1] * FULL_TEST_AUDIO_S),
+        "projection_valid": projection_valid,
+        "projection_note": projection_note,
         "test_audio_s": audio,
         "full_test_audio_s": FULL_TEST_AUDIO_S,
         "full_tracks": FULL_TRACKS,

@@ -53,6 +53,7 @@ def test_gpu_check_dry_run_prints_every_key(smoke_root: Path, tmp_path: Path) ->
     assert result["torchrun_ok"] is True
     assert isinstance(result["condition_loss_falls"], bool) and result["condition_steps"] > 0
     assert result["frontend_max_abs_diff"] == 0.0          # the "CUDA" side is the CPU in a dry run
+    assert 0.3 <= result["frontend_speedup"] <= 3.0          # ... so the CPU timed against itself is about 1
     assert result["csn_peak_gpu_mib"] is None and result["part_peak_gpu_mib"] is None
     for key in ("csn_triplets_per_s", "part_triplets_per_s", "separator_examples_per_s"):
         assert result[key] > 0
@@ -70,7 +71,8 @@ def test_gpu_check_refuses_without_a_gpu(tmp_path: Path) -> None:
 
 
 SCALE_KEYS = {"tracks", "peak_rss_mib", "rss_growth", "projected_full_rss_gib", "projected_full_cpu_s",
-              "peak_anon_mib", "seconds_per_track", "stage_peak_anon_mib", "streaming", "full_tracks"}
+              "peak_anon_mib", "seconds_per_track", "stage_peak_anon_mib", "streaming", "full_tracks",
+              "projection_valid", "projection_note"}
 
 
 @pytest.mark.slow
@@ -87,6 +89,8 @@ def test_scale_quick_prints_every_key(tmp_path: Path) -> None:
     assert all(total >= anon > 0 for total, anon in zip(result["peak_rss_mib"], result["peak_anon_mib"]))
     assert result["rss_growth"] == pytest.approx(result["peak_anon_mib"][1] / result["peak_anon_mib"][0], abs=1e-3)
     assert result["projected_full_rss_gib"] > 0 and result["projected_full_cpu_s"] > 0
+    # 11-13 s tracks: the projection to full size is flagged as meaningless, with the reason.
+    assert result["projection_valid"] is False and "--quick" in result["projection_note"]
     assert result["full_tracks"] == {"train": 1289, "validation": 270, "test": 151}
     assert result["summaries"]["3"]["kept_tracks"] >= 2
 

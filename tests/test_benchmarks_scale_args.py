@@ -3,6 +3,7 @@ anything: N below 2, an empty or reversed track-length range, a ``--keep`` datas
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -42,3 +43,24 @@ def test_keep_with_fewer_test_tracks_than_n_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr[-2000:]
     assert "holds 2 test track(s), fewer than N = 3" in done.stderr and "Traceback" not in done.stderr
     assert sorted(str(path) for path in keep.rglob("*")) == before
+
+
+def _scale_module():
+    spec = importlib.util.spec_from_file_location("scale_benchmark", REPO_ROOT / "benchmarks" / "scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("quick, seconds, valid", [
+    (False, (180.0, 240.0), True),    # the default: Slakh-length tracks
+    (False, (300.0, 300.0), True),
+    (True, (11.0, 13.0), False),      # --quick
+    (True, (200.0, 240.0), False),    # --quick is never a measurement of the projection
+    (False, (30.0, 40.0), False),     # shorter than Slakh's tracks
+])
+def test_projection_is_valid_only_for_slakh_length_tracks(quick: bool, seconds: tuple[float, float],
+                                                          valid: bool) -> None:
+    is_valid, note = _scale_module().projection_validity(quick, seconds)
+    assert is_valid is valid and note
+    assert ("--quick" in note) is quick

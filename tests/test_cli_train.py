@@ -199,3 +199,24 @@ def test_baseline_run_writes_the_result_json(capsys, cache, root, tmp_path):
     assert main(["baseline", "run", "--preset", "smoke", "--data-root", str(root), "--backend", "oracle",
                  "--device", "cpu", "--no-progress", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_train_separator_trains_one_run_per_seed(capsys, cache, root):
+    code = main(["train", "separator", "--preset", "smoke", "--data-root", str(root), "--device", "cpu",
+                 "--no-progress", "--seed", "1", "--seeds", "2", "--epochs", "1"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert code == 0 and [line["seed"] for line in lines] == [1, 2]
+    assert len({line["out_dir"] for line in lines}) == 2 and not any(line["reused"] for line in lines)
+    assert [json.loads((Path(line["out_dir"]) / "config.json").read_text())["seed"] for line in lines] == [1, 2]
+
+
+@pytest.mark.parametrize("command", [["separator"], ["part", "--part", "bass"], ["csn", "--condition", "i"],
+                                     ["mixquery-head", "--out-dir", "heads"], ["all"]])
+def test_every_training_command_takes_seeds_and_refuses_zero(capsys, cache, command):
+    assert build_parser().parse_args(["train", *command, "--seeds", "3"]).seeds == 3
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *command, "--preset", "smoke", "--seeds", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--seeds" in err and "'0'" in err
+    assert not cache.exists()

@@ -133,6 +133,30 @@ def test_train_command_refuses_songs_of_one_segment(tiny, tmp_path, monkeypatch)
     assert not (tmp_path / "heads").exists()
 
 
+def test_train_command_trains_one_set_of_heads_per_seed(tiny, tmp_path, monkeypatch, capsys):  # noqa: F811
+    # In-process through main: MERT is the stand-in, and the features are three songs of two segments each (the
+    # tiny songs have one 10-s segment), so only the seed loop and the folders are exercised.
+    import partsim_core.cli.mixquery as command
+
+    monkeypatch.setenv("PARTSIM_CACHE", str(tiny["base"] / "cache"))
+    rng = np.random.default_rng(0)
+    songs = ["a", "a", "b", "b", "c", "c"]
+    features = {"drums": (rng.standard_normal((6, StandInMert.n_layers, StandInMert.dim)), songs)}
+    monkeypatch.setattr(command, "load_mert", lambda *_: StandInMert())
+    monkeypatch.setattr(command, "split_features", lambda *_, **__: features)
+    out = tmp_path / "heads"
+    code = main(["train", "mixquery-head", "--preset", "smoke", "--data-root", str(tiny["root"]), "--split", "test",
+                 "--input", "ideal", "--epochs", "2", "--device", "cpu", "--seed", "5", "--seeds", "3", "--out-dir",
+                 str(out), "--no-progress"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert code == 0 and [line["seed"] for line in lines] == [5, 6, 7]
+    assert [line["out_dir"] for line in lines] == [str(out / f"seed-{seed}") for seed in (5, 6, 7)]
+    infos = [json.loads((out / f"seed-{seed}" / mert.HEAD_INFO).read_text()) for seed in (5, 6, 7)]
+    assert [info["seed"] for info in infos] == [5, 6, 7] and all(info["epochs"] == 2 for info in infos)
+    weights = [mert.load_heads(out / f"seed-{seed}")["drums"].conv.weight.detach() for seed in (5, 6, 7)]
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
+
+
 @pytest.mark.slow
 def test_train_mixquery_head_end_to_end_with_a_stand_in(tmp_path, monkeypatch):
     # The smoke dataset (12-16 s songs: two segments each) in a private cache, ideal stems, a stand-in for MERT.
@@ -140,8 +164,8 @@ def test_train_mixquery_head_end_to_end_with_a_stand_in(tmp_path, monkeypatch):
     out = tmp_path / "heads"
     words = ["train", "mixquery-head", "--preset", "smoke", "--split", "test", "--input", "ideal", "--epochs", "3",
              "--out-dir", str(out), "--device", "cpu", "--no-progress"]
-    summary = train_head(build_parser().parse_args(words), features_model=StandInMert())
-    assert summary["parts"] and set(summary["parts"]) <= set(INSTRUMENTS)
+    [summary] = train_head(build_parser().parse_args(words), features_model=StandInMert())
+    assert summary["seed"] == 0 and summary["parts"] and set(summary["parts"]) <= set(INSTRUMENTS)
     info = json.loads((out / mert.HEAD_INFO).read_text())
     assert info["epochs"] == 3 and info["learning_rate"] == 5e-4 and info["input"] == "ideal"
     assert all(len(info["losses"][part]) == 3 for part in summary["parts"])

@@ -61,3 +61,8 @@ def test_finite_json_keeps_everything_but_non_finite_floats() -> None:
     value = {"a": (1, np.float32(np.inf), "x"), "b": [True, None, -0.5, np.int64(7)], "c": {"d": float("-inf")}}
     assert finite_json(value) == {"a": [1, None, "x"], "b": [True, None, -0.5, 7], "c": {"d": None}}
     assert type(finite_json(np.float32(2.5))) is float
+
+
+def test_chapter_json_names_its_chapter_like_chapters_3_and_4() -> None:
+    payload = _evaluation().to_json()
+    assert payload["chapter"] == 6 and next(iter(payload)) == "chapter"

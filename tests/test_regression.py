@@ -2,8 +2,10 @@
 
 In the style of open-unmix's ``tests/test_regression.py``: the stored JSON holds the smoke-preset metrics of every
 chapter command (the tables and findings of its JSON output), each with the reason it has that value. The test runs
-the commands again from nothing (a private ``PARTSIM_CACHE`` under ``tmp_path``: the data are generated, the
-separator and networks trained) and compares every metric under the tolerance stored in the file's header:
+the commands again from nothing, each in a fresh ``python -m partsim_core.cli`` process with one BLAS/OpenMP thread
+(``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1`` in its environment, so the pytest process's torch settings are never
+touched) and a private ``PARTSIM_CACHE`` under ``tmp_path`` (the data are generated, the separator and networks
+trained), and compares every metric under the tolerance stored in the file's header:
 
 * numbers: ``|fresh - stored| <= atol + rtol * |stored|`` (header ``tolerance``; the smoke run is deterministic on
   one machine with one torch thread, so the tolerance only absorbs float printing, not training noise);
@@ -25,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -91,38 +94,44 @@ def metrics_of(result: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def command_environment(workdir: Path) -> dict[str, str]:
+    """The environment of one chapter command: one BLAS/OpenMP thread, the private cache, this checkout first.
+
+    One thread gives the same float reductions on every machine size. It is set in the child's environment,
+    never with ``torch.set_num_threads`` in this (pytest) process, which would break later LAPACK calls here.
+    """
+    python_path = [str(REPO_ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PARTSIM_CACHE": str(workdir / "cache"),
+            "PYTHONPATH": os.pathsep.join(python_path)}
+
+
 def run_commands(workdir: Path, abx: Path | None, say: Callable[[str], None] = lambda _: None
                  ) -> dict[str, dict[str, Any]]:
-    """Run every chapter command with a private cache under ``workdir``; chapter -> metrics.
+    """Run every chapter command, each in a fresh ``python -m partsim_core.cli`` process, with a private cache
+    under ``workdir``; chapter -> metrics.
 
     Chapter 5 is left out when no ABX folder is found.
+
+    Raises:
+        RuntimeError: a command exited non-zero (its exit status and standard error in the message).
     """
-    import torch
-
-    from partsim_core.cli import main as partsim_main
-
-    torch.set_num_threads(1)  # one thread: the same float reductions on every machine size
-    previous = os.environ.get("PARTSIM_CACHE")
-    os.environ["PARTSIM_CACHE"] = str(workdir / "cache")
-    try:
-        found: dict[str, dict[str, Any]] = {}
-        for chapter, template in COMMANDS.items():
-            if "{abx}" in template and abx is None:
-                say(f"{chapter}: no ABX folder (set {ABX_ENV}); skipped")
-                continue
-            out = workdir / f"{chapter}.json"
-            arguments = [part.format(out=out, abx=abx) for part in template]
-            say(f"{chapter}: partsim {' '.join(template)}")
-            code = partsim_main(arguments)
-            if code != 0:
-                raise RuntimeError(f"partsim {' '.join(template)} exited {code}")
-            found[chapter] = metrics_of(json.loads(out.read_text(encoding="utf-8")))
-        return found
-    finally:
-        if previous is None:
-            os.environ.pop("PARTSIM_CACHE", None)
-        else:
-            os.environ["PARTSIM_CACHE"] = previous
+    environment = command_environment(workdir)
+    found: dict[str, dict[str, Any]] = {}
+    for chapter, template in COMMANDS.items():
+        if "{abx}" in template and abx is None:
+            say(f"{chapter}: no ABX folder (set {ABX_ENV}); skipped")
+            continue
+        out = workdir / f"{chapter}.json"
+        arguments = [part.format(out=out, abx=abx) for part in template]
+        say(f"{chapter}: partsim {' '.join(template)}")
+        completed = subprocess.run([sys.executable, "-m", "partsim_core.cli", *arguments], cwd=REPO_ROOT,
+                                   env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   check=False)
+        if completed.returncode != 0:
+            raise RuntimeError(f"partsim {' '.join(template)} exited {completed.returncode}; its stderr:\n"
+                               f"{completed.stderr[-4000:]}")
+        found[chapter] = metrics_of(json.loads(out.read_text(encoding="utf-8")))
+    return found
 
 
 def matches(fresh: Any, stored: Any, tolerance: Mapping[str, float]) -> bool:
@@ -236,6 +245,25 @@ def test_comparison_rules() -> None:
                        "findings": [{"claim": "c1", "verdict": "holds", "interval": [0.5, float("nan")]}]}) == {
         "table_3_2.x.drums": 1.5, "findings[c1].claim": "c1", "findings[c1].verdict": "holds",
         "findings[c1].interval[0]": 0.5, "findings[c1].interval[1]": None}
+
+
+def test_commands_run_in_a_child_with_one_thread_and_the_private_cache(tmp_path: Path) -> None:
+    environment = command_environment(tmp_path)
+    assert environment["OMP_NUM_THREADS"] == "1" and environment["MKL_NUM_THREADS"] == "1"
+    assert environment["PARTSIM_CACHE"] == str(tmp_path / "cache")
+    assert environment["PYTHONPATH"].split(os.pathsep)[0] == str(REPO_ROOT)
+
+
+def test_a_failing_command_reports_its_status_and_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    bad = ["baseline", "run", "--preset", "no-such-preset", "--out", "{out}"]
+    monkeypatch.setattr(sys.modules[__name__], "COMMANDS", {"ch3": bad})
+    with pytest.raises(RuntimeError, match=r"(?s)exited 2; its stderr:.*no-such-preset"):
+        run_commands(tmp_path, abx=None)
+    assert torch.get_num_threads() == threads, "the pytest process's torch thread count changed"
+    assert not (tmp_path / "ch3.json").exists()
 
 
 def test_update_keeps_reasons_of_unchanged_metrics() -> None:

@@ -13,8 +13,8 @@
 * ``partsim mixquery run [--preset P] [--seeds N] [--backends csn,separated] [--out FILE.json]``: chapter 6's
   evaluation (:mod:`partsim_core.mixquery.run`): ground-truth recall@10, recall@100 and MRR on pseudo pieces with
   95 % intervals, the CSN's search distance chosen on validation pieces, the simulated C0-C3 test, findings.
-* ``partsim train mixquery-head --mert-model DIR --out-dir DIR``: the thesis's per-stem head on frozen MERT features
-  (registered into the ``train`` group by :func:`register_train_command`).
+* ``partsim train mixquery-head --mert-model DIR --out-dir DIR [--seeds N]``: the thesis's per-stem head on frozen
+  MERT features, one set of heads per seed (registered into the ``train`` group by :func:`register_train_command`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from partsim_core.cli.options import (
     add_preset,
     add_run_options,
     add_seed,
+    add_seeds,
     positive_int,
 )
 from partsim_core.data.dataset import load_dataset
@@ -271,8 +272,18 @@ def run_run(args: argparse.Namespace) -> int:
 HEAD_EPOCHS_DEFAULT = 100
 
 
-def train_head(args: argparse.Namespace, features_model: Any = None) -> dict[str, Any]:
-    """The whole of ``train mixquery-head`` except the printing (tests pass a tiny stand-in ``features_model``).
+def head_folders(out_dir: Path, seed: int, seeds: int) -> dict[int, Path]:
+    """Seed -> the folder of its heads: ``out_dir`` for one seed, ``out_dir/seed-N`` for each of several."""
+    return {number: Path(out_dir) / f"seed-{number}" if seeds > 1 else Path(out_dir)
+            for number in range(seed, seed + seeds)}
+
+
+def train_head(args: argparse.Namespace, features_model: Any = None) -> list[dict[str, Any]]:
+    """The whole of ``train mixquery-head`` except the printing (tests pass a tiny stand-in ``features_model``):
+    one summary per seed ``--seed .. --seed + --seeds - 1``.
+
+    The MERT features are computed once; one set of heads is trained per seed, and the folders are written only
+    after every seed has trained.
 
     Raises:
         PartsimError: no MERT (transformers or model folder) and no stand-in, an output folder partsim may not
@@ -280,10 +291,13 @@ def train_head(args: argparse.Namespace, features_model: Any = None) -> dict[str
     """
 
     progress = not args.no_progress
-    check_output_dir(args.out_dir, fresh=args.fresh)
+    folders = head_folders(args.out_dir, args.seed, args.seeds)
+    for folder in folders.values():
+        check_output_dir(folder, fresh=args.fresh)
     model = features_model if features_model is not None else load_mert(args.mert_model, args.device)
     data = load_dataset(args.preset, args.data_root or "", progress=progress)
-    check_output_dir(args.out_dir, inputs=[data.root], fresh=args.fresh)
+    for folder in folders.values():
+        check_output_dir(folder, inputs=[data.root], fresh=args.fresh)
     tracks = data.dataset.tracks(args.split)
     if args.input == "ideal":
         source = data.cache
@@ -293,29 +307,36 @@ def train_head(args: argparse.Namespace, features_model: Any = None) -> dict[str
     features = split_features(model, source, tracks, INSTRUMENTS, data.fingerprint(tracks), args.input,
                               progress=progress)
     epochs = args.epochs or HEAD_EPOCHS_DEFAULT
-    heads, losses = {}, {}
-    for part, (values, songs) in features.items():
-        counts = Counter(songs)
-        if len(counts) < 2 or max(counts.values()) < 2:
-            continue  # no same-song positive or no negative for this part
-        trained = train_mert_head(values, songs, epochs=epochs, seed=args.seed, device=args.device,
-                                  progress=progress)
-        heads[part], losses[part] = trained.head, trained.losses
-    if not heads:
+    trainable = {part: (values, songs) for part, (values, songs) in features.items()
+                 if len(Counter(songs)) >= 2 and max(Counter(songs).values()) >= 2}  # a positive and a negative
+    if not trainable:
         raise PartsimError(f"no part of the {args.split} songs has non-silent segments in two songs and two segments "
                            "in one song (positives come from another time of the same song); nothing to train")
-    segments = {part: len(features[part][1]) for part in heads}
-    with output_directory(args.out_dir, inputs=[data.root], fresh=args.fresh) as tmp:
-        save_heads(tmp, heads, {"preset": args.preset, "split": args.split, "input": args.input, "epochs": epochs,
-                                "learning_rate": HEAD_LEARNING_RATE, "seed": args.seed,
-                                "model": getattr(model, "identity", ""), "losses": losses, "segments": segments})
-    return {"out_dir": str(args.out_dir), "parts": list(heads), "segments": segments,
-            "final_loss": {part: round(values[-1], 6) for part, values in losses.items()}}
+    segments = {part: len(songs) for part, (_, songs) in trainable.items()}
+    runs = {}
+    for seed in folders:
+        heads, losses = {}, {}
+        for part, (values, songs) in trainable.items():
+            trained = train_mert_head(values, songs, epochs=epochs, seed=seed, device=args.device,
+                                      progress=progress)
+            heads[part], losses[part] = trained.head, trained.losses
+        runs[seed] = (heads, losses)
+    summaries = []
+    for seed, (heads, losses) in runs.items():
+        with output_directory(folders[seed], inputs=[data.root], fresh=args.fresh) as tmp:
+            save_heads(tmp, heads, {"preset": args.preset, "split": args.split, "input": args.input,
+                                    "epochs": epochs, "learning_rate": HEAD_LEARNING_RATE, "seed": seed,
+                                    "model": getattr(model, "identity", ""), "losses": losses,
+                                    "segments": segments})
+        summaries.append({"out_dir": str(folders[seed]), "seed": seed, "parts": list(heads), "segments": segments,
+                          "final_loss": {part: round(values[-1], 6) for part, values in losses.items()}})
+    return summaries
 
 
 def run_train_head(args: argparse.Namespace) -> int:
-    """``partsim train mixquery-head``: print one JSON line (folder, segments and final loss per part)."""
-    print(json.dumps(train_head(args)))
+    """``partsim train mixquery-head``: print one JSON line per seed (folder, segments and final loss per part)."""
+    for summary in train_head(args):
+        print(json.dumps(summary), flush=True)
     return 0
 
 
@@ -329,7 +350,8 @@ def register_train_command(commands: argparse._SubParsersAction) -> None:
             "split is passed through a local, frozen MERT model (features averaged over time per layer, cached), "
             "and one 1-D convolution with kernel size 1 per stem type is trained on triplets - a positive from "
             "another time of the same song, a negative from another song - with the cosine distance, Adam at "
-            "5e-4, 100 epochs. No labels are needed. Writes heads.pt and heads.json to --out-dir; use them with "
+            "5e-4, 100 epochs. No labels are needed. Writes heads.pt and heads.json to --out-dir (with --seeds N > 1: "
+            "one seed-S subfolder per seed, the features computed once); use them with "
             "'partsim mixquery index --backend mert --mert-heads DIR'. Nothing is downloaded."
         ),
         epilog="Example: partsim train mixquery-head --mert-model ~/models/MERT-v1-95M --out-dir heads",
@@ -348,7 +370,8 @@ def register_train_command(commands: argparse._SubParsersAction) -> None:
     head.add_argument("--input", choices=("separated", "ideal"), default="separated",
                       help="stems: separated by our U-Net (as the thesis separated with HT Demucs) or the ideal "
                            "stems; default: %(default)s")
-    add_out_dir(head, "the trained heads", required=True)
+    add_seeds(head)
+    add_out_dir(head, "the trained heads (one seed-N subfolder per seed with --seeds > 1)", required=True)
     add_fresh(head, "an earlier head folder partsim wrote")
     add_no_progress(head)
     head.set_defaults(func=run_train_head)

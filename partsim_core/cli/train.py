@@ -1,7 +1,7 @@
 """``partsim train ...``: train one model of the book through the shared training engine.
 
-* ``partsim train separator --preset P [--data-root DIR] [--device D] [--seed S] [--epochs N] [--fresh]``: our
-  U-Net separator (chapter 3), trained on the train split.
+* ``partsim train separator --preset P [--data-root DIR] [--device D] [--seed S] [--seeds N] [--epochs N]
+  [--fresh]``: our U-Net separator (chapter 3), trained on the train split, one run per seed.
 * ``partsim train part --part drums|bass|piano|guitar|others|mix --input ideal|separated [--backend unet]
   --preset P [--epochs N] [--seed S] [--seeds N] [--device D] [--fresh] [--out-dir DIR]``: one chapter-3 network
   per seed.
@@ -73,12 +73,13 @@ def _summary(kind: str, result, extra: dict | None = None) -> str:
 
 
 def run_separator(args: argparse.Namespace) -> int:
-    """``partsim train separator``: train (or reuse) the U-Net separator of the preset."""
+    """``partsim train separator``: train (or reuse) the U-Net separator of the preset, once per seed."""
 
     data = load_dataset(args.preset, args.data_root, progress=not args.no_progress)
-    result = train_separator(data, device=args.device, resume=not args.fresh, progress=not args.no_progress,
-                             seed=args.seed, epochs=args.epochs)
-    print(_summary("separator", result, {"preset": args.preset, "seed": args.seed}))
+    for seed in range(args.seed, args.seed + args.seeds):
+        result = train_separator(data, device=args.device, resume=not args.fresh, progress=not args.no_progress,
+                                 seed=seed, epochs=args.epochs)
+        print(_summary("separator", result, {"preset": args.preset, "seed": seed}), flush=True)
     return 0
 
 
@@ -153,11 +154,13 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
             "Train the chapter-3 source separator: a PyTorch re-implementation of Spleeter's spectrogram U-Net "
             "(one soft mask per part: drums, bass, piano, guitar, others), on the train split of the dataset, with "
             "the preset's separator settings. The 'unet' backend of chapter 3 loads this model. Fewer --epochs "
-            "train an earlier, weaker separator (a separate cached run)."
+            "train an earlier, weaker separator (a separate cached run); --seeds N trains one per seed --seed .. "
+            "--seed+N-1 (each its own cached run), printing one JSON line each."
         ),
         epilog="Example: partsim train separator --preset smoke --seed 0",
     )
     add_training_options(separator, FRESH_WHAT)
+    add_seeds(separator)
     separator.set_defaults(func=run_separator)
 
     part = commands.add_parser(

@@ -123,7 +123,8 @@ class MixQueryEvaluation:
         """The chapter's JSON (what ``partsim mixquery run --out`` writes): cells ``{"value", "low", "high"}``;
         undefined numbers (e.g. a simulated strategy without answers) are ``null``, never NaN."""
         abx = self.abx.to_json()
-        return finite_json({"preset": self.preset, "seeds": self.seeds, "catalog": self.catalog.summary(),
+        return finite_json({"chapter": 6, "preset": self.preset, "seeds": self.seeds,
+                "catalog": self.catalog.summary(),
                 "random_ranking": "exact expectation over uniformly random rankings",
                 "intervals": "95 %: bootstrap over queries (and seeds) for recall and MRR, paired for differences; "
                              "exact binomial (Clopper-Pearson) for simulated answers",
