@@ -25,7 +25,6 @@ C library is not glibc, it does nothing. ``PARTSIM_HOST_ALLOCATOR=system`` keeps
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -43,10 +42,10 @@ HOST_ALLOCATOR_VARIABLE = "PARTSIM_HOST_ALLOCATOR"
 def is_glibc() -> bool:
     """Whether this process's C library is glibc (the tunable means nothing elsewhere)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        process = ctypes.CDLL(None)  # the symbols this process has loaded, its C library's among them
     except OSError:
         return False
-    return hasattr(libc, "gnu_get_libc_version")
+    return hasattr(process, "gnu_get_libc_version")
 
 
 def _opted_out(environment: Mapping[str, str]) -> bool:
