@@ -440,3 +440,11 @@ def test_output_folders_get_the_usual_mode_not_mkdtemps_0700(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize("name", ["result.txt", "result", "result.json.tmp"])
+def test_out_must_name_a_json_file_before_any_work(tmp_path: Path, name: str) -> None:
+    with pytest.raises(PartsimError, match=r"give a \.json file name"):
+        check_output_file(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert check_output_file(tmp_path / "RESULT.JSON") == tmp_path / "RESULT.JSON"  # the suffix in any case

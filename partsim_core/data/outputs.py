@@ -116,8 +116,8 @@ def _check_parents(path: Path, option: str) -> None:
 
 
 def check_output_file(path: PathLike, inputs: Inputs = (), fresh: bool = False, option: str = "--out") -> Path:
-    """Validate ``--out FILE`` before any work: a file path whose folder can be created, not an input, and either
-    absent or (with ``fresh``) a file partsim wrote.
+    """Validate ``--out FILE`` before any work: a ``.json`` file path (every ``--out`` result is JSON) whose folder
+    can be created, not an input, and either absent or (with ``fresh``) a file partsim wrote.
 
     Args:
         path: the file to write.
@@ -129,12 +129,14 @@ def check_output_file(path: PathLike, inputs: Inputs = (), fresh: bool = False, 
         ``path`` as a :class:`~pathlib.Path` (``~`` expanded).
 
     Raises:
-        PartsimError: a folder, a path under a file, an unwritable place, an input, or an existing file partsim
-            may not replace.
+        PartsimError: a folder, a name without ``.json``, a path under a file, an unwritable place, an input, or
+            an existing file partsim may not replace.
     """
     path = Path(path).expanduser()
     if str(path) in ("", "."):
         raise PartsimError(f"{option} needs a file name")
+    if path.suffix.lower() != ".json" and not path.is_dir():
+        raise PartsimError(f"{option} {str(path)!r}: give a .json file name (the result is written as JSON)")
     check_not_inside_inputs(path, inputs, option)
     if path.is_symlink():
         raise PartsimError(f"{option} {str(path)!r} is a symbolic link; refusing to replace it (name a new file)")
