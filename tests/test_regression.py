@@ -371,6 +371,7 @@ def test_update_keeps_reasons_of_unchanged_metrics() -> None:
     new, changes = updated_store(store, {"ch3": {"a": 1.0, "b": 3.0}}, reason="b fixed")
     assert new["metrics"]["ch3"] == {"a": {"value": 1.0, "reason": "first"}, "b": {"value": 3.0, "reason": "b fixed"}}
     assert changes == ["ch3: b: 3.0 != stored 2.0 (first)"]
+    assert new["header"]["commands"]["ch4-crossover"].startswith("partsim csn run"), "header commands not refreshed"
     with pytest.raises(SystemExit, match="--reason"):
         updated_store(store, {"ch3": {"a": 1.0, "b": 4.0}}, reason=None)
 
