@@ -1,11 +1,14 @@
 """Regression guard: a fresh smoke run of the chapter commands must reproduce ``data/regression/smoke.json``.
 
 In the style of open-unmix's ``tests/test_regression.py``: the stored JSON holds the smoke-preset metrics of every
-chapter command (the tables and findings of its JSON output), each with the reason it has that value. The test runs
-the commands again from nothing, each in a fresh ``python -m partsim_core.cli`` process with one BLAS/OpenMP thread
-(``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1`` in its environment, so the pytest process's torch settings are never
-touched) and a private ``PARTSIM_CACHE`` under ``tmp_path`` (the data are generated, the separator and networks
-trained), and compares every metric under the tolerance stored in the file's header:
+chapter command, each with the reason it has that value: every leaf of the result keys of its JSON output (every
+``table_*`` key and the chapter's :data:`RESULT_KEYS`, e.g. chapter 6's retrieval cells, chapter 3's separator quality
+curve, chapter 4's chance levels and separator crossover), less the fields of :data:`NOT_RESULT_FIELDS` (timings,
+reuse flags, cache keys); a top-level key in neither :data:`RESULT_KEYS` nor :data:`NOT_RESULT_KEYS` fails the guard.
+The test runs the commands again from nothing, each in a fresh ``python -m partsim_core.cli`` process with one
+BLAS/OpenMP thread (``OMP_NUM_THREADS=1``, ``MKL_NUM_THREADS=1`` in its environment, so the pytest process's torch
+settings are never touched) and a private ``PARTSIM_CACHE`` under ``tmp_path`` (the data are generated, the separator
+and networks trained), and compares every metric under the tolerance stored in the file's header:
 
 * numbers: ``|fresh - stored| <= atol + rtol * |stored|`` (header ``tolerance``; the smoke run is deterministic on
   one machine with one torch thread, so the tolerance only absorbs float printing, not training noise);
@@ -46,8 +49,52 @@ ABX_ENV = "PARTSIM_ABX_DIR"
 #: Default tolerance written into a new store's header.
 DEFAULT_TOLERANCE = {"rtol": 1e-6, "atol": 1e-6}
 
-#: Top-level keys of a chapter's JSON whose leaves are metrics (timings, reuse flags and provenance are not).
-METRIC_KEYS = ("findings", "valid_responses", "n_tracks")
+#: Per chapter, the top-level keys of its JSON whose leaves are results: numbers (cells, rates, accuracies, SDRs,
+#: counts, losses) and verdicts that a change in code could silently move. Every ``table_*`` key is a result too.
+RESULT_KEYS: dict[str, tuple[str, ...]] = {
+    # n_tracks: split sizes; the curve and leakage: issue 13 item 4; networks: each part network's accuracy,
+    # test segments/tracks, epochs and loss history; separator: the U-Net's loss history.
+    "ch3": ("n_tracks", "findings", "separator_quality_curve", "leakage_track_id", "networks", "separator"),
+    # identification / stem_mix_correlation: the Table 4.3 / 4.4 inputs; style_leakage: kNN precision per subspace;
+    # histories: loss per epoch; n_segments: counts; chance: random embeddings scored like Tables 4.1/4.2;
+    # separator_crossover: baseline vs (i) per separator (only written when condition (a) runs).
+    "ch4": ("findings", "identification", "stem_mix_correlation", "style_leakage", "histories", "n_segments",
+            "chance", "separator_crossover"),
+    "ch4-crossover": ("findings", "identification", "stem_mix_correlation", "style_leakage", "histories",
+                      "n_segments", "chance", "separator_crossover"),
+    "ch5": ("findings", "valid_responses"),
+    # catalog: counts of the pseudo catalog; distances / csn_distance_selection: the chosen distance and the
+    # validation recall behind it; ground_truth: the generated queries and their relevant pieces.
+    "ch6": ("findings", "catalog", "distances", "csn_distance_selection", "retrieval", "retrieval_differences",
+            "figure_6_8_simulated", "figure_6_8_simulated_by_part", "simulated_abx", "ground_truth"),
+}
+
+#: Top-level keys that are not results, with why; a key in neither list fails the guard (classify it here).
+NOT_RESULT_KEYS: dict[str, str] = {
+    "partsim": "provenance (version, command)",
+    "chapter": "the chapter number, fixed",
+    "preset": "echo of --preset",
+    "backend": "echo of the separator backend option",
+    "seeds": "echo of --seed/--seeds",
+    "epochs": "echo of the preset's epochs",
+    "conditions": "echo of --conditions",
+    "verdict_rule": "fixed prose stating the rule (the verdicts themselves are in findings)",
+    "intervals": "fixed prose naming the interval methods",
+    "random_ranking": "fixed prose naming the random-ranking reference",
+    "listening_test": "provenance: 'simulated' or the real data's name",
+    "timings": "wall-clock seconds: not deterministic",
+    "seconds": "wall-clock seconds: not deterministic",
+    "reused": "cache-reuse flags: depend on the cache, not on the code",
+}
+
+#: Fields dropped at any depth inside a result key, with why.
+NOT_RESULT_FIELDS: dict[str, str] = {
+    "seconds": "wall-clock seconds per epoch (histories): not deterministic",
+    "train_seconds": "wall-clock training seconds (networks): not deterministic",
+    "reused": "cache-reuse flags (networks, catalog): depend on the cache",
+    "key": "cache key of the separator: a hash of the configuration, provenance",
+    "location": "cache path of the catalog: provenance",
+}
 
 #: The chapter commands, as ``partsim`` argument lists; ``{out}`` and ``{abx}`` are filled in.
 COMMANDS: dict[str, list[str]] = {
@@ -55,6 +102,10 @@ COMMANDS: dict[str, list[str]] = {
             "--out", "{out}"],
     "ch4": ["csn", "run", "--preset", "smoke", "--device", "cpu", "--seed", "0", "--conditions", "g,i,k",
             "--no-progress", "--out", "{out}"],
+    # Condition (a) (the separation baseline) with (i): the Table 4.1 baseline columns and the separator crossover
+    # (issue 13 item 4); its own entry, so that adding it left the (g, i, k) run's stored metrics as they were.
+    "ch4-crossover": ["csn", "run", "--preset", "smoke", "--device", "cpu", "--seed", "0", "--conditions", "a,i",
+                      "--no-progress", "--out", "{out}"],
     "ch5": ["perceptual", "tables", "--abx", "{abx}", "--out", "{out}"],
     "ch6": ["mixquery", "run", "--preset", "smoke", "--device", "cpu", "--seed", "0", "--backends", "csn",
             "--no-track-level", "--no-progress", "--out", "{out}"],
@@ -68,11 +119,13 @@ def abx_folder() -> Path | None:
 
 
 def flatten(value: Any, prefix: str) -> dict[str, Any]:
-    """Leaves of a JSON value under dotted keys; findings are keyed by their claim, lists by their index."""
+    """Leaves of a JSON value under dotted keys; findings are keyed by their claim, lists by their index;
+    fields named in :data:`NOT_RESULT_FIELDS` are left out at any depth."""
     if isinstance(value, Mapping):
         flat: dict[str, Any] = {}
         for key, item in value.items():
-            flat.update(flatten(item, f"{prefix}.{key}"))
+            if key not in NOT_RESULT_FIELDS:
+                flat.update(flatten(item, f"{prefix}.{key}"))
         return flat
     if isinstance(value, list):
         flat = {}
@@ -85,11 +138,22 @@ def flatten(value: Any, prefix: str) -> dict[str, Any]:
     return {prefix: value}
 
 
-def metrics_of(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The metrics of one chapter's JSON: every leaf under ``table_*`` and :data:`METRIC_KEYS`."""
+def metrics_of(result: Mapping[str, Any], chapter: str) -> dict[str, Any]:
+    """The metrics of one chapter's JSON: every leaf under ``table_*`` and the chapter's :data:`RESULT_KEYS`.
+
+    Raises:
+        ValueError: a top-level key is in neither :data:`RESULT_KEYS` nor :data:`NOT_RESULT_KEYS` (a new output
+            must be classified before the guard can say whether it moved).
+    """
+    results = RESULT_KEYS[chapter]
+    unclassified = [key for key in result
+                    if not key.startswith("table_") and key not in results and key not in NOT_RESULT_KEYS]
+    if unclassified:
+        raise ValueError(f"{chapter}: top-level key(s) {', '.join(unclassified)} neither a result nor excluded: "
+                         "add them to RESULT_KEYS or NOT_RESULT_KEYS in tests/test_regression.py")
     flat: dict[str, Any] = {}
     for key, value in result.items():
-        if key.startswith("table_") or key in METRIC_KEYS:
+        if key.startswith("table_") or key in results:
             flat.update(flatten(value, key))
     return flat
 
@@ -130,7 +194,7 @@ def run_commands(workdir: Path, abx: Path | None, say: Callable[[str], None] = l
         if completed.returncode != 0:
             raise RuntimeError(f"partsim {' '.join(template)} exited {completed.returncode}; its stderr:\n"
                                f"{completed.stderr[-4000:]}")
-        found[chapter] = metrics_of(json.loads(out.read_text(encoding="utf-8")))
+        found[chapter] = metrics_of(json.loads(out.read_text(encoding="utf-8")), chapter)
     return found
 
 
@@ -189,6 +253,7 @@ def updated_store(store: Mapping[str, Any] | None, fresh: Mapping[str, Mapping[s
         "commands": {chapter: "partsim " + " ".join(template) for chapter, template in COMMANDS.items()},
         "update": 'PYTHONPATH=$PWD python tests/test_regression.py --update --reason "..."',
     }
+    header["commands"] = {chapter: "partsim " + " ".join(template) for chapter, template in COMMANDS.items()}
     tolerance = header["tolerance"]
     old = store["metrics"] if store else {}
     metrics: dict[str, dict[str, Any]] = {}
@@ -222,7 +287,7 @@ def test_fresh_smoke_run_reproduces_the_stored_metrics(tmp_path: Path) -> None:
             continue
         problems += [f"{chapter}: {line}" for line in differences(fresh[chapter], stored, tolerance)]
     # Issue 13's contract on each chapter run's JSON (cells, findings, verdicts by the interval rule, no NaN).
-    for chapter in ("ch3", "ch4", "ch6"):
+    for chapter in ("ch3", "ch4", "ch4-crossover", "ch6"):
         payload = json.loads((tmp_path / f"{chapter}.json").read_text(encoding="utf-8"))
         problems += [f"{chapter} JSON contract: {line}" for line in schema_problems(payload)]
     assert set(fresh) <= set(store["metrics"]), f"chapters without stored metrics: {set(fresh) - set(store['metrics'])}"
@@ -242,9 +307,43 @@ def test_comparison_rules() -> None:
         "b: 'inconclusive' != stored 'holds' (r)", "gone: gone (stored 1)", "new: new metric 2.0"]
     assert differences({"a": 50.001}, {"a": stored["a"]}, tolerance) == ["a: 50.001 != stored 50.0 (r)"]
     assert metrics_of({"table_3_2": {"x": {"drums": 1.5}}, "timings": {"total": 3.0},
-                       "findings": [{"claim": "c1", "verdict": "holds", "interval": [0.5, float("nan")]}]}) == {
+                       "findings": [{"claim": "c1", "verdict": "holds", "interval": [0.5, float("nan")]}]},
+                      "ch3") == {
         "table_3_2.x.drums": 1.5, "findings[c1].claim": "c1", "findings[c1].verdict": "holds",
         "findings[c1].interval[0]": 0.5, "findings[c1].interval[1]": None}
+
+
+def test_metrics_keep_the_chapters_result_keys_and_drop_timings() -> None:
+    chapter_6 = {"chapter": 6, "seconds": {"catalog": 5.4},
+                 "retrieval": {"csn": {"drums+bass": {"MRR": {"value": 0.25, "low": 0.125, "high": 0.5}}}},
+                 "catalog": {"songs": 4, "location": "<cache>/catalog/abc", "reused": True}}
+    assert metrics_of(chapter_6, "ch6") == {
+        "retrieval.csn.drums+bass.MRR.value": 0.25, "retrieval.csn.drums+bass.MRR.low": 0.125,
+        "retrieval.csn.drums+bass.MRR.high": 0.5, "catalog.songs": 4}
+    chapter_4 = {"timings": {"training": 8.1}, "reused": {"csn-g/seed0": False},
+                 "chance": {"table_4_2": {"drums": {"value": 10.0}}},
+                 "histories": {"csn-g/seed0": [{"epoch": 1, "train_loss": 1.5, "seconds": 0.6}]}}
+    assert metrics_of(chapter_4, "ch4") == {"chance.table_4_2.drums.value": 10.0,
+                                            "histories.csn-g/seed0[0].epoch": 1,
+                                            "histories.csn-g/seed0[0].train_loss": 1.5}
+    chapter_3 = {"networks": [{"accuracy": 50.0, "train_seconds": 0.5, "reused": False}],
+                 "separator": {"key": "unet-0123", "history": [{"epoch": 1, "val_loss": 2.0}]},
+                 "leakage_track_id": {"chance": 25.0}}
+    assert metrics_of(chapter_3, "ch3") == {"networks[0].accuracy": 50.0, "separator.history[0].epoch": 1,
+                                            "separator.history[0].val_loss": 2.0, "leakage_track_id.chance": 25.0}
+
+
+def test_an_unclassified_top_level_key_fails() -> None:
+    with pytest.raises(ValueError, match="new_result.*RESULT_KEYS or NOT_RESULT_KEYS"):
+        metrics_of({"findings": [], "new_result": {"value": 1.0}}, "ch6")
+    # A key that is a result in one chapter is not silently kept in another.
+    with pytest.raises(ValueError, match="retrieval"):
+        metrics_of({"retrieval": {}}, "ch3")
+
+
+def test_every_chapter_command_has_an_allow_list() -> None:
+    assert set(COMMANDS) == set(RESULT_KEYS)
+    assert not set().union(*RESULT_KEYS.values()) & set(NOT_RESULT_KEYS)
 
 
 def test_commands_run_in_a_child_with_one_thread_and_the_private_cache(tmp_path: Path) -> None:
@@ -272,6 +371,7 @@ def test_update_keeps_reasons_of_unchanged_metrics() -> None:
     new, changes = updated_store(store, {"ch3": {"a": 1.0, "b": 3.0}}, reason="b fixed")
     assert new["metrics"]["ch3"] == {"a": {"value": 1.0, "reason": "first"}, "b": {"value": 3.0, "reason": "b fixed"}}
     assert changes == ["ch3: b: 3.0 != stored 2.0 (first)"]
+    assert new["header"]["commands"]["ch4-crossover"].startswith("partsim csn run"), "header commands not refreshed"
     with pytest.raises(SystemExit, match="--reason"):
         updated_store(store, {"ch3": {"a": 1.0, "b": 4.0}}, reason=None)
 
