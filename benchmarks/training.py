@@ -383,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         "segment_seconds": preset.segment_seconds,
         "torch_threads": torch.get_num_threads(),
         "prefetch": prefetch,
-        "host_allocator": HUGE_PAGE_TUNABLE if huge_page_environment(os.environ) == dict(os.environ)
-        and HUGE_PAGE_TUNABLE in os.environ.get(TUNABLES_VARIABLE, "") else "glibc default",
+        # The tunable this process started with (the relaunch above puts it there unless --system-allocator).
+        "host_allocator": HUGE_PAGE_TUNABLE if HUGE_PAGE_TUNABLE in os.environ.get(TUNABLES_VARIABLE, "").split(":")
+        else "glibc default",
         "step_threads": cpu_step_threads(device, args.step_threads, prefetch) or torch.get_num_threads(),
         "clock": args.clock,
         "train_tracks": len(task.index.track_ids),
