@@ -77,7 +77,14 @@ Profile (issue 14 item 4; ``torch.profiler``, default preset, 2 shared cores, to
 
 Run: ``python benchmarks/training.py [--preset smoke|default] [--device cpu|cuda] [--steps N] [--rounds R]
 [--part drums] [--width W] [--batch-size B] [--mel-in-loss] [--full-run] [--torch-threads N]
-[--clock wall|process] [--no-csn] [--prefetch] [--system-allocator]``.
+[--clock wall|process] [--no-csn] [--prefetch] [--system-allocator] [--amp MODE] [--frontend N_FFT,HOP,N_MELS]
+[--peer-root DIR --repeats R [--own-args "..."]]``.
+
+Mixed precision: the steps are timed as the engine trains the preset (``Preset.amp``; ``default``: bf16 autocast
+on CPUs with native bf16 since 2026-12-06), reported as ``autocast`` / ``csn_autocast``. That is another
+computation than float32, so it never counts towards issue 14's "same computation" speed-up: a peer comparison
+refuses runs whose ``autocast``, front end, width or batch differ (a peer that predates the key timed float32);
+time this version as the peer does with ``--own-args "--amp off"``.
 """
 
 from __future__ import annotations
@@ -92,6 +99,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +116,10 @@ from partsim_core.host_memory import (
     huge_page_environment,
     relaunch_with_huge_pages,
 )
-from partsim_core.presets import get_preset
+from partsim_core.presets import Preset, get_preset
 from partsim_core.training import (
+    AMP_MODES,
+    autocast_dtype,
     cpu_step_threads,
     intra_op_threads,
     prefetched,
@@ -168,10 +178,11 @@ def _step_rate(make_batch, train_on, steps: int, rounds: int, triplets_per_step:
 
 def csn_step_rates(data: Any, device: torch.device, steps: int, rounds: int, seed: int = 0,
                    clock=time.perf_counter, batch_rate: bool = True, prefetch: bool = True,
-                   threads: int | None = None) -> dict[str, float]:
+                   threads: int | None = None, amp: str = "auto") -> dict[str, float]:
     """Batch-assembly and training-step rates of chapter 4's CSN (condition (i)'s task and loss) on ``device``.
 
-    ``data`` is :func:`partsim_core.baseline.load_dataset`'s result for the preset (the ``csn_*`` keys).
+    ``data`` is :func:`partsim_core.baseline.load_dataset`'s result for the preset (the ``csn_*`` keys); ``amp``
+    the engine's mixed-precision mode (:func:`partsim_core.training.autocast_dtype`).
 
     Returns:
         ``setup_s`` (task construction), ``step_triplets_per_s``, ``batch_triplets_per_s`` (when ``batch_rate``),
@@ -194,7 +205,7 @@ def csn_step_rates(data: Any, device: torch.device, steps: int, rounds: int, see
     torch.manual_seed(seed)
     model = task.build_model().to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    amp_dtype = torch.bfloat16 if device.type == "cuda" else None
+    amp_dtype = autocast_dtype(amp, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -215,6 +226,35 @@ def csn_step_rates(data: Any, device: torch.device, steps: int, rounds: int, see
 
 #: Rates compared with a peer version (``--peer-json`` / ``--peer-root``): this run / the peer's.
 RATIO_KEYS = ("csn_triplets_per_s", "step_triplets_per_s", "csn_batch_triplets_per_s", "pipeline_triplets_per_s")
+
+
+def with_frontend(preset: Preset, frontend: str | None) -> Preset:
+    """``preset`` with its log-mel front end replaced by ``frontend`` = ``"N_FFT,HOP,N_MELS"`` (None: unchanged).
+
+    Raises:
+        ValueError: not three positive integers.
+    """
+    if frontend is None:
+        return preset
+    try:
+        n_fft, hop_length, n_mels = (int(value) for value in frontend.split(","))
+    except ValueError:
+        raise ValueError(f"--frontend must be N_FFT,HOP,N_MELS (three integers), got {frontend!r}") from None
+    if min(n_fft, hop_length, n_mels) < 1:
+        raise ValueError(f"--frontend values must be positive, got {frontend!r}")
+    return dataclasses.replace(preset, frontend=dataclasses.replace(preset.frontend, n_fft=n_fft,
+                                                                    hop_length=hop_length, n_mels=n_mels))
+
+
+#: Settings both runs of a peer comparison must report alike (else the two time different computations).
+COMPARED_SETTINGS = ("preset", "n_mels", "n_fft", "hop_length", "segment_seconds", "batch_size", "width",
+                     "autocast", "csn_autocast")
+#: What a run that predates a setting's key used (checkouts before mixed precision on the CPU: float32 there).
+_SETTING_BEFORE_ITS_KEY = {"autocast": "off", "csn_autocast": "off"}
+
+
+def _autocast_name(dtype: torch.dtype | None) -> str:
+    return str(dtype).removeprefix("torch.") if dtype is not None else "off"
 
 
 def _read_json_line(path: Path) -> dict:
@@ -243,10 +283,35 @@ def _without_huge_page_tunable(environment: dict[str, str]) -> dict[str, str]:
     return {**result, TUNABLES_VARIABLE: ":".join(kept)} if kept else result
 
 
-def compare_with_peer(peer_root: Path, passed: list[str], repeats: int) -> dict:
+def check_comparable(own: dict, peer: dict) -> None:
+    """Refuse a comparison of runs that time different computations.
+
+    Compares each of :data:`COMPARED_SETTINGS` that both runs report (an older checkout may not report
+    ``n_fft``/``hop_length``; its ``n_mels`` still tells its front end apart; one without ``autocast`` timed
+    float32 on the CPU).
+
+    Raises:
+        SystemExit: with exit code 2 and the differing settings.
+    """
+    own = {**_SETTING_BEFORE_ITS_KEY, **own}
+    peer = {**_SETTING_BEFORE_ITS_KEY, **peer}
+    differing = {key: (own[key], peer[key]) for key in COMPARED_SETTINGS
+                 if key in own and key in peer and own[key] != peer[key]}
+    if differing:
+        detail = ", ".join(f"{key} {mine} here vs {theirs} in the peer" for key, (mine, theirs) in differing.items())
+        print(f"training benchmark: the two versions time different computations ({detail}); pin this "
+              f"version's settings with --own-args (e.g. \"--amp off\") to match the peer's", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def compare_with_peer(peer_root: Path, passed: list[str], repeats: int, own_extra: Sequence[str] = ()) -> dict:
     """Run the peer checkout's benchmark and this one alternately, each in a fresh process with its own
     ``PYTHONPATH`` (peer first in every pair), and summarise: medians of each version's rates, their ratios
-    (own median / peer median), every run's figures and the load average before and after each run."""
+    (own median / peer median), every run's figures and the load average before and after each run.
+
+    ``own_extra`` are arguments for this version's runs only (e.g. ``--frontend`` to match the peer's preset);
+    runs whose settings differ (:func:`check_comparable`) are refused.
+    """
     own_root = Path(__file__).resolve().parents[1]
     runs: dict[str, list[dict]] = {"own": [], "peer": []}
     loads = []
@@ -257,11 +322,14 @@ def compare_with_peer(peer_root: Path, passed: list[str], repeats: int) -> dict:
             environment = (huge_page_environment(environment) if name == "own"
                            else _without_huge_page_tunable(environment))
             before = _load_average()
-            done = subprocess.run([sys.executable, str(root / "benchmarks" / "training.py"), *passed],
+            arguments = [*passed, *own_extra] if name == "own" else passed
+            done = subprocess.run([sys.executable, str(root / "benchmarks" / "training.py"), *arguments],
                                   env=environment, cwd=root, capture_output=True, text=True, check=False)
             if done.returncode:
                 raise SystemExit(f"training benchmark of {root} failed:\n{done.stderr[-2000:]}")
             runs[name].append(json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1]))
+            if runs["own"] and runs["peer"]:
+                check_comparable(runs["own"][-1], runs["peer"][-1])
             loads.append({"version": name, "before": before, "after": _load_average()})
     keys = [key for key in RATIO_KEYS if all(key in run for run in runs["own"] + runs["peer"])]
     own = {key: round(statistics.median(run[key] for run in runs["own"]), 1) for key in keys}
@@ -286,6 +354,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also train one part network for the preset's epochs with the engine (timed)")
     parser.add_argument("--width", type=int, default=None, help="override the preset's part_network.width")
     parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
+    parser.add_argument("--frontend", default=None, metavar="N_FFT,HOP,N_MELS",
+                        help="override the preset's log-mel front end, e.g. 1024,512,96 (the default preset's "
+                             "front end before 2026-12-06, to time the same computation as an older checkout)")
+    parser.add_argument("--amp", default=None, choices=AMP_MODES,
+                        help="mixed precision of the timed steps (default: the preset's, as the engine trains it; "
+                             "'off' for float32)")
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--clock", default="wall", choices=("wall", "process"),
                         help="wall time, or this process's CPU time (robust on a busy machine; use with "
@@ -308,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="another checkout of the project: run its benchmark and this one alternately "
                              "(--repeats pairs, each in a fresh process), print medians and ratios")
     parser.add_argument("--repeats", type=int, default=3, help="alternating pairs with --peer-root")
+    parser.add_argument("--own-args", default="", metavar="ARGS",
+                        help="with --peer-root: extra arguments for this version's runs only, e.g. "
+                             "\"--frontend 1024,512,96\" to time the front end of the peer's default preset")
     args = parser.parse_args(argv)
     for flag, value, minimum in (("--steps", args.steps, 1), ("--rounds", args.rounds, 1),
                                  ("--repeats", args.repeats, 1), ("--torch-threads", args.torch_threads, 1),
@@ -316,24 +393,31 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{flag} must be at least {minimum}, got {value}")
     if args.part not in (*INSTRUMENTS, MIX_PART):
         parser.error(f"--part must be one of {', '.join((*INSTRUMENTS, MIX_PART))}, got {args.part!r}")
+    try:
+        preset = with_frontend(get_preset(args.preset), args.frontend)
+    except ValueError as error:
+        parser.error(str(error))
     if argv is None and not args.system_allocator:
         # As the partsim command runs (partsim_core.launch); only from the command line, never when a
         # caller passes argv (the caller's process would be replaced).
         relaunch_with_huge_pages()
     if args.peer_root:
         passed = list(sys.argv[1:] if argv is None else argv)
-        for flag in ("--peer-root", "--repeats"):
+        for flag in ("--peer-root", "--repeats", "--own-args"):
             while flag in passed:
                 position = passed.index(flag)
                 del passed[position:position + 2]
-        print(json.dumps(compare_with_peer(Path(args.peer_root).resolve(), passed, args.repeats)))
+        own_extra = args.own_args.split()
+        if "--frontend" in passed:
+            parser.error("--frontend applies to both versions and an older peer may not know it; with --peer-root "
+                         "pass it in --own-args")
+        print(json.dumps(compare_with_peer(Path(args.peer_root).resolve(), passed, args.repeats, own_extra)))
         return 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda requested but torch.cuda.is_available() is False")
     if args.torch_threads is not None:
         torch.set_num_threads(args.torch_threads)
 
-    preset = get_preset(args.preset)
     config = preset.part_network
     overrides = {name: value for name, value in (("width", args.width), ("batch_size", args.batch_size))
                  if value is not None}
@@ -355,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model = task.build_model().to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    amp_dtype = torch.bfloat16 if device.type == "cuda" else None
+    amp = args.amp or preset.amp
+    amp_dtype = autocast_dtype(amp, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -377,9 +462,13 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "mel_in_loss": args.mel_in_loss,
+        "amp": amp,
+        "autocast": _autocast_name(amp_dtype),
         "batch_size": batch_size,
         "width": config.width,
         "n_mels": preset.frontend.n_mels,
+        "n_fft": preset.frontend.n_fft,
+        "hop_length": preset.frontend.hop_length,
         "segment_seconds": preset.segment_seconds,
         "torch_threads": torch.get_num_threads(),
         "prefetch": prefetch,
@@ -415,9 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         from partsim_core.data.dataset import load_dataset
 
         data = load_dataset(args.preset)
+        data = dataclasses.replace(data, preset=preset)
         cpu = csn_step_rates(data, torch.device("cpu"), args.steps, args.rounds, args.seed, clock,
-                             prefetch=prefetch, threads=args.step_threads)
+                             prefetch=prefetch, threads=args.step_threads, amp=amp)
         result.update({
+            "csn_autocast": _autocast_name(autocast_dtype(amp, torch.device("cpu"))),
             "csn_condition": "i (task and loss; timed as g: fresh weights)",
             "csn_batch_size": cpu["batch_size"],
             "csn_width": cpu["width"],
@@ -432,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         if torch.cuda.is_available():
             # Always timed on the GPU when there is one (the rest of this script follows --device).
             cuda = csn_step_rates(data, torch.device("cuda"), args.steps, args.rounds, args.seed,
-                                  time.perf_counter, batch_rate=False, prefetch=prefetch)
+                                  time.perf_counter, batch_rate=False, prefetch=prefetch, amp=amp)
             result["csn_cuda_name"] = torch.cuda.get_device_name(torch.device("cuda"))
             result["csn_cuda_triplets_per_s"] = round(cuda["step_triplets_per_s"], 1)
             result["csn_cuda_batch_time_share"] = round(cuda["step_triplets_per_s"] / cpu["batch_triplets_per_s"],

@@ -14,8 +14,12 @@ from a :class:`TrainConfig` and a :class:`TrainingTask` that knows how to build 
   device) and ``history.json`` are written at the end, ``model.pt`` last: its presence marks a finished run,
   which a later call with the same key reuses without training (the files: :mod:`partsim_core.training_artefacts`).
 * **Early stopping** on the task's validation loss; the best epoch's weights are the result.
-* **Mixed precision.** ``amp="auto"`` is bf16 autocast on CUDA and off on CPU. ``"bf16"`` also works on CPU (torch
-  CPU autocast); ``"fp16"`` needs CUDA (it uses a gradient scaler) and is refused on CPU with a PartsimError.
+* **Mixed precision.** ``amp="auto"`` is bf16 autocast on CUDA and off on CPU. ``"native"`` is bf16 autocast
+  wherever the device computes bf16 natively (CUDA with bf16, a CPU whose oneDNN has bf16 kernels: AVX512-BF16 or
+  AMX; :func:`cpu_has_native_bf16`), full precision elsewhere (emulated bf16 is slower than float32); the
+  ``default`` preset trains with it (``Preset.amp``). ``"bf16"`` also works on CPU (torch CPU autocast);
+  ``"fp16"`` needs CUDA (it uses a gradient scaler) and is refused on CPU with a PartsimError. The autocast dtype a
+  run used is recorded in its ``config.json`` (``autocast``).
 * **Multi-GPU** through :class:`~torch.nn.parallel.DistributedDataParallel` when launched by ``torchrun``
   (``WORLD_SIZE > 1``): gloo on CPU, nccl on CUDA; rank ``r`` trains on ``task.batch(epoch, step * world + r)``;
   only rank 0 writes files.
@@ -68,7 +72,7 @@ from partsim_core.training_artefacts import (
 #: Offset added to a task's seed for its fixed validation triplets, so they never coincide with training ones.
 VALIDATION_SEED_OFFSET = 1_000_003
 
-AMP_MODES = ("auto", "off", "bf16", "fp16")
+AMP_MODES = ("auto", "off", "bf16", "fp16", "native")
 #: Fields that change how fast a run goes, not what it produces; left out of :meth:`TrainConfig.key`.
 _KEY_EXCLUDED = ("device", "num_workers", "checkpoint_every", "prefetch", "cpu_threads")
 
@@ -219,7 +223,7 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
     key = config.key()
     world_size, rank = _init_distributed(config)
     device = resolve_device(config.device)
-    amp_dtype = _resolve_amp(config.amp, device)
+    amp_dtype = autocast_dtype(config.amp, device)
     checkpoint_path, model_path = out_dir / CHECKPOINT_FILE, out_dir / MODEL_FILE
     if not resume:
         if rank == 0:
@@ -266,7 +270,8 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
     if rank == 0:
         write_finished_run(out_dir, model, run_name=config.run_name, key=key, seed=config.seed,
                            config=dataclasses.asdict(config), history=state["history"], device=device,
-                           world_size=world_size)
+                           world_size=world_size, autocast=str(amp_dtype).removeprefix("torch.") if amp_dtype
+                           else "off")
         checkpoint_path.unlink(missing_ok=True)
     _barrier(world_size)
     return TrainResult(model=model.cpu().eval(), out_dir=out_dir, history=state["history"], reused=False)
@@ -372,8 +377,24 @@ def _init_distributed(config: TrainConfig) -> tuple[int, int]:
     return dist.get_world_size(), dist.get_rank()
 
 
-def _resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``mode`` on ``device`` (``None`` = full precision)."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs oneDNN's bf16 kernels natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN, or an older torch
+        return False
+
+
+def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype of the amp ``mode`` (:data:`AMP_MODES`) on ``device`` (``None`` = full precision).
+
+    Raises:
+        PartsimError: fp16 off CUDA, or bf16 on a GPU without it.
+    """
+    if mode == "native":
+        native = (torch.cuda.is_bf16_supported() if device.type == "cuda"
+                  else device.type == "cpu" and cpu_has_native_bf16())
+        return torch.bfloat16 if native else None
     if mode == "off" or (mode == "auto" and device.type == "cpu"):
         return None
     if mode == "fp16" and device.type != "cuda":

@@ -59,8 +59,10 @@ def load_training_file(path: Path) -> dict:
 
 
 def write_finished_run(out_dir: Path, model: torch.nn.Module, *, run_name: str, key: str, seed: int,
-                       config: dict, history: list[dict], device: torch.device, world_size: int) -> None:
-    """history.json and config.json (``config`` is the run's settings as a dict), then model.pt last."""
+                       config: dict, history: list[dict], device: torch.device, world_size: int,
+                       autocast: str = "off") -> None:
+    """history.json and config.json (``config`` is the run's settings as a dict; ``autocast`` the dtype the
+    run's mixed precision resolved to on this device, ``"off"`` for full precision), then model.pt last."""
     atomic_write_json(out_dir / HISTORY_FILE, history)
     tracked_changes = _git("status", "--porcelain", "--untracked-files=no")
     atomic_write_json(out_dir / CONFIG_FILE, {
@@ -68,6 +70,7 @@ def write_finished_run(out_dir: Path, model: torch.nn.Module, *, run_name: str, 
         "git_commit": _git_commit(), "git_dirty": None if tracked_changes is None else bool(tracked_changes),
         "packages": _package_versions(), "python": platform.python_version(),
         "torch_version": torch.__version__, "device": str(device), "world_size": world_size,
+        "autocast": autocast,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
     })
     weights = {name: value.detach().cpu() for name, value in model.state_dict().items()}

@@ -324,6 +324,31 @@ def test_bf16_autocast_works_on_cpu_and_fp16_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "fp16").exists()
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_native_amp_is_bf16_only_where_the_cpu_computes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            native: bool) -> None:
+    """``amp="native"``: bf16 autocast on a CPU with native bf16 (the same run as ``amp="bf16"``), float32 elsewhere
+    (the same run as ``amp="off"``); config.json records which."""
+    import json
+
+    import partsim_core.training as training
+
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: native)
+    result = train(LinearTask(), config(amp="native", epochs=2), tmp_path / "native", progress=False)
+    peer = train(LinearTask(), config(amp="bf16" if native else "off", epochs=2), tmp_path / "peer", progress=False)
+    assert_same_weights(result.model, peer.model)
+    recorded = json.loads((tmp_path / "native" / "config.json").read_text())
+    assert recorded["autocast"] == ("bfloat16" if native else "off")
+    assert recorded["config"]["amp"] == "native"
+
+
+def test_default_preset_trains_in_native_bf16_and_the_others_as_before() -> None:
+    from partsim_core.presets import PRESETS
+
+    assert PRESETS["default"].amp == "native"
+    assert PRESETS["smoke"].amp == PRESETS["paper"].amp == "auto"   # smoke: float32 on CPU (the regression store)
+
+
 def test_dataloader_workers_give_the_same_result(tmp_path: Path) -> None:
     inline = train(LinearTask(), config(epochs=2), tmp_path / "inline", progress=False)
     workers = train(LinearTask(), config(epochs=2, num_workers=2), tmp_path / "workers", progress=False)

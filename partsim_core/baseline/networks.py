@@ -116,7 +116,7 @@ def part_network_setup(data: DatasetHandle, part: str, input_kind: str = "ideal"
         batch_size=network.batch_size,
         lr=network.lr,
         early_stopping_patience=network.early_stopping_patience if validation is not None else None,
-        device=device,
+        device=device, amp=settings.amp,
         num_workers=num_workers,
         model={"architecture": "PartCNN", "n_mels": settings.frontend.n_mels, "width": network.width,
                "embedding_dim": network.embedding_dim},

@@ -191,7 +191,7 @@ def separator_train_config(data: DatasetHandle, task: SeparatorTask, config: Sep
     tracks = [data.dataset.track(track_id) for track_id in task.train_ids + task.validation_ids]
     return TrainConfig(
         run_name="separator-unet", seed=seed, epochs=epochs or config.epochs, steps_per_epoch=config.steps_per_epoch,
-        batch_size=config.batch_size, lr=config.lr, device=device, model=task.model_config(),
+        batch_size=config.batch_size, lr=config.lr, device=device, amp=data.preset.amp, model=task.model_config(),
         data={"dataset": str(Path(task.dataset_root).resolve()), "train_tracks": stable_hash(task.train_ids),
               "n_train_tracks": len(task.train_ids), "validation_tracks": stable_hash(task.validation_ids),
               "excerpt_samples": task.excerpt_samples, "validation_excerpts": VALIDATION_EXCERPTS,

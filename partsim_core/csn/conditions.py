@@ -198,7 +198,7 @@ def condition_setup(condition: Condition, data: DatasetHandle, csn: CSNConfig, e
     task, validation = task_with_optional_validation(make_task, validation)
     config = TrainConfig(
         run_name=condition.run_name, seed=seed, epochs=epochs or csn.epochs, steps_per_epoch=task.steps_per_epoch,
-        batch_size=csn.batch_size, lr=csn.lr, device=device,
+        batch_size=csn.batch_size, lr=csn.lr, device=device, amp=settings.amp,
         model={"architecture": "CSNModel", "n_mels": settings.frontend.n_mels, "width": csn.width,
                "initial": pretrained_dir.name if condition.pre and pretrained_dir is not None else None},
         data={"condition": dataclasses.asdict(condition), "sampling": dataclasses.asdict(sampling),

@@ -286,6 +286,7 @@ def pretraining_setup(data: DatasetHandle, csn: CSNConfig, epochs: int | None = 
     config = TrainConfig(
         run_name="csn-pretrain", seed=seed, epochs=epochs or csn.pretrain_epochs,
         steps_per_epoch=task.steps_per_epoch, batch_size=csn.batch_size, lr=csn.lr, device=device,
+        amp=data.preset.amp,
         model={"architecture": "CSNModel", "n_mels": data.preset.frontend.n_mels, "width": csn.width},
         data={"train": data.fingerprint(tracks), "targets": targets, "part_networks": network_keys,
               "frontend": dataclasses.asdict(data.preset.frontend), "segment_seconds": data.preset.segment_seconds,
