@@ -13,6 +13,7 @@ row is reported as a failure (the guard below). Chapter command names live in :d
 
 from __future__ import annotations
 
+import argparse
 import errno
 import hashlib
 import json
@@ -604,3 +605,32 @@ def test_provenance_key_is_what_fresh_needs(work, capsys):
     assert main(["data", "check", str(root), "--out", str(out)]) == 0
     assert json.loads(out.read_text())[PROVENANCE_KEY]["command"] == "data check"
     capsys.readouterr()
+
+
+def _commands_with(option: str):
+    """``(words, leaf parser)`` of every partsim command that takes ``option``."""
+    stack = [((), cli.build_parser())]
+    while stack:
+        words, parser = stack.pop()
+        children = [action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        if not children:
+            if option in _options(parser):
+                yield words
+            continue
+        for choices in children:
+            stack.extend(((*words, name), child) for name, child in choices.items())
+
+
+def test_every_seeds_option_refuses_an_absurd_count_before_any_work(work, capsys, no_work) -> None:
+    """``--seeds`` is bounded (each seed trains every model again): 101 is refused with exit 2, 100 accepted."""
+    from partsim_core.cli.options import MAX_SEEDS
+
+    commands = sorted(_commands_with("--seeds"))
+    assert {("book", "build"), ("train", "all"), ("train", "csn"), ("csn", "run")} <= set(commands)
+    for words in commands:
+        with pytest.raises(SystemExit) as stopped:
+            _parser_for(words).parse_args(["--seeds", str(MAX_SEEDS + 1)])
+        assert stopped.value.code == 2
+        assert f"at most {MAX_SEEDS} seeds" in capsys.readouterr().err, words
+        seeds_type = next(action.type for action in _parser_for(words)._actions if "--seeds" in action.option_strings)
+        assert seeds_type(str(MAX_SEEDS)) == MAX_SEEDS

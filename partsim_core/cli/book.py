@@ -17,7 +17,7 @@ from partsim_core.cli.options import (
     add_out_dir,
     add_preset,
     add_seed,
-    positive_int,
+    seed_count,
 )
 
 
@@ -90,7 +90,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         epilog="Example: partsim book build --preset smoke --out-dir /tmp/partsim-book",
     )
     _add_shared(build)
-    build.add_argument("--seeds", type=positive_int, default=None, metavar="N",
+    build.add_argument("--seeds", type=seed_count, default=None, metavar="N",
                        help="training seeds of every model (default: the preset's: 1 for smoke, 3 for default and "
                             "paper); every interval includes the seed-to-seed spread")
     build.add_argument(

@@ -31,6 +31,19 @@ def positive_int(text: str) -> int:
     return _integer_at_least(text, 1, "positive")
 
 
+#: Most training seeds one command accepts: each seed trains every model again (a day per seed of the default book
+#: on 2 cores at 3 seeds' scale), so a larger count is a typo, refused before any work.
+MAX_SEEDS = 100
+
+
+def seed_count(text: str) -> int:
+    """argparse type of ``--seeds``: an integer in ``[1, MAX_SEEDS]``."""
+    value = _integer_at_least(text, 1, "positive")
+    if value > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SEEDS} seeds (each trains every model again), got {text!r}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     return _integer_at_least(text, 0, "non-negative")
@@ -71,7 +84,7 @@ def add_seed(parser: argparse.ArgumentParser) -> None:
 
 def add_seeds(parser: argparse.ArgumentParser, default: int = 1) -> None:
     """``--seeds N``: train and evaluate seeds ``seed .. seed+N-1``; intervals include the seed spread."""
-    parser.add_argument("--seeds", type=positive_int, default=default, metavar="N",
+    parser.add_argument("--seeds", type=seed_count, default=default, metavar="N",
                         help=f"number of training seeds, starting at --seed (default: {default}); intervals "
                              "include the seed-to-seed spread")
 

@@ -43,7 +43,7 @@ from partsim_core.cli.options import (
     add_seed,
     add_seeds,
     add_training_options,
-    positive_int,
+    seed_count,
 )
 from partsim_core.data.dataset import load_dataset
 from partsim_core.data.outputs import MARKER, check_output_dir
@@ -218,7 +218,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     add_data_root(every)
     add_device(every)
     add_seed(every)
-    every.add_argument("--seeds", type=positive_int, default=None, metavar="N",
+    every.add_argument("--seeds", type=seed_count, default=None, metavar="N",
                        help="number of training seeds, starting at --seed (default: the preset's, as the book)")
     add_jobs(every, "worker processes, one training each")
     add_no_progress(every)
