@@ -145,12 +145,13 @@ PRESETS: dict[str, Preset] = {
         frontend=FrontendConfig(sample_rate=22050, n_fft=1024, hop_length=512, n_mels=96),
         # Epochs of the part networks and of the CSN: where validation loss stops improving
         # (partsim_core.convergence, curves in data/presets/default_epochs.json), not tuned on the test split.
-        part_network=PartNetworkConfig(n_train_tracks=None, anchors_per_track=40, batch_size=64, epochs=6, width=16),
+        part_network=PartNetworkConfig(n_train_tracks=None, anchors_per_track=40, batch_size=64, epochs=11,
+                                       width=16),
         # 150 steps of batch 8 at Spleeter's width: ~1.4 s per step on 2 idle cores (~3.5 min in all).
         separator=SeparatorConfig(epochs=3, batch_size=8, segment_seconds=3.0, width=16, steps_per_epoch=50),
-        # Measured on 2 idle CPU cores: one epoch (32 steps of 32 triplets) ~21 s, one pre-training epoch (~1,300
-        # segments of 60 tracks, 41 steps) ~6 s: 9 conditions x 17 epochs ~ 54 min per seed, one process.
-        csn=CSNConfig(width=8, batch_size=32, epochs=17, triplets_per_epoch=1000, pretrain_epochs=8,
+        # Measured with bf16 on one thread (the other core busy): one epoch (32 steps of 32 triplets) ~17 s, so
+        # one condition ~7.5 min; a part-network epoch ~31 s (~5.7 min for 11).
+        csn=CSNConfig(width=8, batch_size=32, epochs=26, triplets_per_epoch=1000, pretrain_epochs=8,
                       pretrain_tracks=60, validation_triplets=128),
         # The findings rest on these models: three seeds, so that every interval includes the seed spread.
         seeds=3,

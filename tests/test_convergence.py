@@ -61,3 +61,9 @@ def test_default_preset_uses_the_epochs_its_validation_curves_chose():
     for name, entry in record["models"].items():
         assert plateau_epoch(entry["val_loss"]) == entry["chosen"], name
         assert fields[entry["preset_field"]] == entry["chosen"], name
+    # The curves hold only for the front end and precision they were measured with: changing either in the preset
+    # without measuring again fails here.
+    measured = record["measured_with"]
+    assert measured["amp"] == default.amp
+    assert measured["frontend"] == {name: getattr(default.frontend, name)
+                                    for name in ("sample_rate", "n_fft", "hop_length", "n_mels")}
