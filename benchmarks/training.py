@@ -75,6 +75,15 @@ Profile (issue 14 item 4; ``torch.profiler``, default preset, 2 shared cores, to
   network) over the same code with glibc's defaults; against cd346e8 with glibc's defaults on both sides 0.96x
   (CSN) and 1.06x (part network): the same step per CPU second. The 2x of issue 14 is not reached.
 
+* Idle cores, 2026-12-06 (load below 1.5), float32 both sides, ``--peer-root <cd346e8> --repeats 2 --steps 5
+  --rounds 2``: CSN step 58.6 vs 64.3 triplets/s (0.91x), part network 120.7 vs 112.7 (1.07x). Per layer (CSN
+  encoder forward + backward, 96 pieces of 96 x 130, 2 threads): block 1 (8 channels, full resolution) 245 ms of
+  ~470 ms (its two batch norms ~115 ms, ReLU backward ~35 ms, convolutions ~80 ms, pooling ~14 ms); blocks 2-5
+  ~225 ms, mostly convolution; all convolutions ~200 ms (~80 GFLOP/s). Channels-last batch norm at 8 channels costs
+  3.5x more per element than at 16 (19.7 vs 5.7 ms for the same 9.6 M values). A fused batch norm + ReLU of block 1
+  would save at most ~100 ms (~1.3x of the model step): the 2x of issue 14 is not reachable in float32 on these
+  cores. bf16 autocast (``--amp bf16``/``native``): model step 2.2x, whole step ~1.5x, but another computation.
+
 Run: ``python benchmarks/training.py [--preset smoke|default] [--device cpu|cuda] [--steps N] [--rounds R]
 [--part drums] [--width W] [--batch-size B] [--mel-in-loss] [--full-run] [--torch-threads N]
 [--clock wall|process] [--no-csn] [--prefetch] [--system-allocator] [--amp MODE] [--frontend N_FFT,HOP,N_MELS]
