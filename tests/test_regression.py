@@ -221,22 +221,39 @@ def differences(fresh: Mapping[str, Any], stored: Mapping[str, Mapping[str, Any]
 
 
 def dump_store(store: Mapping[str, Any]) -> str:
-    """The store as JSON with one metric per line, so that a changed value and its reason read as one diff line."""
+    """The store as JSON with one metric per line, so that a changed value reads as one diff line.
+
+    Each reason text is written once, in ``reasons`` (in order of first use); a metric's ``reason`` is its index
+    there (:func:`expand_reasons` turns them back into texts).
+    """
+    texts: dict[str, int] = {}
+    for metrics in store["metrics"].values():
+        for entry in metrics.values():
+            texts.setdefault(entry["reason"], len(texts))
     lines = ["{", f' "header": {json.dumps(store["header"], indent=1).replace(chr(10), chr(10) + " ")},',
-             ' "metrics": {']
+             ' "reasons": [', ",\n".join(f"  {json.dumps(text)}" for text in texts), " ],", ' "metrics": {']
     chapters = list(store["metrics"].items())
     for number, (chapter, metrics) in enumerate(chapters):
         lines.append(f"  {json.dumps(chapter)}: {{")
-        entries = [f"   {json.dumps(key)}: {json.dumps(entry)}" for key, entry in metrics.items()]
+        entries = [f"   {json.dumps(key)}: {json.dumps({**entry, 'reason': texts[entry['reason']]})}"
+                   for key, entry in metrics.items()]
         lines.append(",\n".join(entries))
         lines.append("  }" + ("," if number < len(chapters) - 1 else ""))
     lines += [" }", "}"]
     return "\n".join(lines) + "\n"
 
 
+def expand_reasons(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The store of :func:`dump_store`'s text with every ``reason`` index replaced by its text."""
+    reasons = raw["reasons"]
+    return {"header": raw["header"],
+            "metrics": {chapter: {key: {**entry, "reason": reasons[entry["reason"]]} for key, entry in metrics.items()}
+                        for chapter, metrics in raw["metrics"].items()}}
+
+
 def load_store(path: Path = STORE) -> dict[str, Any]:
-    """The stored metrics (``header`` and ``metrics``: chapter -> key -> {value, reason})."""
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The stored metrics (``header`` and ``metrics``: chapter -> key -> {value, reason text})."""
+    return expand_reasons(json.loads(path.read_text(encoding="utf-8")))
 
 
 def updated_store(store: Mapping[str, Any] | None, fresh: Mapping[str, Mapping[str, Any]],
@@ -365,6 +382,16 @@ def test_a_failing_command_reports_its_status_and_stderr(tmp_path: Path, monkeyp
     assert not (tmp_path / "ch3.json").exists()
 
 
+def test_each_reason_is_written_once_and_read_back_per_metric() -> None:
+    store = {"header": {"tolerance": {"rtol": 0.0, "atol": 0.0}},
+             "metrics": {"ch3": {"a": {"value": 1.0, "reason": "first"}, "b": {"value": 2.0, "reason": "b fixed"}},
+                         "ch4": {"c": {"value": "holds", "reason": "first"}}}}
+    raw = json.loads(dump_store(store))
+    assert raw["reasons"] == ["first", "b fixed"]
+    assert raw["metrics"]["ch4"]["c"] == {"value": "holds", "reason": 0}
+    assert expand_reasons(raw) == store
+
+
 def test_update_keeps_reasons_of_unchanged_metrics() -> None:
     store = {"header": {"tolerance": {"rtol": 0.0, "atol": 0.0}},
              "metrics": {"ch3": {"a": {"value": 1.0, "reason": "first"}, "b": {"value": 2.0, "reason": "first"}}}}
@@ -378,7 +405,11 @@ def test_update_keeps_reasons_of_unchanged_metrics() -> None:
 
 def test_store_is_well_formed() -> None:
     store = load_store()
-    assert json.loads(dump_store(store)) == store
+    raw = json.loads(dump_store(store))
+    assert expand_reasons(raw) == store
+    assert raw == json.loads(STORE.read_text(encoding="utf-8")), "the file is not in dump_store's form"
+    used = {entry["reason"] for metrics in raw["metrics"].values() for entry in metrics.values()}
+    assert used == set(range(len(raw["reasons"]))) and len(set(raw["reasons"])) == len(raw["reasons"])
     assert {"rtol", "atol"} <= set(store["header"]["tolerance"])
     assert "ch3" in store["metrics"]
     for chapter, metrics in store["metrics"].items():
