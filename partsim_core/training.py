@@ -378,10 +378,12 @@ def _init_distributed(config: TrainConfig) -> tuple[int, int]:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU runs oneDNN's bf16 kernels natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); elsewhere oneDNN emulates bf16, slower than
+    float32. (Not ``torch.ops.mkldnn._is_mkldnn_bf16_supported``: it is true on any AVX512-BW CPU, e.g. Skylake.)"""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN, or an older torch
+        return any(bool(getattr(torch.cpu, name)()) for name in checks if hasattr(torch.cpu, name))
+    except RuntimeError:  # a build without the CPU feature queries
         return False
 
 
