@@ -15,7 +15,7 @@ from a :class:`TrainConfig` and a :class:`TrainingTask` that knows how to build 
   which a later call with the same key reuses without training (the files: :mod:`partsim_core.training_artefacts`).
 * **Early stopping** on the task's validation loss; the best epoch's weights are the result.
 * **Mixed precision.** ``amp="auto"`` is bf16 autocast on CUDA and off on CPU. ``"native"`` is bf16 autocast
-  wherever the device computes bf16 natively (CUDA with bf16, a CPU whose oneDNN has bf16 kernels: AVX512-BF16 or
+  wherever the device computes bf16 natively (CUDA with bf16, a CPU with bf16 instructions: AVX512-BF16 or
   AMX; :func:`cpu_has_native_bf16`), full precision elsewhere (emulated bf16 is slower than float32); the
   ``default`` preset trains with it (``Preset.amp``). ``"bf16"`` also works on CPU (torch CPU autocast);
   ``"fp16"`` needs CUDA (it uses a gradient scaler) and is refused on CPU with a PartsimError. The autocast dtype a
