@@ -189,8 +189,13 @@ class Reply(NamedTuple):
 
 
 def _request(server: BackgroundServer, method: str, path: str, body: bytes | str | Any = None,
-             headers: dict[str, str] | None = None) -> Reply:
-    """One request with the path sent verbatim (no normalisation of '..')."""
+             headers: dict[str, str] | None = None, reset_after_status: bool = False) -> Reply:
+    """One request with the path sent verbatim (no normalisation of '..').
+
+    ``reset_after_status``: a connection reset while reading the body, after the status line arrived, gives an
+    empty body instead of an error (a server that refuses a request before reading its body closes the socket
+    with the body unread, and the kernel may then reset the connection under the client's read).
+    """
     if body is not None and not isinstance(body, (bytes, str)):
         body = json.dumps(body)
     if isinstance(body, str):
@@ -202,7 +207,13 @@ def _request(server: BackgroundServer, method: str, path: str, body: bytes | str
     try:
         connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+        try:
+            content = response.read()
+        except ConnectionResetError:
+            if not reset_after_status:
+                raise
+            content = b""
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, content)
     finally:
         connection.close()
 
@@ -783,7 +794,9 @@ def test_other_hosts_get_403_and_no_data(server: BackgroundServer, fake_index: F
                                ("GET", f"/api/songs/{song}", None), ("GET", audio_url(song, "mix", 0), None),
                                ("HEAD", "/api/songs", None), ("GET", "/nothing", None),
                                ("POST", "/api/search", {"queries": [_q(song, "drums", 0)]})]:
-        reply = _request(server, method, path, body, headers={"Host": host})
+        # A malformed Host gets tornado's 400 and an immediate close, before the POST body is read: the status
+        # arrives, the body read may be reset (no data either way).
+        reply = _request(server, method, path, body, headers={"Host": host}, reset_after_status=True)
         assert reply.status in (400, 403), (host, path, reply.status)  # 400: tornado refuses a malformed Host
         assert song.encode() not in reply.body and b"RIFF" not in reply.body
         if method != "HEAD" and reply.status == 403:
