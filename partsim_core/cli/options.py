@@ -31,8 +31,8 @@ def positive_int(text: str) -> int:
     return _integer_at_least(text, 1, "positive")
 
 
-#: Most training seeds one command accepts: each seed trains every model again (a day per seed of the default book
-#: on 2 cores at 3 seeds' scale), so a larger count is a typo, refused before any work.
+#: Most training seeds one command accepts: each seed trains every model again (~1.5 hours per seed of the default
+#: book on 2 cores), so a larger count is a typo, refused before any work.
 MAX_SEEDS = 100
 
 
