@@ -129,6 +129,7 @@ from partsim_core.presets import Preset, get_preset
 from partsim_core.training import (
     AMP_MODES,
     autocast_dtype,
+    autocast_name,
     cpu_step_threads,
     intra_op_threads,
     prefetched,
@@ -187,7 +188,7 @@ def _step_rate(make_batch, train_on, steps: int, rounds: int, triplets_per_step:
 
 def csn_step_rates(data: Any, device: torch.device, steps: int, rounds: int, seed: int = 0,
                    clock=time.perf_counter, batch_rate: bool = True, prefetch: bool = True,
-                   threads: int | None = None, amp: str = "auto") -> dict[str, float]:
+                   threads: int | None = None, amp: str = "auto") -> dict[str, Any]:
     """Batch-assembly and training-step rates of chapter 4's CSN (condition (i)'s task and loss) on ``device``.
 
     ``data`` is :func:`partsim_core.baseline.load_dataset`'s result for the preset (the ``csn_*`` keys); ``amp``
@@ -195,6 +196,7 @@ def csn_step_rates(data: Any, device: torch.device, steps: int, rounds: int, see
 
     Returns:
         ``setup_s`` (task construction), ``step_triplets_per_s``, ``batch_triplets_per_s`` (when ``batch_rate``),
+        ``autocast`` (:func:`partsim_core.training.autocast_name` of the steps' dtype),
         ``batch_size``, ``width``, ``triplets_per_epoch``, ``epochs`` and, on CUDA, ``peak_cuda_mib``.
     """
     from partsim_core.csn.conditions import condition_setup, get_condition
@@ -206,7 +208,7 @@ def csn_step_rates(data: Any, device: torch.device, steps: int, rounds: int, see
     csn = data.preset.csn
     started = time.perf_counter()
     task, config = condition_setup(timed, data, csn, device=str(device), seed=seed)
-    out: dict[str, float] = {"setup_s": time.perf_counter() - started, "batch_size": csn.batch_size,
+    out: dict[str, Any] = {"setup_s": time.perf_counter() - started, "batch_size": csn.batch_size,
                              "width": csn.width, "triplets_per_epoch": csn.triplets_per_epoch, "epochs": csn.epochs}
     if batch_rate:
         out["batch_triplets_per_s"] = _best_rate(lambda step: task.batch(0, step), steps, rounds, csn.batch_size,
@@ -215,6 +217,7 @@ def csn_step_rates(data: Any, device: torch.device, steps: int, rounds: int, see
     model = task.build_model().to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     amp_dtype = autocast_dtype(amp, device)
+    out["autocast"] = autocast_name(amp_dtype)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -260,10 +263,6 @@ COMPARED_SETTINGS = ("preset", "n_mels", "n_fft", "hop_length", "segment_seconds
                      "autocast", "csn_autocast")
 #: What a run that predates a setting's key used (checkouts before mixed precision on the CPU: float32 there).
 _SETTING_BEFORE_ITS_KEY = {"autocast": "off", "csn_autocast": "off"}
-
-
-def _autocast_name(dtype: torch.dtype | None) -> str:
-    return str(dtype).removeprefix("torch.") if dtype is not None else "off"
 
 
 def _read_json_line(path: Path) -> dict:
@@ -472,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "mel_in_loss": args.mel_in_loss,
         "amp": amp,
-        "autocast": _autocast_name(amp_dtype),
+        "autocast": autocast_name(amp_dtype),
         "batch_size": batch_size,
         "width": config.width,
         "n_mels": preset.frontend.n_mels,
@@ -517,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu = csn_step_rates(data, torch.device("cpu"), args.steps, args.rounds, args.seed, clock,
                              prefetch=prefetch, threads=args.step_threads, amp=amp)
         result.update({
-            "csn_autocast": _autocast_name(autocast_dtype(amp, torch.device("cpu"))),
+            "csn_autocast": cpu["autocast"],
             "csn_condition": "i (task and loss; timed as g: fresh weights)",
             "csn_batch_size": cpu["batch_size"],
             "csn_width": cpu["width"],

@@ -270,8 +270,7 @@ def train(task: TrainingTask, config: TrainConfig, out_dir: Path | None = None, 
     if rank == 0:
         write_finished_run(out_dir, model, run_name=config.run_name, key=key, seed=config.seed,
                            config=dataclasses.asdict(config), history=state["history"], device=device,
-                           world_size=world_size, autocast=str(amp_dtype).removeprefix("torch.") if amp_dtype
-                           else "off")
+                           world_size=world_size, autocast=autocast_name(amp_dtype))
         checkpoint_path.unlink(missing_ok=True)
     _barrier(world_size)
     return TrainResult(model=model.cpu().eval(), out_dir=out_dir, history=state["history"], reused=False)
@@ -385,6 +384,12 @@ def cpu_has_native_bf16() -> bool:
         return any(bool(getattr(torch.cpu, name)()) for name in checks if hasattr(torch.cpu, name))
     except RuntimeError:  # a build without the CPU feature queries
         return False
+
+
+def autocast_name(dtype: torch.dtype | None) -> str:
+    """How a run's autocast dtype is reported (``config.json``, benchmarks): ``"bfloat16"``, ``"float16"`` or
+    ``"off"`` (full precision)."""
+    return str(dtype).removeprefix("torch.") if dtype is not None else "off"
 
 
 def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
